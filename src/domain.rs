@@ -1,0 +1,220 @@
+//! Identifiers parsed once at the edge: after parsing, the type is the proof.
+//!
+//! Every constructor here rejects malformed input with a [`DomainError`] whose
+//! message names the rule that failed but never echoes the value, because the
+//! values are personal data.
+
+use std::fmt;
+
+/// Why an identifier was rejected. Messages never contain the rejected value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("a numéro allocataire is 1 to 7 digits")]
+    NumeroAllocataire,
+    #[error("a NIR is 15 characters: 13 digits (2A or 2B allowed for a Corsican department) and a 2-digit key")]
+    NirShape,
+    #[error("the NIR's control key does not match its first 13 characters")]
+    NirKey,
+    #[error("a purpose is 1 to 64 characters of [a-z0-9_]")]
+    Purpose,
+    #[error("a case reference is 1 to 64 characters of [A-Za-z0-9._/-]")]
+    CaseReference,
+    #[error("a role is 1 to 64 characters of [a-z0-9_]")]
+    Role,
+    #[error("a post code is 1 to 64 characters of [A-Z0-9-], e.g. TN-TUNIS")]
+    PostCode,
+    #[error("a subject is 1 to 256 printable characters")]
+    Subject,
+}
+
+fn all_bytes(s: &str, min: usize, max: usize, ok: impl Fn(u8) -> bool) -> bool {
+    (min..=max).contains(&s.len()) && s.bytes().all(ok)
+}
+
+/// A CAF dossier number: 1 to 7 ASCII digits, kept as written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NumeroAllocataire(String);
+
+impl NumeroAllocataire {
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        if all_bytes(s, 1, 7, |b| b.is_ascii_digit()) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(DomainError::NumeroAllocataire)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A French social security number (NIR) whose mod-97 key has been checked.
+///
+/// `Debug` is redacted so that a NIR cannot reach a log by accident; use
+/// [`Nir::as_str`] where the clear value is truly needed (the upstream call).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Nir(String);
+
+impl Nir {
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        let b = s.as_bytes();
+        if b.len() != 15 {
+            return Err(DomainError::NirShape);
+        }
+        let corsica = matches!(&b[5..7], b"2A" | b"2B" | b"2a" | b"2b");
+        let digits_ok = b.iter().enumerate().all(|(i, c)| c.is_ascii_digit() || (corsica && i == 6));
+        if !digits_ok {
+            return Err(DomainError::NirShape);
+        }
+        let normalized = s.to_ascii_uppercase();
+        let key: u64 = normalized[13..].parse().map_err(|_| DomainError::NirShape)?;
+        if Self::key_of(&normalized[..13]) != Some(key) {
+            return Err(DomainError::NirKey);
+        }
+        Ok(Self(normalized))
+    }
+
+    /// The control key of a 13-character NIR body: 97 - (body mod 97), with the
+    /// Corsican departments 2A and 2B read as 19 and 18.
+    pub fn key_of(body: &str) -> Option<u64> {
+        if body.len() != 13 {
+            return None;
+        }
+        let n: u64 = match &body[5..7] {
+            "2A" => body.replacen("2A", "19", 1).parse().ok()?,
+            "2B" => body.replacen("2B", "18", 1).parse().ok()?,
+            _ => body.parse().ok()?,
+        };
+        Some(97 - n % 97)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Nir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Nir(<redacted>)")
+    }
+}
+
+macro_rules! token_newtype {
+    ($(#[$doc:meta])* $name:ident, $err:ident, $max:expr, $ok:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, DomainError> {
+                if all_bytes(s, 1, $max, $ok) {
+                    Ok(Self(s.to_owned()))
+                } else {
+                    Err(DomainError::$err)
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+fn snake(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'
+}
+
+token_newtype!(
+    /// A declared purpose of processing, e.g. `verification_radiation`.
+    Purpose, Purpose, 64, snake
+);
+token_newtype!(
+    /// A role granted by the identity provider, e.g. `agent_consulaire`.
+    Role, Role, 64, snake
+);
+token_newtype!(
+    /// A consular post, e.g. `TN-TUNIS` (ISO country code and city).
+    PostCode, PostCode, 64, |b: u8| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-'
+);
+token_newtype!(
+    /// The post's case or procedure reference the request is made for.
+    CaseReference, CaseReference, 64, |b: u8| b.is_ascii_alphanumeric() || b"._/-".contains(&b)
+);
+token_newtype!(
+    /// The agent's identifier at the identity provider (the token's `sub`).
+    Subject, Subject, 256, |b: u8| b.is_ascii_graphic()
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_valid_nirs_parse() {
+        for nir in ["295109912611193", "253072A07300443", "253072B07300470", "180057512345627", "160019912345604"] {
+            assert!(Nir::parse(nir).is_ok(), "{nir} should be valid");
+        }
+    }
+
+    #[test]
+    fn corsican_departments_are_read_as_19_and_18() {
+        assert_eq!(Nir::key_of("253072A073004"), Some(43));
+        assert_eq!(Nir::key_of("253072B073004"), Some(70));
+        assert_eq!(Nir::parse("253072a07300443").map(|n| n.as_str().to_owned()), Ok("253072A07300443".into()));
+    }
+
+    #[test]
+    fn nir_with_a_wrong_key_is_rejected_as_a_key_error() {
+        assert_eq!(Nir::parse("295109912611194"), Err(DomainError::NirKey));
+        assert_eq!(Nir::parse("253072A07300470"), Err(DomainError::NirKey));
+    }
+
+    #[test]
+    fn nir_of_the_wrong_shape_is_rejected() {
+        for bad in ["", "29510991261119", "2951099126111930", "29510991261119X", "2951X9912611193", "2530A2A07300443", "253072C07300443", "２95109912611193"] {
+            assert_eq!(Nir::parse(bad), Err(DomainError::NirShape), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn nir_debug_never_shows_the_number() {
+        let nir = Nir::parse("295109912611193").unwrap();
+        assert!(!format!("{nir:?}").contains("2951"));
+    }
+
+    #[test]
+    fn numero_allocataire_is_one_to_seven_digits() {
+        assert!(NumeroAllocataire::parse("1").is_ok());
+        assert!(NumeroAllocataire::parse("1000002").is_ok());
+        for bad in ["", "12345678", "12a", "-1", " 1", "１"] {
+            assert!(NumeroAllocataire::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn case_reference_allows_its_charset_only() {
+        assert!(CaseReference::parse("TN-2026/0042.a_b").is_ok());
+        assert!(CaseReference::parse(&"x".repeat(64)).is_ok());
+        for bad in ["", "has space", "é", &"x".repeat(65)] {
+            assert!(CaseReference::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn purposes_and_roles_are_snake_case() {
+        assert!(Purpose::parse("verification_radiation").is_ok());
+        assert!(Purpose::parse("Verification").is_err());
+        assert!(Role::parse("agent_consulaire").is_ok());
+        assert!(Role::parse("agent consulaire").is_err());
+        assert!(PostCode::parse("TN-TUNIS").is_ok());
+        assert!(PostCode::parse("tn-tunis").is_err());
+    }
+}

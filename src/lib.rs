@@ -1,0 +1,26 @@
+//! caf-broker: a secure, purpose-bound access broker to CAF dossiers for consular posts.
+//!
+//! # Layout
+//!
+//! A request walks one corridor, owned by [`broker`]:
+//! authenticate (in [`routes`], via [`auth`]) -> authorize the purpose ([`policy`])
+//! -> quota -> cache -> fetch ([`upstream`]) -> filter ([`policy`]) -> audit.
+//!
+//! - [`domain`]: identifiers parsed once (numéro, NIR, purpose, role, post, case reference).
+//! - [`policy`]: the policy file, compiled field rules, the pure filter, explain, policy tests.
+//! - [`auth`]: JWT verification against a JWKS, a cache of verified tokens, dev token minting.
+//! - [`upstream`]: the `CafClient` trait and its connectors (embedded simulator).
+//! - [`simulator`]: the synthetic CAF: deterministic dataset and standalone HTTP server.
+//! - [`broker`]: the pipeline, free of any HTTP framework.
+//! - [`error`]: `BrokerError`, classified by who caused it.
+//! - [`routes`]: the HTTP edge: route table, extractors, errors to problem+json.
+//! - [`config`]: typed, layered settings (file + `CAF_BROKER__*` env), all errors at once.
+//! - [`tls`]: rustls server configuration.
+//! - [`telemetry`]: tracing subscriber.
+//! - [`startup`]: the composition root, `Application::build`.
+//! - [`cli`]: the command line.
+
+pub mod auth;
+pub mod domain;
+pub mod policy;
+pub mod simulator;
