@@ -11,7 +11,9 @@ use std::fmt;
 pub enum DomainError {
     #[error("a numéro allocataire is 1 to 7 digits")]
     NumeroAllocataire,
-    #[error("a NIR is 15 characters: 13 digits (2A or 2B allowed for a Corsican department) and a 2-digit key")]
+    #[error(
+        "a NIR is 15 characters: 13 digits (2A or 2B allowed for a Corsican department) and a 2-digit key"
+    )]
     NirShape,
     #[error("the NIR's control key does not match its first 13 characters")]
     NirKey,
@@ -63,12 +65,17 @@ impl Nir {
             return Err(DomainError::NirShape);
         }
         let corsica = matches!(&b[5..7], b"2A" | b"2B" | b"2a" | b"2b");
-        let digits_ok = b.iter().enumerate().all(|(i, c)| c.is_ascii_digit() || (corsica && i == 6));
+        let digits_ok = b
+            .iter()
+            .enumerate()
+            .all(|(i, c)| c.is_ascii_digit() || (corsica && i == 6));
         if !digits_ok {
             return Err(DomainError::NirShape);
         }
         let normalized = s.to_ascii_uppercase();
-        let key: u64 = normalized[13..].parse().map_err(|_| DomainError::NirShape)?;
+        let key: u64 = normalized[13..]
+            .parse()
+            .map_err(|_| DomainError::NirShape)?;
         if Self::key_of(&normalized[..13]) != Some(key) {
             return Err(DomainError::NirKey);
         }
@@ -103,7 +110,8 @@ impl fmt::Debug for Nir {
 macro_rules! token_newtype {
     ($(#[$doc:meta])* $name:ident, $err:ident, $max:expr, $ok:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(transparent)]
         pub struct $name(String);
 
         impl $name {
@@ -153,13 +161,37 @@ token_newtype!(
     Subject, Subject, 256, |b: u8| b.is_ascii_graphic()
 );
 
+/// What the client asked to look up: a dossier number, or a NIR (sent in a body
+/// so that it never sits in a URL).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Lookup {
+    Numero(NumeroAllocataire),
+    Nir(Nir),
+}
+
+impl Lookup {
+    /// The kind of identifier, safe for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Lookup::Numero(_) => "numero",
+            Lookup::Nir(_) => "nir",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn known_valid_nirs_parse() {
-        for nir in ["295109912611193", "253072A07300443", "253072B07300470", "180057512345627", "160019912345604"] {
+        for nir in [
+            "295109912611193",
+            "253072A07300443",
+            "253072B07300470",
+            "180057512345627",
+            "160019912345604",
+        ] {
             assert!(Nir::parse(nir).is_ok(), "{nir} should be valid");
         }
     }
@@ -168,7 +200,10 @@ mod tests {
     fn corsican_departments_are_read_as_19_and_18() {
         assert_eq!(Nir::key_of("253072A073004"), Some(43));
         assert_eq!(Nir::key_of("253072B073004"), Some(70));
-        assert_eq!(Nir::parse("253072a07300443").map(|n| n.as_str().to_owned()), Ok("253072A07300443".into()));
+        assert_eq!(
+            Nir::parse("253072a07300443").map(|n| n.as_str().to_owned()),
+            Ok("253072A07300443".into())
+        );
     }
 
     #[test]
@@ -179,7 +214,16 @@ mod tests {
 
     #[test]
     fn nir_of_the_wrong_shape_is_rejected() {
-        for bad in ["", "29510991261119", "2951099126111930", "29510991261119X", "2951X9912611193", "2530A2A07300443", "253072C07300443", "２95109912611193"] {
+        for bad in [
+            "",
+            "29510991261119",
+            "2951099126111930",
+            "29510991261119X",
+            "2951X9912611193",
+            "2530A2A07300443",
+            "253072C07300443",
+            "２95109912611193",
+        ] {
             assert_eq!(Nir::parse(bad), Err(DomainError::NirShape), "{bad:?}");
         }
     }

@@ -21,6 +21,15 @@
 //! - [`cli`]: the command line.
 
 pub mod auth;
+pub mod broker;
+pub mod cli;
+pub mod config;
 pub mod domain;
+pub mod error;
 pub mod policy;
+pub mod routes;
 pub mod simulator;
+pub mod startup;
+pub mod telemetry;
+pub mod tls;
+pub mod upstream;

@@ -1,1 +1,114 @@
-//! (being written)
+//! Bearer-token authentication: JWT verification against a JWKS, yielding a [`Caller`].
+//!
+//! Built once at startup ([`Authenticator::new`]) and shared by every worker.
+//! A request's token goes through [`Authenticator::authenticate`], which either
+//! answers from a bounded cache of verified tokens or verifies the token:
+//!
+//! 1. the header's `alg` must be in `auth.algorithms` and is never `none` or an
+//!    HMAC algorithm, whatever the settings say;
+//! 2. the key is chosen by `kid` (without a `kid`, the single key of that
+//!    algorithm), and its own type and `alg` must match the header's `alg`;
+//! 3. the signature is checked before any claim is read;
+//! 4. `iss`, `aud`, `exp`, `iat` (and `nbf` when present) are checked with the
+//!    configured leeway; `sub`, `post` and `role` are parsed into domain types.
+//!
+//! Invariants: tokens are never logged, never used as cache keys (their SHA-256
+//! is), and no error message carries a claim value. A cached caller is served
+//! only while `now < exp`, leeway or not.
+//!
+//! [`mint_dev_token`] signs development tokens for the `caf-broker token` command.
+
+mod b64;
+mod cache;
+mod claims;
+mod jwks;
+mod mint;
+mod settings;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use crate::domain::{PostCode, Role, Subject};
+
+pub use jwks::AuthSetupError;
+pub use mint::{DevClaims, MintError, mint_dev_token};
+pub use settings::AuthSettings;
+pub use verify::Authenticator;
+
+/// The source of the current time in whole seconds since the Unix epoch.
+///
+/// Injected so that expiry, including the cache's, is tested without sleeping.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The authenticated agent behind a request, read from a verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The agent's identifier at the identity provider (`sub`).
+    pub sub: Subject,
+    /// The agent's consular post (`post`).
+    pub post: PostCode,
+    /// The agent's role (`role`), to be checked against the policy.
+    pub role: Role,
+    /// The token's `exp`, in seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// The token's `jti`, when it has one (for revocation lists and the audit log).
+    pub jti: Option<String>,
+}
+
+/// Why a bearer token was refused. Every variant is a 401 for the client.
+///
+/// Messages tell a client developer what to fix and never quote the token or a
+/// claim value; the `&'static str` is the claim's name.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    #[error(
+        "The bearer token is not a well-formed signed JWT (JWS compact serialization: header.payload.signature)."
+    )]
+    Malformed,
+    #[error(
+        "The token's signing algorithm is not accepted here; sign it with one of the broker's allowed asymmetric algorithms (never none or HMAC)."
+    )]
+    DisallowedAlgorithm,
+    #[error(
+        "No key of the broker's key set matches the token's kid header; check that the token comes from the expected identity provider."
+    )]
+    UnknownKey,
+    #[error("The token's signature does not verify with the key it names.")]
+    BadSignature,
+    #[error("The token has expired; request a new one from the identity provider.")]
+    Expired,
+    #[error(
+        "The token is not valid yet (nbf or iat is in the future); check the clocks of the identity provider and of the caller."
+    )]
+    NotYetValid,
+    #[error("The token's iss claim is not the identity provider this broker trusts.")]
+    WrongIssuer,
+    #[error("The token's aud claim does not name this broker.")]
+    WrongAudience,
+    #[error("The token lacks the required claim `{0}`.")]
+    MissingClaim(&'static str),
+    #[error("The token's claim `{0}` has an invalid type or value.")]
+    InvalidClaim(&'static str),
+}
+
+/// The system clock, in whole seconds since the Unix epoch.
+pub(crate) fn system_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// Installs jsonwebtoken's aws-lc crypto provider unless one is installed already.
+///
+/// [`Authenticator::new`] and [`mint_dev_token`] call it; calling it again is harmless.
+///
+/// jsonwebtoken panics at its first use if it cannot pick a provider (both
+/// backends compiled in through feature unification); installing one explicitly
+/// makes the choice independent of the dependency tree.
+pub fn install_crypto_provider() {
+    // An error means a provider is already installed, which is what we need.
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+}

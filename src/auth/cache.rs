@@ -1,0 +1,65 @@
+//! A bounded cache of verified tokens, keyed by the token's SHA-256, never by the token.
+//!
+//! A hit is served only while `now < exp`: the leeway that full verification
+//! grants is never stretched by the cache, and a stale entry is dropped on sight.
+
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use sha2::{Digest, Sha256};
+
+use super::{Caller, Clock};
+
+/// The SHA-256 of a token string.
+pub(super) type TokenDigest = [u8; 32];
+
+pub(super) struct TokenCache {
+    entries: moka::sync::Cache<TokenDigest, Caller>,
+}
+
+/// Evicts an entry when its token expires, so memory holds live tokens only.
+/// Correctness does not rest on it: [`TokenCache::get`] checks `exp` itself.
+struct UntilExpiry(Clock);
+
+impl Expiry<TokenDigest, Caller> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &TokenDigest,
+        caller: &Caller,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(
+            caller.expires_at.saturating_sub((self.0)()),
+        ))
+    }
+}
+
+impl TokenCache {
+    pub fn new(capacity: u64, clock: Clock) -> Self {
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(capacity)
+            .expire_after(UntilExpiry(clock))
+            .build();
+        Self { entries }
+    }
+
+    pub fn digest(token: &str) -> TokenDigest {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// The caller of a token verified earlier, if its `exp` is still ahead of `now`.
+    pub fn get(&self, digest: &TokenDigest, now: u64) -> Option<Caller> {
+        let caller = self.entries.get(digest)?;
+        if now < caller.expires_at {
+            Some(caller)
+        } else {
+            self.entries.invalidate(digest);
+            None
+        }
+    }
+
+    /// Remembers a caller; the verifier calls it only for tokens valid without leeway.
+    pub fn insert(&self, digest: TokenDigest, caller: Caller) {
+        self.entries.insert(digest, caller);
+    }
+}

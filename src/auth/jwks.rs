@@ -1,0 +1,238 @@
+//! The verification keys, loaded once from a JWKS file and chosen per token by `kid` and `alg`.
+
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+
+use super::{AuthError, b64};
+
+/// Smallest RSA modulus accepted, in bytes (2048 bits).
+const MIN_RSA_MODULUS_BYTES: usize = 256;
+
+/// Why the authenticator could not be built. Each message names the file or the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error("{}", .0.join("\n"))]
+    InvalidSettings(Vec<String>),
+    #[error("auth.jwks_file: cannot read {}: {error}", .path.display())]
+    ReadJwks {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("auth.jwks_file: {} is not a JSON Web Key Set ({error})", .path.display())]
+    ParseJwks {
+        path: PathBuf,
+        error: serde_json::Error,
+    },
+    #[error("auth.jwks_file: two keys of {} have the kid {kid:?}; a kid must name one key", .path.display())]
+    DuplicateKid { path: PathBuf, kid: String },
+    #[error(
+        "auth.jwks_file: {} holds no key usable for auth.algorithms ({skipped} skipped: only Ed25519, P-256, P-384 and RSA of 2048 bits or more, for signatures, are used)",
+        .path.display()
+    )]
+    NoUsableKey { path: PathBuf, skipped: usize },
+}
+
+/// A public key of the set, with the algorithms it may verify.
+pub(super) struct VerifyingKey {
+    pub kid: Option<String>,
+    /// Never empty: the key's own `alg`, or those of its type, within `auth.algorithms`.
+    pub algorithms: Vec<Algorithm>,
+    pub key: DecodingKey,
+}
+
+/// The usable keys of a JWKS file.
+pub(super) struct KeySet {
+    pub keys: Vec<VerifyingKey>,
+    /// Entries of the file that were left out (wrong use, type, size or algorithm).
+    pub skipped: usize,
+}
+
+#[derive(serde::Deserialize)]
+struct RawJwks {
+    keys: Vec<serde_json::Value>,
+}
+
+/// The JWK members this broker reads (RFC 7517, 7518); others are ignored.
+#[derive(serde::Deserialize)]
+struct RawJwk {
+    kty: String,
+    crv: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    kid: Option<String>,
+    alg: Option<String>,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    key_ops: Option<Vec<String>>,
+}
+
+impl KeySet {
+    /// Reads a JWKS file, keeping the keys usable with one of `allowed`.
+    pub fn load(path: &Path, allowed: &[Algorithm]) -> Result<Self, AuthSetupError> {
+        let text = std::fs::read(path).map_err(|error| AuthSetupError::ReadJwks {
+            path: path.to_owned(),
+            error,
+        })?;
+        let raw: RawJwks =
+            serde_json::from_slice(&text).map_err(|error| AuthSetupError::ParseJwks {
+                path: path.to_owned(),
+                error,
+            })?;
+        let mut set = KeySet {
+            keys: Vec::with_capacity(raw.keys.len()),
+            skipped: 0,
+        };
+        for (index, entry) in raw.keys.into_iter().enumerate() {
+            let key = serde_json::from_value::<RawJwk>(entry)
+                .map_err(|_| "it is not a JWK object with a kty")
+                .and_then(|jwk| verifying_key(&jwk, allowed));
+            match key {
+                Ok(key) => {
+                    if let Some(kid) = &key.kid
+                        && set.keys.iter().any(|known| known.kid.as_ref() == Some(kid))
+                    {
+                        return Err(AuthSetupError::DuplicateKid {
+                            path: path.to_owned(),
+                            kid: kid.clone(),
+                        });
+                    }
+                    set.keys.push(key);
+                }
+                Err(reason) => {
+                    tracing::warn!(jwks_file = %path.display(), index, reason, "skipping a key of the JWKS");
+                    set.skipped += 1;
+                }
+            }
+        }
+        if set.keys.is_empty() {
+            return Err(AuthSetupError::NoUsableKey {
+                path: path.to_owned(),
+                skipped: set.skipped,
+            });
+        }
+        Ok(set)
+    }
+
+    /// The key that must verify a token signed with `alg`: by `kid`, or without a
+    /// `kid` the only key for `alg`.
+    pub fn select(&self, kid: Option<&str>, alg: Algorithm) -> Result<&DecodingKey, AuthError> {
+        let key = match kid {
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|key| key.kid.as_deref() == Some(kid))
+                .ok_or(AuthError::UnknownKey)?,
+            None => {
+                let mut candidates = self.keys.iter().filter(|key| key.algorithms.contains(&alg));
+                match (candidates.next(), candidates.next()) {
+                    (Some(key), None) => key,
+                    _ => return Err(AuthError::UnknownKey),
+                }
+            }
+        };
+        if key.algorithms.contains(&alg) {
+            Ok(&key.key)
+        } else {
+            Err(AuthError::DisallowedAlgorithm)
+        }
+    }
+}
+
+/// Builds a verifying key from a JWK, or says why it is left out.
+fn verifying_key(jwk: &RawJwk, allowed: &[Algorithm]) -> Result<VerifyingKey, &'static str> {
+    if jwk.use_.as_deref().is_some_and(|use_| use_ != "sig") {
+        return Err("its use is not sig");
+    }
+    if jwk
+        .key_ops
+        .as_ref()
+        .is_some_and(|ops| !ops.iter().any(|op| op == "verify"))
+    {
+        return Err("its key_ops do not include verify");
+    }
+    let (key, family_algorithms): (DecodingKey, &[Algorithm]) =
+        match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+            ("OKP", Some("Ed25519")) => (ed25519(jwk)?, &[Algorithm::EdDSA]),
+            ("EC", Some("P-256")) => (ec(jwk, 32)?, &[Algorithm::ES256]),
+            ("EC", Some("P-384")) => (ec(jwk, 48)?, &[Algorithm::ES384]),
+            ("RSA", _) => (rsa(jwk)?, AlgorithmFamily::Rsa.algorithms()),
+            ("oct", _) => return Err("symmetric (oct) keys are never used"),
+            _ => return Err("its key type or curve is not supported"),
+        };
+    let algorithms: Vec<Algorithm> = match jwk.alg.as_deref() {
+        None => family_algorithms
+            .iter()
+            .copied()
+            .filter(|alg| allowed.contains(alg))
+            .collect(),
+        Some(name) => {
+            let alg = name
+                .parse::<Algorithm>()
+                .map_err(|_| "its alg is unknown")?;
+            if !family_algorithms.contains(&alg) {
+                return Err("its alg does not match its key type");
+            }
+            [alg]
+                .into_iter()
+                .filter(|alg| allowed.contains(alg))
+                .collect()
+        }
+    };
+    if algorithms.is_empty() {
+        return Err("its algorithm is not in auth.algorithms");
+    }
+    Ok(VerifyingKey {
+        kid: jwk.kid.clone(),
+        algorithms,
+        key,
+    })
+}
+
+/// The decoded length of a base64url member, if it decodes.
+fn decoded_len(member: Option<&String>) -> Option<usize> {
+    member
+        .and_then(|value| b64::decode(value.as_bytes()))
+        .map(|bytes| bytes.len())
+}
+
+fn ed25519(jwk: &RawJwk) -> Result<DecodingKey, &'static str> {
+    match (&jwk.x, decoded_len(jwk.x.as_ref())) {
+        (Some(x), Some(32)) => {
+            DecodingKey::from_ed_components(x).map_err(|_| "its x is not base64url")
+        }
+        _ => Err("its x is not a 32-byte Ed25519 public key"),
+    }
+}
+
+fn ec(jwk: &RawJwk, coordinate_len: usize) -> Result<DecodingKey, &'static str> {
+    match (
+        &jwk.x,
+        &jwk.y,
+        decoded_len(jwk.x.as_ref()),
+        decoded_len(jwk.y.as_ref()),
+    ) {
+        (Some(x), Some(y), Some(x_len), Some(y_len))
+            if x_len == coordinate_len && y_len == coordinate_len =>
+        {
+            DecodingKey::from_ec_components(x, y).map_err(|_| "its x or y is not base64url")
+        }
+        _ => Err("its x and y do not match its curve"),
+    }
+}
+
+fn rsa(jwk: &RawJwk) -> Result<DecodingKey, &'static str> {
+    match (
+        &jwk.n,
+        &jwk.e,
+        decoded_len(jwk.n.as_ref()),
+        decoded_len(jwk.e.as_ref()),
+    ) {
+        (Some(n), Some(e), Some(n_len), Some(1..)) if n_len >= MIN_RSA_MODULUS_BYTES => {
+            DecodingKey::from_rsa_components(n, e).map_err(|_| "its n or e is not base64url")
+        }
+        _ => Err("its modulus is missing or shorter than 2048 bits"),
+    }
+}

@@ -1,0 +1,127 @@
+//! Development tokens for `caf-broker token`, signed with the configured dev key.
+
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+use super::settings::AuthSettings;
+use crate::domain::{DomainError, PostCode, Role, Subject};
+
+/// Longest lifetime of a development token: a day.
+const MAX_DEV_TTL_SECS: u64 = 86_400;
+
+/// What a development token asserts.
+#[derive(Debug, Clone)]
+pub struct DevClaims {
+    pub sub: String,
+    pub post: String,
+    pub role: String,
+    pub ttl_secs: u64,
+}
+
+/// Why a development token could not be minted.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error(
+        "auth.dev_signing_key_file is not set: this configuration cannot mint development tokens"
+    )]
+    NoDevKey,
+    #[error("auth.dev_signing_key_file: cannot read {}: {error}", .path.display())]
+    ReadKey {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("auth.dev_signing_key_file: {} is not a PKCS#8 PEM Ed25519 or P-256 private key", .path.display())]
+    UnsupportedKey { path: PathBuf },
+    #[error("auth.dev_signing_key_file: {} signs with {alg:?}, which auth.algorithms does not allow", .path.display())]
+    AlgorithmNotAllowed { path: PathBuf, alg: Algorithm },
+    #[error("{claim}: {error}")]
+    InvalidClaim {
+        claim: &'static str,
+        error: DomainError,
+    },
+    #[error("ttl_secs: a development token lives from 1 to {MAX_DEV_TTL_SECS} seconds")]
+    Ttl,
+    #[error("signing the development token failed: {0}")]
+    Sign(jsonwebtoken::errors::Error),
+}
+
+#[derive(serde::Serialize)]
+struct MintedClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    post: &'a str,
+    role: &'a str,
+    iat: u64,
+    exp: u64,
+    jti: String,
+}
+
+/// Signs a token that [`super::Authenticator`] accepts under the same settings.
+///
+/// The claims are checked with the domain parsers first, so that a typo fails
+/// here rather than as a 401 later. The signing key is read on each call:
+/// this is a command-line tool, not a request path.
+pub fn mint_dev_token(settings: &AuthSettings, claims: DevClaims) -> Result<String, MintError> {
+    let path = settings
+        .dev_signing_key_file
+        .as_deref()
+        .ok_or(MintError::NoDevKey)?;
+    Subject::parse(&claims.sub).map_err(|error| MintError::InvalidClaim {
+        claim: "sub",
+        error,
+    })?;
+    PostCode::parse(&claims.post).map_err(|error| MintError::InvalidClaim {
+        claim: "post",
+        error,
+    })?;
+    Role::parse(&claims.role).map_err(|error| MintError::InvalidClaim {
+        claim: "role",
+        error,
+    })?;
+    if !(1..=MAX_DEV_TTL_SECS).contains(&claims.ttl_secs) {
+        return Err(MintError::Ttl);
+    }
+
+    super::install_crypto_provider();
+    let (key, alg) = read_signing_key(path)?;
+    if !settings.allowed_algorithms().contains(&alg) {
+        return Err(MintError::AlgorithmNotAllowed {
+            path: path.to_owned(),
+            alg,
+        });
+    }
+
+    let mut header = Header::new(alg);
+    header.kid.clone_from(&settings.dev_signing_kid);
+    let now = super::system_now();
+    let minted = MintedClaims {
+        iss: &settings.issuer,
+        aud: &settings.audience,
+        sub: &claims.sub,
+        post: &claims.post,
+        role: &claims.role,
+        iat: now,
+        exp: now.saturating_add(claims.ttl_secs),
+        jti: uuid::Uuid::new_v4().to_string(),
+    };
+    jsonwebtoken::encode(&header, &minted, &key).map_err(MintError::Sign)
+}
+
+/// The PEM key and the algorithm its type implies: EdDSA for Ed25519, ES256 for P-256.
+fn read_signing_key(path: &Path) -> Result<(EncodingKey, Algorithm), MintError> {
+    let pem = std::fs::read(path).map_err(|error| MintError::ReadKey {
+        path: path.to_owned(),
+        error,
+    })?;
+    if let Ok(key) = EncodingKey::from_ed_pem(&pem) {
+        return Ok((key, Algorithm::EdDSA));
+    }
+    if let Ok(key) = EncodingKey::from_ec_pem(&pem) {
+        return Ok((key, Algorithm::ES256));
+    }
+    Err(MintError::UnsupportedKey {
+        path: path.to_owned(),
+    })
+}

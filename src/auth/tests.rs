@@ -1,0 +1,859 @@
+//! Authentication tests against the real development keys of `certs-dev/`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use super::cache::TokenCache;
+use super::*;
+
+const ISSUER: &str = "https://idp.diplomatie.gouv.fr/dev";
+const AUDIENCE: &str = "caf-broker";
+/// A fixed "now" for tests that drive the clock.
+const T0: u64 = 1_790_000_000;
+
+fn certs(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("certs-dev")
+        .join(file)
+}
+
+fn settings() -> AuthSettings {
+    AuthSettings {
+        issuer: ISSUER.to_owned(),
+        audience: AUDIENCE.to_owned(),
+        jwks_file: certs("jwks.json"),
+        algorithms: vec!["ES256".into(), "EdDSA".into(), "RS256".into()],
+        leeway_secs: 30,
+        token_cache_capacity: 100,
+        dev_signing_key_file: Some(certs("jwt-signing.key.pem")),
+        dev_signing_kid: Some("dev-2026".to_owned()),
+    }
+}
+
+/// A clock the test moves by hand.
+fn manual_clock(start: u64) -> (Arc<AtomicU64>, Clock) {
+    let now = Arc::new(AtomicU64::new(start));
+    let reader = Arc::clone(&now);
+    (now, Arc::new(move || reader.load(Ordering::SeqCst)))
+}
+
+fn authenticator_at(start: u64, settings: &AuthSettings) -> (Arc<AtomicU64>, Authenticator) {
+    let (now, clock) = manual_clock(start);
+    match Authenticator::with_clock(settings, clock) {
+        Ok(auth) => (now, auth),
+        Err(e) => panic!("the dev settings should build an authenticator: {e}"),
+    }
+}
+
+fn authenticator() -> Authenticator {
+    authenticator_at(T0, &settings()).1
+}
+
+/// Claims valid at `now` for an agent of TN-TUNIS.
+fn claims_at(now: u64) -> Value {
+    json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": "agent.dupont", "post": "TN-TUNIS",
+        "role": "agent_consulaire", "iat": now, "exp": now + 600, "jti": "4f1c-test",
+    })
+}
+
+fn without(mut claims: Value, name: &str) -> Value {
+    if let Some(object) = claims.as_object_mut() {
+        object.remove(name);
+    }
+    claims
+}
+
+fn with(mut claims: Value, name: &str, value: Value) -> Value {
+    claims[name] = value;
+    claims
+}
+
+fn encoding_key(file: &str, alg: Algorithm) -> EncodingKey {
+    let pem = std::fs::read(certs(file)).unwrap();
+    match alg {
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem).unwrap(),
+        _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+    }
+}
+
+fn sign_with(claims: &Value, file: &str, alg: Algorithm, kid: Option<&str>) -> String {
+    install_crypto_provider();
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &encoding_key(file, alg)).unwrap()
+}
+
+/// Signed with the dev Ed25519 key under its kid.
+fn sign(claims: &Value) -> String {
+    sign_with(
+        claims,
+        "jwt-signing.key.pem",
+        Algorithm::EdDSA,
+        Some("dev-2026"),
+    )
+}
+
+fn caller_of_tn_tunis(expires_at: u64) -> Caller {
+    Caller {
+        sub: crate::domain::Subject::parse("agent.dupont").unwrap(),
+        post: crate::domain::PostCode::parse("TN-TUNIS").unwrap(),
+        role: crate::domain::Role::parse("agent_consulaire").unwrap(),
+        expires_at,
+        jti: Some("4f1c-test".to_owned()),
+    }
+}
+
+/// Writes a JWKS for one test into the temp directory.
+fn jwks_file(test: &str, jwks: &Value) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "caf-broker-auth-{}-{test}.json",
+        std::process::id()
+    ));
+    std::fs::write(&path, jwks.to_string()).unwrap();
+    path
+}
+
+fn dev_jwks_keys() -> Vec<Value> {
+    let jwks: Value = serde_json::from_slice(&std::fs::read(certs("jwks.json")).unwrap()).unwrap();
+    jwks["keys"].as_array().unwrap().clone()
+}
+
+/// The public JWK of `jwt-other.key.pem`, under the given kid.
+fn other_public_jwk(kid: &str) -> Value {
+    install_crypto_provider();
+    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(
+        &encoding_key("jwt-other.key.pem", Algorithm::EdDSA),
+        Algorithm::EdDSA,
+    )
+    .unwrap();
+    let mut value = serde_json::to_value(jwk).unwrap();
+    value["kid"] = json!(kid);
+    value
+}
+
+// --- accepted tokens -----------------------------------------------------------
+
+#[test]
+fn a_token_minted_with_the_dev_key_authenticates() {
+    let dev = DevClaims {
+        sub: "agent.dupont".into(),
+        post: "TN-TUNIS".into(),
+        role: "agent_consulaire".into(),
+        ttl_secs: 300,
+    };
+    let token = mint_dev_token(&settings(), dev).unwrap();
+    let auth = Authenticator::new(&settings()).unwrap();
+
+    let caller = auth.authenticate(&token).unwrap();
+
+    assert_eq!(caller.post.as_str(), "TN-TUNIS");
+    assert_eq!(caller.role.as_str(), "agent_consulaire");
+    assert_eq!(caller.sub.as_str(), "agent.dupont");
+    assert!(caller.jti.as_deref().is_some_and(|jti| !jti.is_empty()));
+    let lifetime = caller.expires_at - system_now();
+    assert!((290..=300).contains(&lifetime), "{lifetime}");
+}
+
+#[test]
+fn a_minted_token_names_the_dev_kid_and_the_key_algorithm() {
+    let dev = DevClaims {
+        sub: "a".into(),
+        post: "MA-RABAT".into(),
+        role: "assistant_social".into(),
+        ttl_secs: 60,
+    };
+    let token = mint_dev_token(&settings(), dev).unwrap();
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.alg, Algorithm::EdDSA);
+    assert_eq!(header.kid.as_deref(), Some("dev-2026"));
+}
+
+#[test]
+fn an_es256_token_authenticates_with_the_p256_key_of_the_set() {
+    let token = sign_with(
+        &claims_at(T0),
+        "jwt-es256.key.pem",
+        Algorithm::ES256,
+        Some("dev-es256"),
+    );
+    assert_eq!(
+        authenticator().authenticate(&token),
+        Ok(caller_of_tn_tunis(T0 + 600))
+    );
+}
+
+#[test]
+fn a_dev_token_minted_with_the_p256_key_is_es256_and_authenticates() {
+    let mut settings = settings();
+    settings.dev_signing_key_file = Some(certs("jwt-es256.key.pem"));
+    settings.dev_signing_kid = Some("dev-es256".to_owned());
+    let dev = DevClaims {
+        sub: "a".into(),
+        post: "MA-RABAT".into(),
+        role: "assistant_social".into(),
+        ttl_secs: 60,
+    };
+    let token = mint_dev_token(&settings, dev).unwrap();
+
+    assert_eq!(
+        jsonwebtoken::decode_header(&token).unwrap().alg,
+        Algorithm::ES256
+    );
+    assert_eq!(
+        Authenticator::new(&settings)
+            .unwrap()
+            .authenticate(&token)
+            .map(|c| c.post.to_string()),
+        Ok("MA-RABAT".into())
+    );
+}
+
+#[test]
+fn a_token_without_kid_uses_the_only_key_of_its_algorithm() {
+    let eddsa = sign_with(
+        &claims_at(T0),
+        "jwt-signing.key.pem",
+        Algorithm::EdDSA,
+        None,
+    );
+    let es256 = sign_with(&claims_at(T0), "jwt-es256.key.pem", Algorithm::ES256, None);
+    let auth = authenticator();
+    assert!(auth.authenticate(&eddsa).is_ok());
+    assert!(auth.authenticate(&es256).is_ok());
+}
+
+#[test]
+fn an_audience_array_that_contains_the_broker_is_accepted() {
+    let token = sign(&with(
+        claims_at(T0),
+        "aud",
+        json!(["other-service", AUDIENCE]),
+    ));
+    assert!(authenticator().authenticate(&token).is_ok());
+}
+
+#[test]
+fn a_token_without_jti_is_accepted_with_no_jti() {
+    let token = sign(&without(claims_at(T0), "jti"));
+    assert_eq!(
+        authenticator().authenticate(&token).map(|c| c.jti),
+        Ok(None)
+    );
+}
+
+#[test]
+fn a_rotated_in_key_verifies_its_tokens_by_kid() {
+    let mut keys = dev_jwks_keys();
+    keys.push(other_public_jwk("next-2027"));
+    let mut settings = settings();
+    settings.jwks_file = jwks_file("rotation", &json!({ "keys": keys }));
+    let (_, auth) = authenticator_at(T0, &settings);
+
+    let old = sign(&claims_at(T0));
+    let new = sign_with(
+        &claims_at(T0),
+        "jwt-other.key.pem",
+        Algorithm::EdDSA,
+        Some("next-2027"),
+    );
+    let kidless = sign_with(&claims_at(T0), "jwt-other.key.pem", Algorithm::EdDSA, None);
+
+    assert!(auth.authenticate(&old).is_ok());
+    assert!(auth.authenticate(&new).is_ok());
+    // Two EdDSA keys: a token without kid names no key.
+    assert_eq!(auth.authenticate(&kidless), Err(AuthError::UnknownKey));
+}
+
+// --- refused tokens ------------------------------------------------------------
+
+#[test]
+fn an_unsigned_token_with_alg_none_is_a_disallowed_algorithm() {
+    let auth = authenticator();
+    let payload = b64::encode(claims_at(T0).to_string().as_bytes());
+    for header in [
+        r#"{"alg":"none"}"#,
+        r#"{"alg":"none","kid":"dev-2026"}"#,
+        r#"{"alg":"None","typ":"JWT"}"#,
+    ] {
+        let token = format!("{}.{payload}.", b64::encode(header.as_bytes()));
+        assert_eq!(
+            auth.authenticate(&token),
+            Err(AuthError::DisallowedAlgorithm),
+            "{header}"
+        );
+    }
+}
+
+#[test]
+fn an_hs256_token_keyed_with_the_public_key_is_a_disallowed_algorithm() {
+    let auth = authenticator();
+    let jwk = &dev_jwks_keys()[0];
+    let raw_public_key = b64::decode(jwk["x"].as_str().unwrap().as_bytes()).unwrap();
+    let jwks_bytes = std::fs::read(certs("jwks.json")).unwrap();
+    for secret in [raw_public_key.as_slice(), jwks_bytes.as_slice()] {
+        for kid in [Some("dev-2026"), None] {
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = kid.map(str::to_owned);
+            install_crypto_provider();
+            let token =
+                jsonwebtoken::encode(&header, &claims_at(T0), &EncodingKey::from_secret(secret))
+                    .unwrap();
+            assert_eq!(
+                auth.authenticate(&token),
+                Err(AuthError::DisallowedAlgorithm)
+            );
+        }
+    }
+}
+
+#[test]
+fn hmac_in_the_allow_list_is_refused_at_setup_and_never_accepted() {
+    let mut settings = settings();
+    settings.algorithms = vec!["EdDSA".into(), "HS256".into()];
+    assert!(
+        matches!(Authenticator::new(&settings), Err(AuthSetupError::InvalidSettings(problems)) if problems.len() == 1)
+    );
+}
+
+#[test]
+fn an_algorithm_outside_the_allow_list_is_disallowed_even_with_a_valid_signature() {
+    let mut settings = settings();
+    settings.algorithms = vec!["EdDSA".into()];
+    let (_, auth) = authenticator_at(T0, &settings);
+    let token = sign_with(
+        &claims_at(T0),
+        "jwt-es256.key.pem",
+        Algorithm::ES256,
+        Some("dev-es256"),
+    );
+    assert_eq!(
+        auth.authenticate(&token),
+        Err(AuthError::DisallowedAlgorithm)
+    );
+}
+
+#[test]
+fn an_algorithm_that_does_not_match_the_named_key_is_disallowed() {
+    // ES256 header naming the Ed25519 key: the key's type decides, not the header.
+    let token = sign_with(
+        &claims_at(T0),
+        "jwt-es256.key.pem",
+        Algorithm::ES256,
+        Some("dev-2026"),
+    );
+    assert_eq!(
+        authenticator().authenticate(&token),
+        Err(AuthError::DisallowedAlgorithm)
+    );
+}
+
+#[test]
+fn a_tampered_payload_fails_the_signature_check() {
+    let token = sign(&claims_at(T0));
+    let mut parts = token.split('.');
+    let (header, _, signature) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let forged = b64::encode(
+        with(claims_at(T0), "role", json!("assistant_social"))
+            .to_string()
+            .as_bytes(),
+    );
+    let tampered = format!("{header}.{forged}.{signature}");
+    assert_eq!(
+        authenticator().authenticate(&tampered),
+        Err(AuthError::BadSignature)
+    );
+}
+
+#[test]
+fn a_token_signed_by_a_key_outside_the_set_is_refused() {
+    let auth = authenticator();
+    let claims = claims_at(T0);
+    let under_dev_kid = sign_with(
+        &claims,
+        "jwt-other.key.pem",
+        Algorithm::EdDSA,
+        Some("dev-2026"),
+    );
+    let under_own_kid = sign_with(
+        &claims,
+        "jwt-other.key.pem",
+        Algorithm::EdDSA,
+        Some("attacker"),
+    );
+    let without_kid = sign_with(&claims, "jwt-other.key.pem", Algorithm::EdDSA, None);
+    assert_eq!(
+        auth.authenticate(&under_dev_kid),
+        Err(AuthError::BadSignature)
+    );
+    assert_eq!(
+        auth.authenticate(&under_own_kid),
+        Err(AuthError::UnknownKey)
+    );
+    assert_eq!(
+        auth.authenticate(&without_kid),
+        Err(AuthError::BadSignature)
+    );
+}
+
+#[test]
+fn an_expired_token_is_refused_beyond_the_leeway() {
+    let token = sign(&with(claims_at(T0 - 1000), "exp", json!(T0 - 30)));
+    assert_eq!(
+        authenticator().authenticate(&token),
+        Err(AuthError::Expired)
+    );
+}
+
+#[test]
+fn a_token_just_past_exp_is_accepted_within_the_leeway() {
+    let token = sign(&with(claims_at(T0 - 1000), "exp", json!(T0 - 29)));
+    assert!(authenticator().authenticate(&token).is_ok());
+}
+
+#[test]
+fn a_token_whose_nbf_is_beyond_the_leeway_is_not_yet_valid() {
+    let auth = authenticator();
+    assert_eq!(
+        auth.authenticate(&sign(&with(claims_at(T0), "nbf", json!(T0 + 31)))),
+        Err(AuthError::NotYetValid)
+    );
+    assert!(
+        auth.authenticate(&sign(&with(claims_at(T0), "nbf", json!(T0 + 30))))
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_token_issued_in_the_future_beyond_the_leeway_is_not_yet_valid() {
+    let token = sign(&with(claims_at(T0), "iat", json!(T0 + 31)));
+    assert_eq!(
+        authenticator().authenticate(&token),
+        Err(AuthError::NotYetValid)
+    );
+}
+
+#[test]
+fn a_wrong_issuer_is_refused() {
+    let token = sign(&with(
+        claims_at(T0),
+        "iss",
+        json!("https://idp.example.org"),
+    ));
+    assert_eq!(
+        authenticator().authenticate(&token),
+        Err(AuthError::WrongIssuer)
+    );
+}
+
+#[test]
+fn a_wrong_audience_is_refused() {
+    let auth = authenticator();
+    for aud in [
+        json!("another-api"),
+        json!(["another-api", "caf"]),
+        json!([]),
+    ] {
+        let token = sign(&with(claims_at(T0), "aud", aud));
+        assert_eq!(auth.authenticate(&token), Err(AuthError::WrongAudience));
+    }
+}
+
+#[test]
+fn each_required_claim_when_missing_is_named() {
+    let auth = authenticator();
+    for name in ["iss", "aud", "exp", "iat", "sub", "post", "role"] {
+        let token = sign(&without(claims_at(T0), name));
+        assert_eq!(
+            auth.authenticate(&token),
+            Err(AuthError::MissingClaim(name)),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn an_invalid_post_value_is_an_invalid_claim() {
+    let auth = authenticator();
+    for post in [
+        json!("tn-tunis"),
+        json!(""),
+        json!("TN TUNIS"),
+        json!(42),
+        json!(["TN-TUNIS"]),
+    ] {
+        let token = sign(&with(claims_at(T0), "post", post.clone()));
+        assert_eq!(
+            auth.authenticate(&token),
+            Err(AuthError::InvalidClaim("post")),
+            "{post}"
+        );
+    }
+}
+
+#[test]
+fn invalid_role_sub_jti_and_dates_are_invalid_claims() {
+    let auth = authenticator();
+    let cases = [
+        ("role", json!("Agent Consulaire")),
+        ("sub", json!("has space")),
+        ("jti", json!("")),
+        ("jti", json!(7)),
+        ("exp", json!("tomorrow")),
+        ("iat", json!(-5)),
+        ("nbf", json!(true)),
+        ("iss", json!([ISSUER])),
+    ];
+    for (name, value) in cases {
+        let token = sign(&with(claims_at(T0), name, value.clone()));
+        assert_eq!(
+            auth.authenticate(&token),
+            Err(AuthError::InvalidClaim(name)),
+            "{name} = {value}"
+        );
+    }
+}
+
+#[test]
+fn tokens_that_are_not_three_base64url_json_parts_are_malformed() {
+    let auth = authenticator();
+    let good = sign(&claims_at(T0));
+    let mut parts = good.split('.');
+    let (header, payload, signature) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let crit = b64::encode(br#"{"alg":"EdDSA","kid":"dev-2026","crit":["exp"],"exp":1}"#);
+    let cases = [
+        String::new(),
+        "abc".to_owned(),
+        format!("{header}.{payload}"),
+        format!("{header}.{payload}.{signature}.x"),
+        format!("{header}=.{payload}.{signature}"),
+        format!("{}.{payload}.{signature}", b64::encode(b"not json")),
+        format!(
+            "{}.{payload}.{signature}",
+            b64::encode(br#"{"kid":"dev-2026"}"#)
+        ),
+        format!("{crit}.{payload}.{signature}"),
+        format!("{header}.{payload}.{signature}!"),
+        "x".repeat(9000),
+    ];
+    for token in cases {
+        assert_eq!(
+            auth.authenticate(&token),
+            Err(AuthError::Malformed),
+            "{token:.40}"
+        );
+    }
+}
+
+#[test]
+fn error_messages_never_echo_claim_values() {
+    let errors = [
+        AuthError::Malformed,
+        AuthError::DisallowedAlgorithm,
+        AuthError::UnknownKey,
+        AuthError::BadSignature,
+        AuthError::Expired,
+        AuthError::NotYetValid,
+        AuthError::WrongIssuer,
+        AuthError::WrongAudience,
+        AuthError::MissingClaim("post"),
+        AuthError::InvalidClaim("post"),
+    ];
+    for error in errors {
+        let message = error.to_string();
+        assert!(
+            !message.contains("TN-TUNIS") && !message.contains("agent.dupont"),
+            "{message}"
+        );
+        assert!(message.len() > 20, "{message}");
+    }
+}
+
+// --- the cache of verified tokens -----------------------------------------------
+
+#[test]
+fn the_cache_returns_the_same_caller_on_a_hit() {
+    let (_, auth) = authenticator_at(T0, &settings());
+    let token = sign(&claims_at(T0));
+
+    let first = auth.authenticate(&token).unwrap();
+    assert_eq!(
+        auth.cache.get(&TokenCache::digest(&token), T0),
+        Some(first.clone())
+    );
+    assert_eq!(auth.authenticate(&token), Ok(first));
+}
+
+#[test]
+fn the_cache_never_serves_a_token_past_its_exp() {
+    let mut settings = settings();
+    settings.leeway_secs = 0;
+    let (now, auth) = authenticator_at(T0, &settings);
+    let token = sign(&with(claims_at(T0), "exp", json!(T0 + 5)));
+    let digest = TokenCache::digest(&token);
+
+    assert!(auth.authenticate(&token).is_ok());
+    now.store(T0 + 4, Ordering::SeqCst);
+    assert!(auth.cache.get(&digest, T0 + 4).is_some());
+    assert!(auth.authenticate(&token).is_ok());
+
+    now.store(T0 + 5, Ordering::SeqCst);
+    assert_eq!(auth.authenticate(&token), Err(AuthError::Expired));
+    assert_eq!(auth.cache.get(&digest, T0 + 5), None);
+}
+
+#[test]
+fn the_cache_does_not_stretch_the_leeway_past_exp() {
+    let (now, auth) = authenticator_at(T0, &settings());
+    let token = sign(&with(claims_at(T0), "exp", json!(T0 + 5)));
+    let digest = TokenCache::digest(&token);
+    assert!(auth.authenticate(&token).is_ok());
+
+    // Past exp but within the 30 s leeway: verified again, accepted, not cached.
+    now.store(T0 + 20, Ordering::SeqCst);
+    assert!(auth.authenticate(&token).is_ok());
+    assert_eq!(auth.cache.get(&digest, T0 + 20), None);
+    now.store(T0 + 35, Ordering::SeqCst);
+    assert_eq!(auth.authenticate(&token), Err(AuthError::Expired));
+}
+
+#[test]
+fn tokens_valid_only_thanks_to_the_leeway_are_not_cached() {
+    let auth = authenticator();
+    let cases = [
+        with(claims_at(T0 - 100), "exp", json!(T0 - 10)),
+        with(claims_at(T0), "nbf", json!(T0 + 10)),
+        with(claims_at(T0), "iat", json!(T0 + 10)),
+    ];
+    for claims in cases {
+        let token = sign(&claims);
+        assert!(auth.authenticate(&token).is_ok(), "{claims}");
+        assert_eq!(
+            auth.cache.get(&TokenCache::digest(&token), T0),
+            None,
+            "{claims}"
+        );
+    }
+}
+
+#[test]
+fn a_refused_token_is_not_cached() {
+    let auth = authenticator();
+    let token = sign(&with(claims_at(T0), "post", json!("bad post")));
+    assert!(auth.authenticate(&token).is_err());
+    assert_eq!(auth.cache.get(&TokenCache::digest(&token), T0), None);
+}
+
+#[test]
+fn the_authenticator_can_be_shared_across_threads() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<Authenticator>();
+}
+
+// --- the key set -------------------------------------------------------------------
+
+#[test]
+fn unusable_keys_of_the_set_are_skipped_and_counted() {
+    let mut keys = dev_jwks_keys();
+    let dev_x = keys[0]["x"].clone();
+    keys.extend([
+        json!({"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"}),
+        json!({"kty": "OKP", "crv": "Ed25519", "x": dev_x, "kid": "enc", "use": "enc"}),
+        json!({"kty": "EC", "crv": "P-521", "x": "AA", "y": "AA", "kid": "p521"}),
+        json!({"kty": "OKP", "crv": "Ed25519", "x": "AAAA", "kid": "short"}),
+        json!({"kty": "OKP", "crv": "Ed25519", "x": dev_x, "kid": "mislabelled", "alg": "ES256"}),
+        json!({"kty": "RSA", "n": "AQAB", "e": "AQAB", "kid": "rsa-512-bits"}),
+        json!({"no": "kty"}),
+        json!("not an object"),
+    ]);
+    let mut settings = settings();
+    settings.jwks_file = jwks_file("skipped", &json!({ "keys": keys }));
+    let (_, auth) = authenticator_at(T0, &settings);
+    assert_eq!((auth.key_count(), auth.skipped_key_count()), (2, 8));
+}
+
+#[test]
+fn a_set_without_usable_key_is_an_error_naming_the_file() {
+    let mut settings = settings();
+    settings.jwks_file = jwks_file(
+        "unusable",
+        &json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}),
+    );
+    let error = Authenticator::new(&settings).unwrap_err();
+    assert!(matches!(
+        error,
+        AuthSetupError::NoUsableKey { skipped: 1, .. }
+    ));
+    assert!(error.to_string().contains("unusable.json"), "{error}");
+
+    settings.algorithms = vec!["RS256".into()];
+    settings.jwks_file = certs("jwks.json");
+    assert!(matches!(
+        Authenticator::new(&settings),
+        Err(AuthSetupError::NoUsableKey { skipped: 2, .. })
+    ));
+}
+
+#[test]
+fn a_missing_or_unreadable_jwks_file_is_an_error_naming_the_file() {
+    let mut settings = settings();
+    settings.jwks_file = certs("no-such-jwks.json");
+    let error = Authenticator::new(&settings).unwrap_err();
+    assert!(matches!(error, AuthSetupError::ReadJwks { .. }));
+    assert!(error.to_string().contains("no-such-jwks.json"), "{error}");
+
+    settings.jwks_file = certs("README.md");
+    let error = Authenticator::new(&settings).unwrap_err();
+    assert!(matches!(error, AuthSetupError::ParseJwks { .. }));
+    assert!(error.to_string().contains("README.md"), "{error}");
+}
+
+#[test]
+fn two_keys_with_the_same_kid_are_an_error() {
+    let mut keys = dev_jwks_keys();
+    keys.push(other_public_jwk("dev-2026"));
+    let mut settings = settings();
+    settings.jwks_file = jwks_file("duplicate", &json!({ "keys": keys }));
+    assert!(
+        matches!(Authenticator::new(&settings), Err(AuthSetupError::DuplicateKid { kid, .. }) if kid == "dev-2026")
+    );
+}
+
+// --- settings ---------------------------------------------------------------------
+
+#[test]
+fn the_dev_settings_are_valid() {
+    assert_eq!(settings().validate(), Vec::<String>::new());
+}
+
+#[test]
+fn validate_rejects_none_hmac_unknown_algorithms_and_an_empty_issuer() {
+    let mut settings = settings();
+    settings.issuer = " ".into();
+    settings.audience = String::new();
+    settings.algorithms = vec![
+        "none".into(),
+        "HS256".into(),
+        "HS512".into(),
+        "ES512".into(),
+        "EdDSA".into(),
+    ];
+    settings.leeway_secs = 301;
+    let problems = settings.validate();
+    for expected in [
+        "auth.issuer:",
+        "auth.audience:",
+        "\"none\"",
+        "\"HS256\"",
+        "\"HS512\"",
+        "\"ES512\"",
+        "auth.leeway_secs:",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "{expected} not in {problems:?}"
+        );
+    }
+    assert_eq!(problems.len(), 7, "{problems:?}");
+    assert!(
+        problems.iter().all(|p| p.starts_with("auth.")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn an_empty_algorithm_list_is_a_problem() {
+    let mut settings = settings();
+    settings.algorithms.clear();
+    assert_eq!(settings.validate().len(), 1);
+}
+
+#[test]
+fn settings_take_defaults_and_reject_unknown_keys() {
+    let minimal =
+        json!({"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": "certs-dev/jwks.json"});
+    let settings: AuthSettings = serde_json::from_value(minimal.clone()).unwrap();
+    assert_eq!(settings.algorithms, ["ES256", "EdDSA", "RS256"]);
+    assert_eq!(
+        (settings.leeway_secs, settings.token_cache_capacity),
+        (30, 10_000)
+    );
+    assert_eq!(
+        (settings.dev_signing_key_file, settings.dev_signing_kid),
+        (None, None)
+    );
+
+    assert!(
+        serde_json::from_value::<AuthSettings>(with(minimal.clone(), "leeway", json!(5))).is_err()
+    );
+    assert!(serde_json::from_value::<AuthSettings>(without(minimal, "issuer")).is_err());
+}
+
+// --- minting ----------------------------------------------------------------------
+
+#[test]
+fn minting_without_a_dev_key_is_refused() {
+    let mut settings = settings();
+    settings.dev_signing_key_file = None;
+    let dev = DevClaims {
+        sub: "a".into(),
+        post: "TN-TUNIS".into(),
+        role: "agent_consulaire".into(),
+        ttl_secs: 60,
+    };
+    assert!(matches!(
+        mint_dev_token(&settings, dev),
+        Err(MintError::NoDevKey)
+    ));
+}
+
+#[test]
+fn minting_refuses_claims_the_broker_would_refuse() {
+    let bad_post = DevClaims {
+        sub: "a".into(),
+        post: "tunis".into(),
+        role: "agent_consulaire".into(),
+        ttl_secs: 60,
+    };
+    assert!(matches!(
+        mint_dev_token(&settings(), bad_post),
+        Err(MintError::InvalidClaim { claim: "post", .. })
+    ));
+    let no_ttl = DevClaims {
+        sub: "a".into(),
+        post: "TN-TUNIS".into(),
+        role: "agent_consulaire".into(),
+        ttl_secs: 0,
+    };
+    assert!(matches!(
+        mint_dev_token(&settings(), no_ttl),
+        Err(MintError::Ttl)
+    ));
+}
+
+#[test]
+fn minting_with_a_public_file_as_key_is_an_error_naming_the_file() {
+    let mut settings = settings();
+    settings.dev_signing_key_file = Some(certs("ca.pem"));
+    let dev = DevClaims {
+        sub: "a".into(),
+        post: "TN-TUNIS".into(),
+        role: "agent_consulaire".into(),
+        ttl_secs: 60,
+    };
+    let error = mint_dev_token(&settings, dev).unwrap_err();
+    assert!(matches!(error, MintError::UnsupportedKey { .. }));
+    assert!(error.to_string().contains("ca.pem"), "{error}");
+}

@@ -1,0 +1,374 @@
+//! Typed settings: `config/broker.toml` layered with `CAF_BROKER__SECTION__KEY`
+//! environment variables; unknown keys rejected; every problem reported at once.
+//!
+//! This is the only module that reads settings from files and the environment.
+//! Each capability module owns the struct of its own section; this module only
+//! assembles them and collects their problems.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::auth::AuthSettings;
+use crate::telemetry::TelemetrySettings;
+use crate::upstream::UpstreamSettings;
+
+/// The prefix of environment overrides; levels are separated by `__`.
+pub const ENV_PREFIX: &str = "CAF_BROKER__";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub policy: PolicySettings,
+    pub upstream: UpstreamSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address and port to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Serve HTTPS (true by default); false only behind a TLS-terminating proxy.
+    #[serde(default = "yes")]
+    pub tls: bool,
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// HTTP worker threads; 0 means one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// How long a graceful shutdown waits for open connections.
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// The policy file security teams tune; no default, it is always explicit.
+    pub file: PathBuf,
+    /// The directory of policy tests run by `caf-broker check`.
+    #[serde(default)]
+    pub tests_dir: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_max_body_bytes() -> usize {
+    4096
+}
+fn default_shutdown_timeout_secs() -> u64 {
+    5
+}
+
+/// Every problem found in the settings, one per line, each naming where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl Settings {
+    /// Loads `path`, applies the process environment, and validates the result.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![format!("{origin}: cannot read the file: {e}")],
+        })?;
+        Self::from_toml_with_env(&text, &origin, env)
+    }
+
+    /// Parses settings from TOML text named `origin` (a file name, for messages).
+    pub fn from_toml_with_env(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
+            problems: vec![format!("{origin}: {}", one_line(&e.to_string()))],
+        })?;
+        let mut problems = Vec::new();
+        apply_env(&mut table, env, &mut problems);
+
+        let mut sections = Sections {
+            table,
+            origin,
+            problems,
+        };
+        let server: Option<ServerSettings> = sections.take("server");
+        let auth: Option<AuthSettings> = sections.take("auth");
+        let policy: Option<PolicySettings> = sections.take("policy");
+        let upstream: Option<UpstreamSettings> = sections.take("upstream");
+        let telemetry: Option<TelemetrySettings> = sections.take_or_default("telemetry");
+        let Sections {
+            table,
+            mut problems,
+            ..
+        } = sections;
+        for unknown in table.keys() {
+            problems.push(format!("{origin}: [{unknown}]: unknown section"));
+        }
+
+        if let Some(server) = &server {
+            problems.extend(
+                server
+                    .validate()
+                    .into_iter()
+                    .map(|p| format!("{origin}: {p}")),
+            );
+        }
+        if let Some(auth) = &auth {
+            problems.extend(
+                auth.validate()
+                    .into_iter()
+                    .map(|p| format!("{origin}: {p}")),
+            );
+        }
+        if let Some(telemetry) = &telemetry {
+            problems.extend(
+                telemetry
+                    .validate()
+                    .into_iter()
+                    .map(|p| format!("{origin}: {p}")),
+            );
+        }
+        if let Some(upstream) = &upstream {
+            problems.extend(
+                upstream
+                    .validate()
+                    .into_iter()
+                    .map(|p| format!("{origin}: {p}")),
+            );
+        }
+
+        match (server, auth, policy, upstream, telemetry) {
+            (Some(server), Some(auth), Some(policy), Some(upstream), Some(telemetry))
+                if problems.is_empty() =>
+            {
+                Ok(Settings {
+                    server,
+                    auth,
+                    policy,
+                    upstream,
+                    telemetry,
+                })
+            }
+            _ => Err(ConfigError { problems }),
+        }
+    }
+}
+
+impl ServerSettings {
+    fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.tls {
+            if self.tls_cert_file.is_none() {
+                problems.push("server.tls_cert_file: required when server.tls = true".into());
+            }
+            if self.tls_key_file.is_none() {
+                problems.push("server.tls_key_file: required when server.tls = true".into());
+            }
+        }
+        if !(64..=1_048_576).contains(&self.max_body_bytes) {
+            problems.push("server.max_body_bytes: must be between 64 and 1048576".into());
+        }
+        problems
+    }
+}
+
+/// The sections of the settings table, taken out one by one so that whatever
+/// remains at the end is unknown.
+struct Sections<'a> {
+    table: toml::Table,
+    origin: &'a str,
+    problems: Vec<String>,
+}
+
+impl Sections<'_> {
+    fn take<T: DeserializeOwned>(&mut self, name: &str) -> Option<T> {
+        match self.table.remove(name) {
+            Some(value) => self.parse(name, value),
+            None => {
+                self.problems
+                    .push(format!("{}: [{name}]: missing section", self.origin));
+                None
+            }
+        }
+    }
+
+    fn take_or_default<T: DeserializeOwned>(&mut self, name: &str) -> Option<T> {
+        let value = self
+            .table
+            .remove(name)
+            .unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
+        self.parse(name, value)
+    }
+
+    fn parse<T: DeserializeOwned>(&mut self, name: &str, value: toml::Value) -> Option<T> {
+        match value.try_into::<T>() {
+            Ok(section) => Some(section),
+            Err(e) => {
+                let message = one_line(&e.to_string());
+                self.problems
+                    .push(format!("{}: [{name}]: {message}", self.origin));
+                None
+            }
+        }
+    }
+}
+
+/// Applies `CAF_BROKER__SECTION__KEY=value` overrides. A value is read as a
+/// TOML value when it is one (`true`, `8443`, `["ES256"]`), else as a string.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    problems: &mut Vec<String>,
+) {
+    let mut overrides: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    overrides.sort();
+    for (name, raw) in overrides {
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        if path.len() < 2 || path.iter().any(String::is_empty) {
+            problems.push(format!(
+                "environment: {name}: expected {ENV_PREFIX}SECTION__KEY (double underscores between levels)"
+            ));
+            continue;
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw));
+        if let Err(at) = insert_path(table, &path, value) {
+            problems.push(format!("environment: {name}: `{at}` is not a table"));
+        }
+    }
+}
+
+fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Ok(());
+    };
+    let mut current = table;
+    for (depth, key) in parents.iter().enumerate() {
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| path[..=depth].join("."))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/broker.toml");
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn shipped_config_loads() {
+        let settings = Settings::from_toml_with_env(&shipped(), "broker.toml", no_env()).unwrap();
+        assert!(settings.server.tls);
+        assert_eq!(settings.auth.audience, "caf-broker");
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys_with_typed_values() {
+        let env = vec![
+            (
+                "CAF_BROKER__SERVER__LISTEN".to_string(),
+                "127.0.0.1:0".to_string(),
+            ),
+            ("CAF_BROKER__SERVER__TLS".to_string(), "false".to_string()),
+            ("CAF_BROKER__AUTH__LEEWAY_SECS".to_string(), "5".to_string()),
+            ("OTHER_VAR".to_string(), "ignored".to_string()),
+        ];
+        let settings = Settings::from_toml_with_env(&shipped(), "broker.toml", env).unwrap();
+        assert_eq!(settings.server.listen.port(), 0);
+        assert!(!settings.server.tls);
+        assert_eq!(settings.auth.leeway_secs, 5);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_place() {
+        let text = shipped()
+            .replace("[server]", "[server]\nlisten_typo = 1")
+            .replace("[upstream]", "[upstream]\nkind_typo = 1")
+            + "\n[nonsense]\nx = 1\n";
+        let env = vec![(
+            "CAF_BROKER__AUTH__ALGORITHMS".to_string(),
+            r#"["none"]"#.to_string(),
+        )];
+        let err = Settings::from_toml_with_env(&text, "broker.toml", env).unwrap_err();
+        let all = err.to_string();
+        assert!(
+            all.contains("broker.toml: [server]: unknown field `listen_typo`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("[upstream]: unknown field `kind_typo`"),
+            "{all}"
+        );
+        assert!(all.contains("[nonsense]: unknown section"), "{all}");
+        assert!(all.contains("auth.algorithms"), "{all}");
+        assert!(err.problems.len() >= 4, "{all}");
+    }
+
+    #[test]
+    fn security_settings_have_no_default() {
+        let text = shipped().replace("issuer =", "# issuer =");
+        let err = Settings::from_toml_with_env(&text, "broker.toml", no_env()).unwrap_err();
+        assert!(err.to_string().contains("missing field `issuer`"), "{err}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_file_and_line() {
+        let err =
+            Settings::from_toml_with_env("[server\nlisten=1", "broker.toml", no_env()).unwrap_err();
+        assert!(err.to_string().starts_with("broker.toml:"), "{err}");
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_environment_name_is_a_problem() {
+        let env = vec![("CAF_BROKER__LISTEN".to_string(), "x".to_string())];
+        let err = Settings::from_toml_with_env(&shipped(), "broker.toml", env).unwrap_err();
+        assert!(err.to_string().contains("CAF_BROKER__LISTEN"), "{err}");
+    }
+}

@@ -1,0 +1,165 @@
+//! `BrokerError`: every way a request can fail, classified by who caused it.
+//!
+//! This module knows nothing of HTTP frameworks; `routes::problem` is the one
+//! place that turns these into RFC 9457 answers. Messages returned by
+//! [`BrokerError::detail`] are safe to send to a client: they never carry
+//! personal data nor internal causes.
+
+use crate::auth::AuthError;
+use crate::policy::Refusal;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The client sent something malformed: the detail says what to fix.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The request body is larger than the configured limit.
+    #[error("request body over {limit_bytes} bytes")]
+    PayloadTooLarge { limit_bytes: usize },
+    /// The request body is not declared as JSON.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// The bearer token is missing or was rejected.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(Unauthenticated),
+    /// The caller's role may not use the declared purpose.
+    #[error("purpose not permitted")]
+    PurposeNotPermitted,
+    /// The CAF has no such dossier.
+    #[error("dossier not found")]
+    NotFound,
+    /// No route matches the path.
+    #[error("no such route")]
+    RouteNotFound,
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The CAF answered with an error or unreadable data.
+    #[error("upstream error")]
+    Upstream(#[source] anyhow::Error),
+    /// The CAF did not answer in time.
+    #[error("upstream timeout")]
+    UpstreamTimeout,
+    /// The CAF cannot be called right now.
+    #[error("upstream unavailable")]
+    UpstreamUnavailable,
+    /// A fault of the broker itself; the cause is logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// Why authentication failed, from the token check or from the broker's own rules.
+#[derive(Debug, thiserror::Error)]
+pub enum Unauthenticated {
+    #[error("no bearer token")]
+    MissingToken,
+    #[error(transparent)]
+    Token(#[from] AuthError),
+    #[error("role unknown to the policy")]
+    UnknownRole,
+}
+
+impl BrokerError {
+    /// The stable problem code (`urn:caf-broker:problem:<code>`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            BrokerError::InvalidRequest(_) => "invalid-request",
+            BrokerError::PayloadTooLarge { .. } => "payload-too-large",
+            BrokerError::UnsupportedMediaType => "unsupported-media-type",
+            BrokerError::Unauthenticated(_) => "unauthenticated",
+            BrokerError::PurposeNotPermitted => "purpose-not-permitted",
+            BrokerError::NotFound => "allocataire-not-found",
+            BrokerError::RouteNotFound => "route-not-found",
+            BrokerError::MethodNotAllowed => "method-not-allowed",
+            BrokerError::Upstream(_) => "upstream-error",
+            BrokerError::UpstreamTimeout => "upstream-timeout",
+            BrokerError::UpstreamUnavailable => "upstream-unavailable",
+            BrokerError::Internal(_) => "internal-error",
+        }
+    }
+
+    /// The HTTP status code, as a number so that this module stays framework-free.
+    pub fn status(&self) -> u16 {
+        match self {
+            BrokerError::InvalidRequest(_) => 400,
+            BrokerError::Unauthenticated(_) => 401,
+            BrokerError::PurposeNotPermitted => 403,
+            BrokerError::NotFound | BrokerError::RouteNotFound => 404,
+            BrokerError::MethodNotAllowed => 405,
+            BrokerError::PayloadTooLarge { .. } => 413,
+            BrokerError::UnsupportedMediaType => 415,
+            BrokerError::Upstream(_) => 502,
+            BrokerError::UpstreamUnavailable => 503,
+            BrokerError::UpstreamTimeout => 504,
+            BrokerError::Internal(_) => 500,
+        }
+    }
+
+    /// A short, fixed human title for the problem type.
+    pub fn title(&self) -> &'static str {
+        match self {
+            BrokerError::InvalidRequest(_) => "Invalid request",
+            BrokerError::PayloadTooLarge { .. } => "Payload too large",
+            BrokerError::UnsupportedMediaType => "Unsupported media type",
+            BrokerError::Unauthenticated(_) => "Unauthenticated",
+            BrokerError::PurposeNotPermitted => "Purpose not permitted",
+            BrokerError::NotFound => "Allocataire not found",
+            BrokerError::RouteNotFound => "Route not found",
+            BrokerError::MethodNotAllowed => "Method not allowed",
+            BrokerError::Upstream(_) => "Upstream error",
+            BrokerError::UpstreamTimeout => "Upstream timeout",
+            BrokerError::UpstreamUnavailable => "Upstream unavailable",
+            BrokerError::Internal(_) => "Internal error",
+        }
+    }
+
+    /// A sentence a client developer can act on. Never personal data, never a cause chain.
+    pub fn detail(&self) -> String {
+        match self {
+            BrokerError::InvalidRequest(why) => why.clone(),
+            BrokerError::PayloadTooLarge { limit_bytes } => {
+                format!("The request body must not exceed {limit_bytes} bytes.")
+            }
+            BrokerError::UnsupportedMediaType => {
+                "The request body must be JSON, sent with Content-Type: application/json.".into()
+            }
+            BrokerError::Unauthenticated(Unauthenticated::MissingToken) => {
+                "Send a token from the identity provider as `Authorization: Bearer <JWT>`.".into()
+            }
+            BrokerError::Unauthenticated(Unauthenticated::Token(e)) => e.to_string(),
+            BrokerError::Unauthenticated(Unauthenticated::UnknownRole) => {
+                "The token's role is not defined by this broker's policy.".into()
+            }
+            BrokerError::PurposeNotPermitted => {
+                "Your role may not declare this purpose; see the policy for the purposes of your role."
+                    .into()
+            }
+            BrokerError::NotFound => "The CAF has no dossier for this identifier.".into(),
+            BrokerError::RouteNotFound => "No such route; see /openapi.json.".into(),
+            BrokerError::MethodNotAllowed => "This route does not accept this method.".into(),
+            BrokerError::Upstream(_) => {
+                "The CAF answered with an error or unreadable data; retry later.".into()
+            }
+            BrokerError::UpstreamTimeout => "The CAF did not answer in time; retry later.".into(),
+            BrokerError::UpstreamUnavailable => {
+                "The CAF cannot be reached right now; retry later.".into()
+            }
+            BrokerError::Internal(_) => {
+                "The broker failed to process the request; quote the request id to the operators."
+                    .into()
+            }
+        }
+    }
+}
+
+impl From<Refusal> for BrokerError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::UnknownRole => BrokerError::Unauthenticated(Unauthenticated::UnknownRole),
+            Refusal::UnknownPurpose => BrokerError::InvalidRequest(
+                "The X-Purpose header names no purpose of this broker's policy.".into(),
+            ),
+            Refusal::PurposeNotPermitted => BrokerError::PurposeNotPermitted,
+        }
+    }
+}

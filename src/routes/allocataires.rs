@@ -1,0 +1,157 @@
+//! `GET /v1/allocataires/{numero}` and `POST /v1/allocataires/recherche`.
+
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use super::extract::{Authenticated, Declared};
+use super::{ApiError, EdgeLimits, RequestId};
+use crate::broker::{Broker, CacheStatus, DataRequest, Released};
+use crate::domain::{Lookup, Nir, NumeroAllocataire, Purpose};
+use crate::error::BrokerError;
+
+pub async fn read_by_numero(
+    req: HttpRequest,
+    broker: web::Data<Broker>,
+    Authenticated(caller): Authenticated,
+    declared: Declared,
+) -> Result<HttpResponse, ApiError> {
+    let numero = NumeroAllocataire::parse(req.match_info().query("numero"))
+        .map_err(|e| ApiError::new(BrokerError::InvalidRequest(format!("{e}.")), &req))?;
+    let request = DataRequest {
+        caller,
+        purpose: declared.purpose,
+        case_reference: declared.case_reference,
+        lookup: Lookup::Numero(numero),
+    };
+    answer(&req, &broker, request).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchBody {
+    nir: String,
+}
+
+pub async fn search_by_nir(
+    req: HttpRequest,
+    broker: web::Data<Broker>,
+    limits: web::Data<EdgeLimits>,
+    Authenticated(caller): Authenticated,
+    declared: Declared,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let fail = |e| ApiError::new(e, &req);
+    if !is_json(&req) {
+        return Err(fail(BrokerError::UnsupportedMediaType));
+    }
+    let body = read_body(&req, payload, limits.max_body_bytes)
+        .await
+        .map_err(fail)?;
+    let search: SearchBody = serde_json::from_slice(&body).map_err(|e| {
+        // serde's message may quote the input; only its category and position are sent back.
+        let why = match e.classify() {
+            serde_json::error::Category::Data => {
+                "it must be an object with exactly one string field `nir`"
+            }
+            _ => "it is not valid JSON",
+        };
+        fail(BrokerError::InvalidRequest(format!(
+            "The request body could not be read ({why}; line {}, column {}).",
+            e.line(),
+            e.column()
+        )))
+    })?;
+    let nir = Nir::parse(&search.nir)
+        .map_err(|e| fail(BrokerError::InvalidRequest(format!("nir: {e}."))))?;
+    let request = DataRequest {
+        caller,
+        purpose: declared.purpose,
+        case_reference: declared.case_reference,
+        lookup: Lookup::Nir(nir),
+    };
+    answer(&req, &broker, request).await
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Reads the body, refusing it as soon as it is known to exceed `limit` bytes.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, BrokerError> {
+    use futures_util::StreamExt;
+
+    let too_large = BrokerError::PayloadTooLarge { limit_bytes: limit };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large);
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            BrokerError::InvalidRequest("The request body could not be read completely.".into())
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    data: &'a serde_json::Value,
+    meta: Meta<'a>,
+}
+
+#[derive(Serialize)]
+struct Meta<'a> {
+    purpose: &'a Purpose,
+    policy_version: &'a str,
+    request_id: String,
+    cache: CacheStatus,
+}
+
+async fn answer(
+    req: &HttpRequest,
+    broker: &Broker,
+    request: DataRequest,
+) -> Result<HttpResponse, ApiError> {
+    let Released {
+        data,
+        policy_version,
+        cache,
+        ..
+    } = broker
+        .lookup(&request)
+        .await
+        .map_err(|e| ApiError::new(e, req))?;
+    let envelope = Envelope {
+        data: &data,
+        meta: Meta {
+            purpose: &request.purpose,
+            policy_version: &policy_version,
+            request_id: RequestId::of(req).to_string(),
+            cache,
+        },
+    };
+    let body = serde_json::to_vec(&envelope)
+        .map_err(|e| ApiError::new(BrokerError::Internal(e.into()), req))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("X-Policy-Version", &*policy_version))
+        .body(body))
+}

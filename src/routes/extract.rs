@@ -1,0 +1,141 @@
+//! Extractors: the authenticated caller, and the declared purpose and case
+//! reference. A handler that takes them cannot forget to check them.
+
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::header::{AUTHORIZATION, HeaderMap};
+use actix_web::{FromRequest, HttpRequest, web};
+
+use super::ApiError;
+use crate::auth::Caller;
+use crate::broker::Broker;
+use crate::domain::{CaseReference, Purpose};
+use crate::error::BrokerError;
+
+/// The caller, authenticated by the broker from the bearer token.
+pub struct Authenticated(pub Caller);
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let result = match req.app_data::<web::Data<Broker>>() {
+            Some(broker) => broker
+                .authenticate(bearer_token(req.headers()))
+                .map(Authenticated),
+            None => Err(BrokerError::Internal(anyhow::anyhow!(
+                "the broker is not registered with the app"
+            ))),
+        };
+        ready(result.map_err(|e| ApiError::new(e, req)))
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The purpose and case reference the request is made for (`X-Purpose`, `X-Case-Reference`).
+pub struct Declared {
+    pub purpose: Purpose,
+    pub case_reference: CaseReference,
+}
+
+impl FromRequest for Declared {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(declared(req.headers()).map_err(|e| ApiError::new(e, req)))
+    }
+}
+
+fn declared(headers: &HeaderMap) -> Result<Declared, BrokerError> {
+    let purpose = header_value(headers, "x-purpose")?;
+    let purpose = Purpose::parse(purpose)
+        .map_err(|e| BrokerError::InvalidRequest(format!("X-Purpose: {e}.")))?;
+    let case = header_value(headers, "x-case-reference")?;
+    let case_reference = CaseReference::parse(case)
+        .map_err(|e| BrokerError::InvalidRequest(format!("X-Case-Reference: {e}.")))?;
+    Ok(Declared {
+        purpose,
+        case_reference,
+    })
+}
+
+fn header_value<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, BrokerError> {
+    let mut values = headers.get_all(name);
+    let value = values.next().ok_or_else(|| {
+        BrokerError::InvalidRequest(format!("The {} header is required.", display_name(name)))
+    })?;
+    if values.next().is_some() {
+        return Err(BrokerError::InvalidRequest(format!(
+            "The {} header must be sent once.",
+            display_name(name)
+        )));
+    }
+    value.to_str().map_err(|_| {
+        BrokerError::InvalidRequest(format!("The {} header must be ASCII.", display_name(name)))
+    })
+}
+
+fn display_name(name: &str) -> &'static str {
+    match name {
+        "x-purpose" => "X-Purpose",
+        _ => "X-Case-Reference",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                actix_web::http::header::HeaderName::from_static(k),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_needs_a_token() {
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "bearer abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer  abc ")])),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer ")])),
+            None
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Basic abc")])),
+            None
+        );
+        assert_eq!(bearer_token(&headers(&[])), None);
+    }
+
+    #[test]
+    fn a_repeated_purpose_header_is_refused() {
+        let h = headers(&[
+            ("x-purpose", "controle_fraude"),
+            ("x-purpose", "verification_radiation"),
+            ("x-case-reference", "C1"),
+        ]);
+        assert!(matches!(declared(&h), Err(BrokerError::InvalidRequest(m)) if m.contains("once")));
+    }
+}

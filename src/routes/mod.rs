@@ -1,0 +1,42 @@
+//! The HTTP edge: the route table, the request context, extractors, and the
+//! one mapping from [`BrokerError`](crate::error::BrokerError) to problem+json.
+
+mod allocataires;
+mod context;
+mod extract;
+mod ops;
+mod problem;
+
+use actix_web::middleware::from_fn;
+use actix_web::web;
+
+pub use context::RequestId;
+pub use problem::ApiError;
+
+/// Limits the edge applies before any handler runs.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeLimits {
+    pub max_body_bytes: usize,
+}
+
+/// The whole route table. The caller provides `web::Data<Broker>` and
+/// `web::Data<EdgeLimits>`, built once for all workers.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("")
+            .wrap(from_fn(context::request_context))
+            .service(
+                web::resource("/v1/allocataires/recherche")
+                    .route(web::post().to(allocataires::search_by_nir))
+                    .default_service(web::to(problem::method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/allocataires/{numero}")
+                    .route(web::get().to(allocataires::read_by_numero))
+                    .default_service(web::to(problem::method_not_allowed)),
+            )
+            .route("/healthz", web::get().to(ops::healthz))
+            .route("/readyz", web::get().to(ops::readyz))
+            .default_service(web::to(problem::route_not_found)),
+    );
+}

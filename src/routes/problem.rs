@@ -1,0 +1,105 @@
+//! The one place where a [`BrokerError`] becomes an HTTP answer: an RFC 9457
+//! problem with a stable code. Causes are logged here, never sent.
+
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+
+use super::RequestId;
+use crate::error::BrokerError;
+
+/// A broker error bound to the request it answers.
+#[derive(Debug)]
+pub struct ApiError {
+    pub error: BrokerError,
+    pub request_id: RequestId,
+}
+
+impl ApiError {
+    pub fn new(error: BrokerError, req: &HttpRequest) -> Self {
+        Self {
+            error,
+            request_id: RequestId::of(req),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: &'a str,
+    request_id: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            // The cause chain goes to the operators' log; the client gets the code only.
+            tracing::error!(request_id = %self.request_id, code = self.error.code(), error = ?anyhow_chain(&self.error), "request failed");
+        }
+        let code = self.error.code();
+        let problem = Problem {
+            kind: format!("urn:caf-broker:problem:{code}"),
+            title: self.error.title(),
+            status: status.as_u16(),
+            detail: self.error.detail(),
+            code,
+            request_id: self.request_id.to_string(),
+        };
+        let mut res = HttpResponse::build(status);
+        res.content_type("application/problem+json");
+        if status == StatusCode::UNAUTHORIZED {
+            res.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+            ));
+        }
+        res.body(serde_json::to_vec(&problem).unwrap_or_default())
+    }
+}
+
+/// The error and its sources, one per line, for the log.
+fn anyhow_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+pub async fn route_not_found(req: HttpRequest) -> ApiError {
+    ApiError::new(BrokerError::RouteNotFound, &req)
+}
+
+pub async fn method_not_allowed(req: HttpRequest) -> ApiError {
+    ApiError::new(BrokerError::MethodNotAllowed, &req)
+}
+
+impl actix_web::Responder for ApiError {
+    type Body = actix_web::body::BoxBody;
+
+    fn respond_to(self, _req: &HttpRequest) -> HttpResponse {
+        self.error_response()
+    }
+}

@@ -1,0 +1,91 @@
+//! The composition root: builds every component once, binds the listener, and
+//! runs the HTTP server. Production (`serve`) and tests use the same path.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+
+use crate::auth::Authenticator;
+use crate::broker::Broker;
+use crate::config::Settings;
+use crate::policy::Policy;
+use crate::routes::{self, EdgeLimits};
+
+pub struct Application {
+    server: Server,
+    port: u16,
+    scheme: &'static str,
+}
+
+impl Application {
+    /// Builds every component from the settings and binds the listener; the
+    /// server does not accept requests until [`Application::run_until_stopped`].
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        crate::tls::install_default_provider();
+        crate::auth::install_crypto_provider();
+
+        let policy = Policy::from_file(&settings.policy.file)
+            .with_context(|| format!("loading the policy {}", settings.policy.file.display()))?;
+        let authenticator = Authenticator::new(&settings.auth).context("loading the token keys")?;
+        let upstream = settings.upstream.connect();
+        // Shared state is built here, once, outside the per-worker factory below.
+        let broker = web::Data::new(Broker::new(authenticator, Arc::new(policy), upstream));
+        let limits = web::Data::new(EdgeLimits {
+            max_body_bytes: settings.server.max_body_bytes,
+        });
+
+        let listener = TcpListener::bind(settings.server.listen)
+            .with_context(|| format!("binding {}", settings.server.listen))?;
+        let port = listener.local_addr()?.port();
+
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(broker.clone())
+                .app_data(limits.clone())
+                .configure(routes::configure)
+        })
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_secs(10));
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let (server, scheme) = match (
+            &settings.server.tls_cert_file,
+            &settings.server.tls_key_file,
+        ) {
+            (Some(cert), Some(key)) if settings.server.tls => {
+                let tls = crate::tls::server_config(cert, key)?;
+                (server.listen_rustls_0_23(listener, tls)?, "https")
+            }
+            _ => (server.listen(listener)?, "http"),
+        };
+        Ok(Application {
+            server: server.run(),
+            port,
+            scheme,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `https` or `http`, as configured.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
+    /// A handle to stop the server from elsewhere (tests, signal handlers).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server is stopped (SIGINT/SIGTERM or a handle).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

@@ -1,0 +1,138 @@
+//! `spawn_app()`: a real broker on a free port, built by the same
+//! `Application::build` as production, and an HTTPS client that trusts the dev CA.
+
+use std::path::{Path, PathBuf};
+
+use caf_broker::auth::{DevClaims, mint_dev_token};
+use caf_broker::config::Settings;
+use caf_broker::startup::Application;
+use serde_json::Value;
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+}
+
+/// The shipped embedded default, on 127.0.0.1:0, with a smaller dataset.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// As [`spawn_app`], with extra `CAF_BROKER__*` overrides.
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let mut env = vec![
+        (
+            "CAF_BROKER__SERVER__LISTEN".to_string(),
+            "127.0.0.1:0".to_string(),
+        ),
+        ("CAF_BROKER__SERVER__WORKERS".to_string(), "2".to_string()),
+        (
+            "CAF_BROKER__SERVER__SHUTDOWN_TIMEOUT_SECS".to_string(),
+            "0".to_string(),
+        ),
+        (
+            "CAF_BROKER__UPSTREAM__RECORDS".to_string(),
+            "300".to_string(),
+        ),
+    ];
+    env.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let settings =
+        Settings::load_with_env(&repo("config/broker.toml"), env).expect("test settings load");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("application builds");
+    let address = format!("{}://localhost:{}", app.scheme(), app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: client(),
+        settings,
+    }
+}
+
+/// An HTTPS client that trusts only the development CA.
+pub fn client() -> reqwest::Client {
+    let ca = std::fs::read(repo("certs-dev/ca.pem")).expect("dev CA");
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).expect("dev CA parses")])
+        .build()
+        .expect("client builds")
+}
+
+impl TestApp {
+    /// A valid dev token for `role` at post TN-TUNIS.
+    pub fn token(&self, role: &str) -> String {
+        self.token_for("TN-TUNIS", role)
+    }
+
+    pub fn token_for(&self, post: &str, role: &str) -> String {
+        let claims = DevClaims {
+            sub: "agent-42".into(),
+            post: post.into(),
+            role: role.into(),
+            ttl_secs: 600,
+        };
+        mint_dev_token(&self.settings.auth, claims).expect("dev token")
+    }
+
+    /// `GET /v1/allocataires/{numero}` with the given token and purpose.
+    pub async fn get_dossier(&self, numero: &str, token: &str, purpose: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}/v1/allocataires/{numero}", self.address))
+            .bearer_auth(token)
+            .header("X-Purpose", purpose)
+            .header("X-Case-Reference", "TN-2026/0042")
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `POST /v1/allocataires/recherche` with a JSON body.
+    pub async fn search(&self, body: &Value, token: &str, purpose: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/allocataires/recherche", self.address))
+            .bearer_auth(token)
+            .header("X-Purpose", purpose)
+            .header("X-Case-Reference", "TN-2026/0042")
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// Asserts an RFC 9457 problem with `status` and `code`, and returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "status of a `{code}` problem"
+    );
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(content_type, "application/problem+json");
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.expect("problem is JSON");
+    assert_eq!(body["type"], format!("urn:caf-broker:problem:{code}"));
+    assert_eq!(body["code"], code);
+    assert_eq!(body["status"], status);
+    assert_eq!(body["request_id"], request_id);
+    assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    body
+}
