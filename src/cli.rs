@@ -165,7 +165,7 @@ fn check(config: &Path) -> ExitCode {
     };
     crate::auth::install_crypto_provider();
     if let Err(e) = Authenticator::new(&settings.auth) {
-        problems.push(format!("auth: {e}"));
+        problems.push(e.to_string());
     }
     if settings.server.tls
         && let (Some(cert), Some(key)) = (

@@ -145,20 +145,34 @@ fn token_prints_a_three_part_jwt_and_refuses_without_a_dev_key() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim().split('.').count(), 3);
 
-    let without_key = Command::new(env!("CARGO_BIN_EXE_caf-broker"))
-        .args([
-            "token",
-            "--post",
-            "TN-TUNIS",
-            "--role",
-            "agent_consulaire",
-            "--sub",
-            "agent-1",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CAF_BROKER__AUTH__DEV_SIGNING_KEY_FILE", "")
-        .output()
-        .unwrap();
+    let dir = tempdir("token-no-key");
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/broker.toml"))
+            .unwrap();
+    let without_dev_key: String = shipped
+        .lines()
+        .filter(|l| !l.starts_with("dev_signing"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = dir.join("broker.toml");
+    std::fs::write(&config, without_dev_key).unwrap();
+    let without_key = broker(&[
+        "token",
+        "--post",
+        "TN-TUNIS",
+        "--role",
+        "agent_consulaire",
+        "--sub",
+        "agent-1",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&without_key.stderr).contains("dev"),
+        "{}",
+        text(&without_key.stderr)
+    );
+    assert!(without_key.stdout.is_empty());
     assert!(!without_key.status.success());
 }
 
