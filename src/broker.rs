@@ -3,7 +3,7 @@
 //! A data request walks, in order:
 //! 1. authenticate: the bearer token becomes a [`Caller`] whose role the policy knows;
 //! 2. authorize: the caller's role may declare the purpose;
-//! 3. quota: the post's burst and daily allowance (not enforced yet);
+//! 3. quota: the post's burst and daily allowance; every authorized request counts;
 //! 4. cache: a recent CAF answer for the same lookup (none yet: every request is a miss);
 //! 5. upstream: the CAF record;
 //! 6. filter: only the fields the purpose may see leave;
@@ -21,6 +21,7 @@ use crate::auth::{Authenticator, Caller};
 use crate::domain::{CaseReference, Lookup, Purpose};
 use crate::error::{BrokerError, Unauthenticated};
 use crate::policy::Policy;
+use crate::quota::{Decision, Quota, QuotaState};
 use crate::upstream::{CafClient, UpstreamError};
 
 /// Whether the record came from the cache or from the CAF.
@@ -47,12 +48,15 @@ pub struct Released {
     pub released_paths: Vec<String>,
     pub policy_version: Arc<str>,
     pub cache: CacheStatus,
+    /// The post's quotas after this request, for the `RateLimit` headers.
+    pub quota: QuotaState,
 }
 
 pub struct Broker {
     authenticator: Authenticator,
     policy: Arc<Policy>,
     policy_version: Arc<str>,
+    quota: Arc<dyn Quota>,
     upstream: Arc<dyn CafClient>,
 }
 
@@ -60,6 +64,7 @@ impl Broker {
     pub fn new(
         authenticator: Authenticator,
         policy: Arc<Policy>,
+        quota: Arc<dyn Quota>,
         upstream: Arc<dyn CafClient>,
     ) -> Self {
         let policy_version = Arc::from(policy.version());
@@ -67,6 +72,7 @@ impl Broker {
             authenticator,
             policy,
             policy_version,
+            quota,
             upstream,
         }
     }
@@ -101,7 +107,23 @@ impl Broker {
             .policy
             .authorize(&request.caller.role, &request.purpose)?;
 
-        // 3. quota: the per-post burst and daily limits take their place here.
+        // 3. quota: counted before the cache, so hits and misses, found or not, all count.
+        let quota = match self.quota.acquire(&request.caller.post).await {
+            Decision::Allowed(state) => state,
+            Decision::Refused {
+                state,
+                retry_after_secs,
+                exhausted,
+            } => {
+                tracing::info!(window = exhausted.as_str(), "quota exceeded");
+                return Err(BrokerError::QuotaExceeded {
+                    state,
+                    retry_after_secs,
+                });
+            }
+            Decision::Unavailable => return Err(BrokerError::QuotaUnavailable),
+        };
+
         // 4. cache: a cache of raw records takes its place here; until then every read is fresh.
         let cache = CacheStatus::Miss;
 
@@ -127,6 +149,7 @@ impl Broker {
             released_paths: filtered.released,
             policy_version: self.policy_version.clone(),
             cache,
+            quota,
         })
     }
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth::AuthSettings;
+use crate::quota::QuotaSettings;
 use crate::telemetry::TelemetrySettings;
 use crate::upstream::UpstreamSettings;
 
@@ -24,6 +25,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub policy: PolicySettings,
     pub upstream: UpstreamSettings,
+    pub quotas: QuotaSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -116,6 +118,7 @@ impl Settings {
         let auth: Option<AuthSettings> = sections.take("auth");
         let policy: Option<PolicySettings> = sections.take("policy");
         let upstream: Option<UpstreamSettings> = sections.take("upstream");
+        let quotas: Option<QuotaSettings> = sections.take("quotas");
         let telemetry: Option<TelemetrySettings> = sections.take_or_default("telemetry");
         let Sections {
             table,
@@ -141,6 +144,14 @@ impl Settings {
                     .map(|p| format!("{origin}: {p}")),
             );
         }
+        if let Some(quotas) = &quotas {
+            problems.extend(
+                quotas
+                    .validate()
+                    .into_iter()
+                    .map(|p| format!("{origin}: {p}")),
+            );
+        }
         if let Some(telemetry) = &telemetry {
             problems.extend(
                 telemetry
@@ -158,18 +169,22 @@ impl Settings {
             );
         }
 
-        match (server, auth, policy, upstream, telemetry) {
-            (Some(server), Some(auth), Some(policy), Some(upstream), Some(telemetry))
-                if problems.is_empty() =>
-            {
-                Ok(Settings {
-                    server,
-                    auth,
-                    policy,
-                    upstream,
-                    telemetry,
-                })
-            }
+        match (server, auth, policy, upstream, quotas, telemetry) {
+            (
+                Some(server),
+                Some(auth),
+                Some(policy),
+                Some(upstream),
+                Some(quotas),
+                Some(telemetry),
+            ) if problems.is_empty() => Ok(Settings {
+                server,
+                auth,
+                policy,
+                upstream,
+                quotas,
+                telemetry,
+            }),
             _ => Err(ConfigError { problems }),
         }
     }

@@ -7,6 +7,7 @@
 
 use crate::auth::AuthError;
 use crate::policy::Refusal;
+use crate::quota::QuotaState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -25,6 +26,15 @@ pub enum BrokerError {
     /// The caller's role may not use the declared purpose.
     #[error("purpose not permitted")]
     PurposeNotPermitted,
+    /// The post's burst or daily quota is spent.
+    #[error("quota exceeded")]
+    QuotaExceeded {
+        state: QuotaState,
+        retry_after_secs: u64,
+    },
+    /// The shared quota store cannot be reached and the broker is set to refuse then.
+    #[error("quota store unavailable")]
+    QuotaUnavailable,
     /// The CAF has no such dossier.
     #[error("dossier not found")]
     NotFound,
@@ -68,6 +78,8 @@ impl BrokerError {
             BrokerError::UnsupportedMediaType => "unsupported-media-type",
             BrokerError::Unauthenticated(_) => "unauthenticated",
             BrokerError::PurposeNotPermitted => "purpose-not-permitted",
+            BrokerError::QuotaExceeded { .. } => "quota-exceeded",
+            BrokerError::QuotaUnavailable => "quota-unavailable",
             BrokerError::NotFound => "allocataire-not-found",
             BrokerError::RouteNotFound => "route-not-found",
             BrokerError::MethodNotAllowed => "method-not-allowed",
@@ -87,6 +99,8 @@ impl BrokerError {
             BrokerError::NotFound | BrokerError::RouteNotFound => 404,
             BrokerError::MethodNotAllowed => 405,
             BrokerError::PayloadTooLarge { .. } => 413,
+            BrokerError::QuotaExceeded { .. } => 429,
+            BrokerError::QuotaUnavailable => 503,
             BrokerError::UnsupportedMediaType => 415,
             BrokerError::Upstream(_) => 502,
             BrokerError::UpstreamUnavailable => 503,
@@ -103,6 +117,8 @@ impl BrokerError {
             BrokerError::UnsupportedMediaType => "Unsupported media type",
             BrokerError::Unauthenticated(_) => "Unauthenticated",
             BrokerError::PurposeNotPermitted => "Purpose not permitted",
+            BrokerError::QuotaExceeded { .. } => "Quota exceeded",
+            BrokerError::QuotaUnavailable => "Quota unavailable",
             BrokerError::NotFound => "Allocataire not found",
             BrokerError::RouteNotFound => "Route not found",
             BrokerError::MethodNotAllowed => "Method not allowed",
@@ -133,6 +149,12 @@ impl BrokerError {
             BrokerError::PurposeNotPermitted => {
                 "Your role may not declare this purpose; see the policy for the purposes of your role."
                     .into()
+            }
+            BrokerError::QuotaExceeded { retry_after_secs, .. } => format!(
+                "Your post's request quota is spent; retry in {retry_after_secs} seconds (see the RateLimit header)."
+            ),
+            BrokerError::QuotaUnavailable => {
+                "The quota service cannot be reached, so no request is served; retry later.".into()
             }
             BrokerError::NotFound => "The CAF has no dossier for this identifier.".into(),
             BrokerError::RouteNotFound => "No such route; see /openapi.json.".into(),

@@ -9,6 +9,7 @@
 //! - [`domain`]: identifiers parsed once (numéro, NIR, purpose, role, post, case reference).
 //! - [`policy`]: the policy file, compiled field rules, the pure filter, explain, policy tests.
 //! - [`auth`]: JWT verification against a JWKS, a cache of verified tokens, dev token minting.
+//! - [`quota`]: per-post burst and daily quotas, local or shared through Redis.
 //! - [`upstream`]: the `CafClient` trait and its connectors (embedded simulator).
 //! - [`simulator`]: the synthetic CAF: deterministic dataset and standalone HTTP server.
 //! - [`broker`]: the pipeline, free of any HTTP framework.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod policy;
+pub mod quota;
 pub mod routes;
 pub mod simulator;
 pub mod startup;

@@ -13,6 +13,7 @@ use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::config::Settings;
 use crate::policy::Policy;
+use crate::quota::{Clock, SystemClock};
 use crate::routes::{self, EdgeLimits};
 
 pub struct Application {
@@ -25,15 +26,31 @@ impl Application {
     /// Builds every component from the settings and binds the listener; the
     /// server does not accept requests until [`Application::run_until_stopped`].
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Application::build`], with the quota clock given (tests freeze it).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Application> {
         crate::tls::install_default_provider();
         crate::auth::install_crypto_provider();
 
         let policy = Policy::from_file(&settings.policy.file)
             .with_context(|| format!("loading the policy {}", settings.policy.file.display()))?;
         let authenticator = Authenticator::new(&settings.auth).context("loading the token keys")?;
+        let quota = crate::quota::build(&settings.quotas, clock)
+            .await
+            .context("building the quota stage")?;
         let upstream = settings.upstream.connect();
         // Shared state is built here, once, outside the per-worker factory below.
-        let broker = web::Data::new(Broker::new(authenticator, Arc::new(policy), upstream));
+        let broker = web::Data::new(Broker::new(
+            authenticator,
+            Arc::new(policy),
+            quota,
+            upstream,
+        ));
         let limits = web::Data::new(EdgeLimits {
             max_body_bytes: settings.server.max_body_bytes,
         });

@@ -134,6 +134,7 @@ async fn answer(
         data,
         policy_version,
         cache,
+        quota,
         ..
     } = broker
         .lookup(&request)
@@ -150,8 +151,9 @@ async fn answer(
     };
     let body = serde_json::to_vec(&envelope)
         .map_err(|e| ApiError::new(BrokerError::Internal(e.into()), req))?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .insert_header(("X-Policy-Version", &*policy_version))
-        .body(body))
+    let mut res = HttpResponse::Ok();
+    res.content_type("application/json")
+        .insert_header(("X-Policy-Version", &*policy_version));
+    super::quota_headers(&mut res, &quota);
+    Ok(res.body(body))
 }

@@ -7,8 +7,11 @@ mod extract;
 mod ops;
 mod problem;
 
+use actix_web::HttpResponseBuilder;
 use actix_web::middleware::from_fn;
 use actix_web::web;
+
+use crate::quota::{POLICY_HEADER, QuotaState, RATELIMIT_HEADER};
 
 pub use context::RequestId;
 pub use problem::ApiError;
@@ -39,4 +42,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/readyz", web::get().to(ops::readyz))
             .default_service(web::to(problem::route_not_found)),
     );
+}
+
+/// The `RateLimit-Policy` and `RateLimit` fields of a post's quota state.
+fn quota_headers(res: &mut HttpResponseBuilder, state: &QuotaState) {
+    res.insert_header((POLICY_HEADER, state.policy_header()))
+        .insert_header((RATELIMIT_HEADER, state.ratelimit_header()));
 }

@@ -66,11 +66,21 @@ impl ResponseError for ApiError {
         };
         let mut res = HttpResponse::build(status);
         res.content_type("application/problem+json");
-        if status == StatusCode::UNAUTHORIZED {
-            res.insert_header((
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
-            ));
+        match &self.error {
+            BrokerError::Unauthenticated(_) => {
+                res.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                ));
+            }
+            BrokerError::QuotaExceeded {
+                state,
+                retry_after_secs,
+            } => {
+                res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+                super::quota_headers(&mut res, state);
+            }
+            _ => {}
         }
         res.body(serde_json::to_vec(&problem).unwrap_or_default())
     }

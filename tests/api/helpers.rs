@@ -2,9 +2,11 @@
 //! `Application::build` as production, and an HTTPS client that trusts the dev CA.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use caf_broker::auth::{DevClaims, mint_dev_token};
 use caf_broker::config::Settings;
+use caf_broker::quota::{Clock, SystemClock};
 use caf_broker::startup::Application;
 use serde_json::Value;
 
@@ -25,6 +27,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// As [`spawn_app`], with extra `CAF_BROKER__*` overrides.
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_with_clock(overrides, Arc::new(SystemClock)).await
+}
+
+/// As [`spawn_app_with`], with the quota clock given (a frozen one makes quotas exact).
+pub async fn spawn_app_with_clock(overrides: &[(&str, &str)], clock: Arc<dyn Clock>) -> TestApp {
     let mut env = vec![
         (
             "CAF_BROKER__SERVER__LISTEN".to_string(),
@@ -47,7 +54,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     );
     let settings =
         Settings::load_with_env(&repo("config/broker.toml"), env).expect("test settings load");
-    let app = Application::build(settings.clone())
+    let app = Application::build_with_clock(settings.clone(), clock)
         .await
         .expect("application builds");
     let address = format!("{}://localhost:{}", app.scheme(), app.port());

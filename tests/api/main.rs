@@ -4,5 +4,10 @@
 mod errors;
 mod helpers;
 mod policy_matrix;
+mod quotas;
+mod quotas_redis;
+#[path = "../support/redis_server.rs"]
+#[allow(dead_code)] // each test crate uses part of the shared harness
+mod redis_server;
 mod tls;
 mod tokens;

@@ -1,0 +1,73 @@
+//! Two broker replicas sharing one real Redis hold a single quota per post.
+
+use std::sync::Arc;
+
+use caf_broker::quota::ManualClock;
+use futures_util::future::join_all;
+
+use crate::helpers::{TestApp, spawn_app_with_clock};
+use crate::redis_server::RedisServer;
+
+async fn replica(url: &str) -> TestApp {
+    let clock = Arc::new(ManualClock::new("2026-06-15T10:00:00Z".parse().unwrap()));
+    spawn_app_with_clock(
+        &[
+            ("CAF_BROKER__QUOTAS__BACKEND", "redis"),
+            ("CAF_BROKER__QUOTAS__REDIS_URL", url),
+        ],
+        clock,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_redis_share_the_burst_of_a_post_exactly() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = (replica(&redis.url()).await, replica(&redis.url()).await);
+    let (token_a, token_b) = (a.token("agent_consulaire"), b.token("agent_consulaire"));
+    let requests = (0..30).flat_map(|_| {
+        [
+            a.get_dossier("1000002", &token_a, "verification_radiation"),
+            b.get_dossier("1000002", &token_b, "verification_radiation"),
+        ]
+    });
+    let responses = join_all(requests).await;
+    let ok = responses.iter().filter(|r| r.status() == 200).count();
+    let refused = responses.iter().filter(|r| r.status() == 429).count();
+    assert_eq!(
+        (ok, refused),
+        (20, 40),
+        "one burst of 20 across both replicas"
+    );
+}
+
+#[tokio::test]
+async fn a_replica_whose_redis_stops_falls_back_to_local_limits_not_to_none() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let app = replica(&redis.url()).await;
+    let token = app.token("agent_consulaire");
+    assert_eq!(
+        app.get_dossier("1000002", &token, "verification_radiation")
+            .await
+            .status(),
+        200
+    );
+    redis.stop();
+    let responses =
+        join_all((0..40).map(|_| app.get_dossier("1000002", &token, "verification_radiation")))
+            .await;
+    let ok = responses.iter().filter(|r| r.status() == 200).count();
+    assert!(
+        ok <= 20,
+        "the local burst still holds while Redis is down: {ok} served"
+    );
+    assert!(
+        responses
+            .iter()
+            .all(|r| r.status() == 200 || r.status() == 429)
+    );
+}
