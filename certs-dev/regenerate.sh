@@ -52,20 +52,21 @@ new_key() {
 new_p256_key() { new_key "$1" -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -pkeyopt ec_param_enc:named_curve; }
 new_ed25519_key() { new_key "$1" -algorithm ED25519; }
 
-# Issues a leaf certificate signed by the dev CA: issue_leaf NAME SUBJECT EXTENSIONS CHAIN,
+# Issues a leaf certificate: issue_leaf NAME SUBJECT EXTENSIONS CHAIN [CA],
 # where CHAIN=chain appends the CA after the leaf (a server's chain) and
-# CHAIN=leaf writes the leaf alone.
+# CHAIN=leaf writes the leaf alone; CA is the issuing CA's file stem, the dev
+# CA (`ca`) unless told otherwise.
 issue_leaf() {
-    local name="$1" subject="$2" extensions="$3" chain="$4"
+    local name="$1" subject="$2" extensions="$3" chain="$4" ca="${5:-ca}"
     new_p256_key "$name.key.pem"
     if [[ ! -s "$name.pem" ]]; then
         printf '%s\n' "$extensions" >"$TMP/$name.ext"
         openssl req -new -key "$name.key.pem" -subj "$subject" -out "$TMP/$name.csr"
-        openssl x509 -req -in "$TMP/$name.csr" -CA ca.pem -CAkey ca.key.pem \
+        openssl x509 -req -in "$TMP/$name.csr" -CA "$ca.pem" -CAkey "$ca.key.pem" \
             -set_serial "0x$(openssl rand -hex 16)" -days "$DAYS_LEAF" -sha256 \
             -extfile "$TMP/$name.ext" -out "$TMP/$name.crt" 2>/dev/null
         if [[ "$chain" == chain ]]; then
-            with_banner "$name.pem" "$TMP/$name.crt" <(sed -n '/-----BEGIN/,/-----END/p' ca.pem)
+            with_banner "$name.pem" "$TMP/$name.crt" <(sed -n '/-----BEGIN/,/-----END/p' "$ca.pem")
         else
             with_banner "$name.pem" "$TMP/$name.crt"
         fi
@@ -76,19 +77,25 @@ issue_leaf() {
 # Base64url without padding of stdin.
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 
+# A self-signed root CA: new_ca STEM COMMON_NAME writes STEM.pem and STEM.key.pem.
+new_ca() {
+    local stem="$1" cn="$2"
+    new_p256_key "$stem.key.pem"
+    if [[ ! -s "$stem.pem" ]]; then
+        openssl req -new -x509 -key "$stem.key.pem" -sha256 -days "$DAYS_CA" \
+            -set_serial "0x$(openssl rand -hex 16)" \
+            -subj "/O=$ORG/CN=$cn" \
+            -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" \
+            -addext "subjectKeyIdentifier=hash" \
+            -out "$TMP/$stem.crt"
+        with_banner "$stem.pem" "$TMP/$stem.crt"
+        echo "created $stem.pem"
+    fi
+}
+
 # --- Certificate authority ---------------------------------------------------
-new_p256_key ca.key.pem
-if [[ ! -s ca.pem ]]; then
-    openssl req -new -x509 -key ca.key.pem -sha256 -days "$DAYS_CA" \
-        -set_serial "0x$(openssl rand -hex 16)" \
-        -subj "/O=$ORG/CN=caf-broker DEV ONLY root CA" \
-        -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
-        -addext "keyUsage=critical,keyCertSign,cRLSign" \
-        -addext "subjectKeyIdentifier=hash" \
-        -out "$TMP/ca.crt"
-    with_banner ca.pem "$TMP/ca.crt"
-    echo "created ca.pem"
-fi
+new_ca ca "caf-broker DEV ONLY root CA"
 
 # --- Server certificate ------------------------------------------------------
 issue_leaf server "/O=$ORG/CN=localhost" "basicConstraints=critical,CA:FALSE
@@ -106,6 +113,31 @@ extendedKeyUsage=clientAuth
 subjectKeyIdentifier=hash
 authorityKeyIdentifier=keyid" leaf
 done
+
+# --- The broker's client certificate towards the CAF (mTLS upstream) ---------
+# Presented by `upstream.kind = "http"`; `caf-broker simulate --client-ca ca.pem`
+# accepts it.
+issue_leaf client-broker "/O=$ORG/CN=caf-broker" "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid" leaf
+
+# --- A second CA that nothing trusts, for refusal tests ----------------------
+# A server certificate and a client certificate it issued: the broker must
+# refuse the first and the simulator the second.
+new_ca other-ca "caf-broker DEV ONLY untrusted CA"
+issue_leaf server-other-ca "/O=$ORG/CN=localhost" "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth
+subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid" chain other-ca
+issue_leaf client-other-ca "/O=$ORG/CN=caf-broker" "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid" leaf other-ca
 
 # --- JWT keys ----------------------------------------------------------------
 new_ed25519_key jwt-signing.key.pem
@@ -130,13 +162,17 @@ if [[ ! -s audit-hmac.key ]]; then
 fi
 
 # Public material may be world-readable; private keys stay owner-only.
-chmod 644 ca.pem server.pem client-*.pem jwks.json
+chmod 644 ca.pem other-ca.pem server.pem server-other-ca.pem client-*.pem jwks.json
 chmod 600 ./*.key.pem audit-hmac.key
 
 # --- Self-check ----------------------------------------------------------------
 openssl verify -CAfile ca.pem <(sed -n '/-----BEGIN/,/-----END/p;/-----END/q' server.pem) >/dev/null
-for post in TN-TUNIS MA-RABAT; do
+for client in TN-TUNIS MA-RABAT broker; do
     openssl verify -CAfile ca.pem -purpose sslclient \
-        <(sed -n '/-----BEGIN/,/-----END/p;/-----END/q' "client-$post.pem") >/dev/null
+        <(sed -n '/-----BEGIN/,/-----END/p;/-----END/q' "client-$client.pem") >/dev/null
 done
+openssl verify -CAfile other-ca.pem -purpose sslserver \
+    <(sed -n '/-----BEGIN/,/-----END/p;/-----END/q' server-other-ca.pem) >/dev/null
+openssl verify -CAfile other-ca.pem -purpose sslclient \
+    <(sed -n '/-----BEGIN/,/-----END/p;/-----END/q' client-other-ca.pem) >/dev/null
 echo "certs-dev is up to date (DEV ONLY)"

@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `check`, `policy explain`, `token`, `simulate`.
+//! The command line: `serve` (default), `check`, `policy explain`, `token`, `audit`, `simulate`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::auth::{Authenticator, DevClaims, mint_dev_token};
 use crate::config::Settings;
 use crate::domain::{Purpose, Role};
-use crate::policy::{Policy, run_policy_tests};
+use crate::policy::{Policy, ShadowPolicy, run_policy_tests};
 use crate::simulator::{Dataset, SimulatorOptions};
 use crate::startup::Application;
 
@@ -62,6 +62,38 @@ pub enum Command {
         latency_ms: u64,
         #[arg(long, default_value_t = 0.0)]
         fail_rate: f64,
+        /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert.
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates signed by this CA (mTLS; needs --tls-cert).
+        #[arg(long)]
+        client_ca: Option<PathBuf>,
+    },
+    /// Verify the audit log's hash chain, or list the accesses to one dossier.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the hash chain: print the records checked, or name the first bad record and exit 1.
+    Verify {
+        /// An audit directory, or audit files verified as a slice of the chain
+        /// (default: audit.dir of the configuration).
+        paths: Vec<PathBuf>,
+    },
+    /// Print every recorded access to one dossier, as JSON lines.
+    Search {
+        #[arg(long, conflicts_with = "nir", required_unless_present = "nir")]
+        numero: Option<String>,
+        /// The NIR, or `-` to read it from standard input (out of the process list and shell history).
+        #[arg(long)]
+        nir: Option<String>,
     },
 }
 
@@ -116,20 +148,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit { command } => audit(&cli.config, command),
         Command::Simulate {
             listen,
             seed,
             records,
             latency_ms,
             fail_rate,
+            tls_cert,
+            tls_key,
+            client_ca,
         } => {
-            crate::telemetry::init(&Default::default());
+            let _telemetry = crate::telemetry::init(&Default::default())?;
             let options = SimulatorOptions {
                 listen,
                 seed,
                 records,
                 latency_ms,
                 fail_rate,
+                tls_cert_file: tls_cert,
+                tls_key_file: tls_key,
+                client_ca_file: client_ca,
             };
             let simulator = crate::simulator::start(options).await?;
             // Printed on stdout so that scripts and tests can find a port chosen with :0.
@@ -142,7 +181,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: &Path) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(config)?;
-    crate::telemetry::init(&settings.telemetry);
+    // Held until the server stops, so that spans are flushed on shutdown.
+    let _telemetry = crate::telemetry::init(&settings.telemetry)?;
     let app = Application::build(settings).await?;
     tracing::info!(
         port = app.port(),
@@ -192,6 +232,17 @@ fn check(config: &Path) -> ExitCode {
                 }
             }
             println!("policy {} loaded", policy.version());
+            if let Some(file) = &settings.policy.shadow_file {
+                match ShadowPolicy::load(file) {
+                    Err(e) => problems.extend(e.problems.iter().map(|p| format!("shadow: {p}"))),
+                    Ok(shadow) => {
+                        for warning in shadow.policy().warnings() {
+                            println!("warning: shadow: {warning}");
+                        }
+                        println!("shadow policy {} loaded", shadow.policy().version());
+                    }
+                }
+            }
         }
     }
     if problems.is_empty() {
@@ -226,4 +277,86 @@ fn explain(config: &Path, role: &str, purpose: &str, format: Format) -> anyhow::
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Verify { paths } => audit_verify(config, &paths),
+        AuditCommand::Search { numero, nir } => audit_search(config, numero, nir),
+    }
+}
+
+/// Exits 0 on a sound chain, 1 naming the first bad record.
+fn audit_verify(config: &Path, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    use crate::audit::{VerifyError, verify_dir, verify_files};
+    let result = match paths {
+        [] => verify_dir(&Settings::load(config)?.audit.dir),
+        [dir] if dir.is_dir() => verify_dir(dir),
+        files => verify_files(files),
+    };
+    match result {
+        Ok(report) => {
+            for warning in &report.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(VerifyError::Bad(bad)) => {
+            println!(
+                "{} records checked before the first bad record",
+                bad.checked
+            );
+            eprintln!("error: first bad record: {bad}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints the matching records on stdout, one JSON object per line; the count on stderr.
+fn audit_search(
+    config: &Path,
+    numero: Option<String>,
+    nir: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use crate::domain::{Lookup, Nir, NumeroAllocataire};
+    use std::io::Write as _;
+    let lookup = match (numero, nir) {
+        (Some(numero), None) => {
+            Lookup::Numero(NumeroAllocataire::parse(&numero).context("--numero")?)
+        }
+        (None, Some(nir)) => {
+            let mut nir = nir;
+            if nir == "-" {
+                nir.clear();
+                std::io::stdin()
+                    .read_line(&mut nir)
+                    .context("reading the NIR from standard input")?;
+            }
+            Lookup::Nir(Nir::parse(nir.trim()).context("--nir")?)
+        }
+        _ => anyhow::bail!("give exactly one of --numero or --nir"),
+    };
+    let settings = Settings::load(config)?;
+    let key = crate::audit::AuditKey::from_file(&settings.audit.hmac_key_file)?;
+    let found = crate::audit::search(&settings.audit.dir, &key, &lookup)?;
+    let mut out = std::io::stdout().lock();
+    for record in &found.records {
+        serde_json::to_writer(&mut out, record)?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    eprintln!(
+        "{} record(s) found in {} file(s)",
+        found.records.len(),
+        found.files
+    );
+    if found.unreadable_lines > 0 {
+        eprintln!(
+            "warning: {} damaged line(s) mention this dossier; run `caf-broker audit verify`",
+            found.unreadable_lines
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

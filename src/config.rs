@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::audit::AuditSettings;
 use crate::auth::AuthSettings;
+use crate::cache::CacheSettings;
 use crate::quota::QuotaSettings;
 use crate::telemetry::TelemetrySettings;
 use crate::upstream::UpstreamSettings;
@@ -26,6 +28,8 @@ pub struct Settings {
     pub policy: PolicySettings,
     pub upstream: UpstreamSettings,
     pub quotas: QuotaSettings,
+    pub cache: CacheSettings,
+    pub audit: AuditSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -57,9 +61,18 @@ pub struct ServerSettings {
 pub struct PolicySettings {
     /// The policy file security teams tune; no default, it is always explicit.
     pub file: PathBuf,
-    /// The directory of policy tests run by `caf-broker check`.
+    /// The directory of policy tests, run by `caf-broker check`, at start-up
+    /// and before every reload.
     #[serde(default)]
     pub tests_dir: Option<PathBuf>,
+    /// Reload the policy when its file (or a policy test) changes; SIGHUP
+    /// reloads it in any case.
+    #[serde(default = "yes")]
+    pub watch: bool,
+    /// A candidate policy evaluated beside the live one on real traffic
+    /// (differences are counted and logged, never served).
+    #[serde(default)]
+    pub shadow_file: Option<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -114,12 +127,14 @@ impl Settings {
             origin,
             problems,
         };
-        let server: Option<ServerSettings> = sections.take("server");
-        let auth: Option<AuthSettings> = sections.take("auth");
-        let policy: Option<PolicySettings> = sections.take("policy");
-        let upstream: Option<UpstreamSettings> = sections.take("upstream");
-        let quotas: Option<QuotaSettings> = sections.take("quotas");
-        let telemetry: Option<TelemetrySettings> = sections.take_or_default("telemetry");
+        let server = sections.take::<ServerSettings>();
+        let auth = sections.take::<AuthSettings>();
+        let policy = sections.take::<PolicySettings>();
+        let upstream = sections.take::<UpstreamSettings>();
+        let quotas = sections.take::<QuotaSettings>();
+        let cache = sections.take::<CacheSettings>();
+        let audit = sections.take::<AuditSettings>();
+        let telemetry = sections.take::<TelemetrySettings>();
         let Sections {
             table,
             mut problems,
@@ -128,63 +143,20 @@ impl Settings {
         for unknown in table.keys() {
             problems.push(format!("{origin}: [{unknown}]: unknown section"));
         }
-
-        if let Some(server) = &server {
-            problems.extend(
-                server
-                    .validate()
-                    .into_iter()
-                    .map(|p| format!("{origin}: {p}")),
-            );
-        }
-        if let Some(auth) = &auth {
-            problems.extend(
-                auth.validate()
-                    .into_iter()
-                    .map(|p| format!("{origin}: {p}")),
-            );
-        }
-        if let Some(quotas) = &quotas {
-            problems.extend(
-                quotas
-                    .validate()
-                    .into_iter()
-                    .map(|p| format!("{origin}: {p}")),
-            );
-        }
-        if let Some(telemetry) = &telemetry {
-            problems.extend(
-                telemetry
-                    .validate()
-                    .into_iter()
-                    .map(|p| format!("{origin}: {p}")),
-            );
-        }
-        if let Some(upstream) = &upstream {
-            problems.extend(
-                upstream
-                    .validate()
-                    .into_iter()
-                    .map(|p| format!("{origin}: {p}")),
-            );
-        }
-
-        match (server, auth, policy, upstream, quotas, telemetry) {
-            (
-                Some(server),
-                Some(auth),
-                Some(policy),
-                Some(upstream),
-                Some(quotas),
-                Some(telemetry),
-            ) if problems.is_empty() => Ok(Settings {
-                server,
-                auth,
-                policy,
-                upstream,
-                quotas,
-                telemetry,
-            }),
+        let settings = (|| {
+            Some(Settings {
+                server: server?,
+                auth: auth?,
+                policy: policy?,
+                upstream: upstream?,
+                quotas: quotas?,
+                cache: cache?,
+                audit: audit?,
+                telemetry: telemetry?,
+            })
+        })();
+        match settings {
+            Some(settings) if problems.is_empty() => Ok(settings),
             _ => Err(ConfigError { problems }),
         }
     }
@@ -208,6 +180,16 @@ impl ServerSettings {
     }
 }
 
+impl PolicySettings {
+    fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.file.as_os_str().is_empty() {
+            problems.push("policy.file: must name the policy file".into());
+        }
+        problems
+    }
+}
+
 /// The sections of the settings table, taken out one by one so that whatever
 /// remains at the end is unknown.
 struct Sections<'a> {
@@ -217,37 +199,63 @@ struct Sections<'a> {
 }
 
 impl Sections<'_> {
-    fn take<T: DeserializeOwned>(&mut self, name: &str) -> Option<T> {
-        match self.table.remove(name) {
-            Some(value) => self.parse(name, value),
+    /// Takes, parses and validates one section, recording its problems.
+    fn take<T: Section>(&mut self) -> Option<T> {
+        let value = match self.table.remove(T::NAME) {
+            Some(value) => value,
+            None if T::OPTIONAL => toml::Value::Table(toml::Table::new()),
             None => {
-                self.problems
-                    .push(format!("{}: [{name}]: missing section", self.origin));
-                None
+                let problem = format!("{}: [{}]: missing section", self.origin, T::NAME);
+                self.problems.push(problem);
+                return None;
             }
-        }
-    }
-
-    fn take_or_default<T: DeserializeOwned>(&mut self, name: &str) -> Option<T> {
-        let value = self
-            .table
-            .remove(name)
-            .unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
-        self.parse(name, value)
-    }
-
-    fn parse<T: DeserializeOwned>(&mut self, name: &str, value: toml::Value) -> Option<T> {
+        };
         match value.try_into::<T>() {
-            Ok(section) => Some(section),
+            Ok(section) => {
+                let origin = self.origin;
+                let problems = section.problems().into_iter();
+                self.problems
+                    .extend(problems.map(|p| format!("{origin}: {p}")));
+                Some(section)
+            }
             Err(e) => {
                 let message = one_line(&e.to_string());
-                self.problems
-                    .push(format!("{}: [{name}]: {message}", self.origin));
+                let problem = format!("{}: [{}]: {message}", self.origin, T::NAME);
+                self.problems.push(problem);
                 None
             }
         }
     }
 }
+
+/// A section of the settings: its name, whether it may be left out (every key
+/// has a default), and the module's own validation.
+trait Section: DeserializeOwned {
+    const NAME: &'static str;
+    const OPTIONAL: bool = false;
+    fn problems(&self) -> Vec<String>;
+}
+
+macro_rules! section {
+    ($type:ty, $name:literal $(, optional = $optional:literal)?) => {
+        impl Section for $type {
+            const NAME: &'static str = $name;
+            $(const OPTIONAL: bool = $optional;)?
+            fn problems(&self) -> Vec<String> {
+                self.validate()
+            }
+        }
+    };
+}
+
+section!(ServerSettings, "server");
+section!(AuthSettings, "auth");
+section!(PolicySettings, "policy");
+section!(UpstreamSettings, "upstream");
+section!(QuotaSettings, "quotas");
+section!(CacheSettings, "cache", optional = true);
+section!(AuditSettings, "audit");
+section!(TelemetrySettings, "telemetry", optional = true);
 
 /// Applies `CAF_BROKER__SECTION__KEY=value` overrides. A value is read as a
 /// TOML value when it is one (`true`, `8443`, `["ES256"]`), else as a string.
@@ -321,6 +329,14 @@ mod tests {
         let settings = Settings::from_toml_with_env(&shipped(), "broker.toml", no_env()).unwrap();
         assert!(settings.server.tls);
         assert_eq!(settings.auth.audience, "caf-broker");
+    }
+
+    #[test]
+    fn the_production_example_is_a_valid_configuration() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.example.toml");
+        let settings = Settings::load_with_env(&path, no_env()).unwrap();
+        assert!(settings.server.tls);
+        assert!(settings.auth.dev_signing_key_file.is_none());
     }
 
     #[test]

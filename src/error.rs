@@ -52,7 +52,7 @@ pub enum BrokerError {
     UpstreamTimeout,
     /// The CAF cannot be called right now.
     #[error("upstream unavailable")]
-    UpstreamUnavailable,
+    UpstreamUnavailable { retry_after_secs: Option<u64> },
     /// A fault of the broker itself; the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -85,7 +85,7 @@ impl BrokerError {
             BrokerError::MethodNotAllowed => "method-not-allowed",
             BrokerError::Upstream(_) => "upstream-error",
             BrokerError::UpstreamTimeout => "upstream-timeout",
-            BrokerError::UpstreamUnavailable => "upstream-unavailable",
+            BrokerError::UpstreamUnavailable { .. } => "upstream-unavailable",
             BrokerError::Internal(_) => "internal-error",
         }
     }
@@ -103,7 +103,7 @@ impl BrokerError {
             BrokerError::QuotaUnavailable => 503,
             BrokerError::UnsupportedMediaType => 415,
             BrokerError::Upstream(_) => 502,
-            BrokerError::UpstreamUnavailable => 503,
+            BrokerError::UpstreamUnavailable { .. } => 503,
             BrokerError::UpstreamTimeout => 504,
             BrokerError::Internal(_) => 500,
         }
@@ -124,7 +124,7 @@ impl BrokerError {
             BrokerError::MethodNotAllowed => "Method not allowed",
             BrokerError::Upstream(_) => "Upstream error",
             BrokerError::UpstreamTimeout => "Upstream timeout",
-            BrokerError::UpstreamUnavailable => "Upstream unavailable",
+            BrokerError::UpstreamUnavailable { .. } => "Upstream unavailable",
             BrokerError::Internal(_) => "Internal error",
         }
     }
@@ -163,7 +163,7 @@ impl BrokerError {
                 "The CAF answered with an error or unreadable data; retry later.".into()
             }
             BrokerError::UpstreamTimeout => "The CAF did not answer in time; retry later.".into(),
-            BrokerError::UpstreamUnavailable => {
+            BrokerError::UpstreamUnavailable { .. } => {
                 "The CAF cannot be reached right now; retry later.".into()
             }
             BrokerError::Internal(_) => {

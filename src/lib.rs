@@ -21,8 +21,10 @@
 //! - [`startup`]: the composition root, `Application::build`.
 //! - [`cli`]: the command line.
 
+pub mod audit;
 pub mod auth;
 pub mod broker;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -10,14 +10,17 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
 use crate::auth::Authenticator;
-use crate::broker::Broker;
+use crate::broker::{Broker, Stages};
+use crate::cache::RecordCache;
 use crate::config::Settings;
-use crate::policy::Policy;
+use crate::policy::{DriftTracker, PolicyStore, ShadowPolicy, WatchGuard};
 use crate::quota::{Clock, SystemClock};
 use crate::routes::{self, EdgeLimits};
 
 pub struct Application {
     server: Server,
+    /// Keeps the policy file watcher alive as long as the server.
+    _policy_watch: Option<WatchGuard>,
     port: u16,
     scheme: &'static str,
 }
@@ -37,20 +40,40 @@ impl Application {
         crate::tls::install_default_provider();
         crate::auth::install_crypto_provider();
 
-        let policy = Policy::from_file(&settings.policy.file)
+        let policy = PolicyStore::load(&settings.policy.file, settings.policy.tests_dir.as_deref())
             .with_context(|| format!("loading the policy {}", settings.policy.file.display()))?;
+        let policy = Arc::new(policy);
+        let policy_watch = match settings.policy.watch {
+            true => Some(policy.watch().context("watching the policy file")?),
+            false => None,
+        };
+        reload_on_sighup(policy.clone())?;
+        let shadow = match &settings.policy.shadow_file {
+            Some(file) => Some(
+                ShadowPolicy::load(file)
+                    .with_context(|| format!("loading the shadow policy {}", file.display()))?,
+            ),
+            None => None,
+        };
         let authenticator = Authenticator::new(&settings.auth).context("loading the token keys")?;
         let quota = crate::quota::build(&settings.quotas, clock)
             .await
             .context("building the quota stage")?;
-        let upstream = settings.upstream.connect();
+        let upstream = settings
+            .upstream
+            .connect()
+            .context("building the CAF connector")?;
+        let cache = RecordCache::new(&settings.cache);
         // Shared state is built here, once, outside the per-worker factory below.
-        let broker = web::Data::new(Broker::new(
+        let broker = web::Data::new(Broker::new(Stages {
             authenticator,
-            Arc::new(policy),
+            policy,
+            shadow,
+            drift: DriftTracker::default(),
             quota,
+            cache,
             upstream,
-        ));
+        }));
         let limits = web::Data::new(EdgeLimits {
             max_body_bytes: settings.server.max_body_bytes,
         });
@@ -66,7 +89,9 @@ impl Application {
                 .configure(routes::configure)
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
-        .client_request_timeout(Duration::from_secs(10));
+        .client_request_timeout(Duration::from_secs(10))
+        // Small answers must not wait for a delayed ACK (about 40 ms with HTTP/2).
+        .tcp_nodelay(true);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
@@ -82,6 +107,7 @@ impl Application {
         };
         Ok(Application {
             server: server.run(),
+            _policy_watch: policy_watch,
             port,
             scheme,
         })
@@ -105,4 +131,18 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// SIGHUP reloads the policy: checked and tested first, swapped only if sound.
+fn reload_on_sighup(policy: Arc<PolicyStore>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let policy = policy.clone();
+            // The outcome is logged and counted by the store itself.
+            let _ = tokio::task::spawn_blocking(move || policy.reload()).await;
+        }
+    });
+    Ok(())
 }

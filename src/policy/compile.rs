@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::domain::{Purpose, Role};
 
 use super::file::{RawField, RawPolicy, RawPurpose, RawRole, RawTransform, Source};
-use super::schema::{self, FieldSpec, Kind, Segment};
+use super::schema::{self, FieldSpec, Kind, SchemaNode, Segment};
 use super::{Problem, PurposeView, Rule, Transform, Truncation};
 
 /// A role as compiled: the purposes it may declare.
@@ -51,10 +51,10 @@ pub(crate) enum Children {
 pub(crate) enum Leaf {
     /// A scalar field released as is (objects and arrays there are refused).
     Scalar,
-    /// An object released whole.
-    Object,
-    /// An array of objects released whole.
-    Array,
+    /// An object released whole: the fields of the schema below it, never unknown ones.
+    Object(&'static SchemaNode),
+    /// An array of objects released whole, each item limited to the schema's fields.
+    Array(&'static SchemaNode),
     /// A string replaced through a table, with a default.
     Map {
         values: BTreeMap<String, String>,
@@ -71,7 +71,7 @@ pub(crate) fn compile(
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<Problem>,
 ) -> (BTreeMap<Role, RoleDef>, BTreeMap<Purpose, PurposeView>) {
-    let defined: BTreeSet<&str> = raw.purposes.iter().map(|p| p.name.as_str()).collect();
+    let defined: BTreeSet<&str> = raw.declared_purposes.iter().map(String::as_str).collect();
     let mut used = BTreeSet::new();
     let mut roles = BTreeMap::new();
     for role in &raw.roles {
@@ -279,8 +279,8 @@ fn check_rule<'a>(
                 return fail(
                     problems,
                     format!(
-                        "`count` applies to arrays, and `{path}` is a {}",
-                        spec.kind.name()
+                        "`count` applies to arrays, and `{path}` is {}",
+                        a(spec.kind)
                     ),
                 );
             }
@@ -300,8 +300,8 @@ fn check_rule<'a>(
                 return fail(
                     problems,
                     format!(
-                        "`map` applies to text and enumeration fields, and `{path}` is a {}",
-                        spec.kind.name()
+                        "`map` applies to text and enumeration fields, and `{path}` is {}",
+                        a(spec.kind)
                     ),
                 );
             }
@@ -335,8 +335,8 @@ fn check_rule<'a>(
                 return fail(
                     problems,
                     format!(
-                        "`truncate` applies to YYYY-MM-DD dates, and `{path}` is a {}",
-                        spec.kind.name()
+                        "`truncate` applies to YYYY-MM-DD dates, and `{path}` is {}",
+                        a(spec.kind)
                     ),
                 );
             }
@@ -433,7 +433,7 @@ fn insert(node: &mut Node, segments: &[Segment<'_>], index: usize, rule: &Rule) 
     if rest.is_empty() {
         match &rule.transform {
             Transform::Count { name } => entry.count = Some((index, name.clone())),
-            transform => entry.leaf = Some((index, leaf_for(rule.kind, transform))),
+            _ => entry.leaf = Some((index, leaf_for(rule))),
         }
         return;
     }
@@ -449,17 +449,28 @@ fn insert(node: &mut Node, segments: &[Segment<'_>], index: usize, rule: &Rule) 
     insert(next, rest, index, rule);
 }
 
-fn leaf_for(kind: Kind, transform: &Transform) -> Leaf {
-    match transform {
+fn leaf_for(rule: &Rule) -> Leaf {
+    match &rule.transform {
         Transform::Map { values, default } => Leaf::Map {
             values: values.clone(),
             default: default.clone(),
         },
         Transform::Truncate(unit) => Leaf::Truncate(*unit),
-        Transform::None | Transform::Count { .. } => match kind {
-            Kind::Object => Leaf::Object,
-            Kind::ArrayOfObjects => Leaf::Array,
+        Transform::None | Transform::Count { .. } => match rule.kind {
+            Kind::Object => Leaf::Object(schema::subtree(&rule.path)),
+            Kind::ArrayOfObjects => Leaf::Array(schema::subtree(&rule.path)),
             _ => Leaf::Scalar,
         },
     }
+}
+
+/// A kind's name with its article, for "`x` is an object".
+fn a(kind: Kind) -> String {
+    let name = kind.name();
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {name}")
 }

@@ -81,7 +81,9 @@ impl Explanation {
 
 fn explain_rule(rule: &Rule) -> FieldExplanation {
     let transform = match rule.transform() {
-        Transform::None if rule.releases_subtree() => "as is (whole subtree)".to_owned(),
+        Transform::None if rule.releases_subtree() => {
+            "as is (whole subtree, schema fields only)".to_owned()
+        }
         Transform::None => "as is".to_owned(),
         Transform::Count { name } => format!("count -> {name}"),
         Transform::Map { values, default } => {

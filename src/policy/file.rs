@@ -304,6 +304,9 @@ pub(crate) struct RawField {
 pub(crate) struct RawPolicy {
     pub roles: Vec<RawRole>,
     pub purposes: Vec<RawPurpose>,
+    /// Every name under `[purposes]`, including those whose body has problems, so
+    /// that a role naming a malformed purpose is not also told the purpose is undefined.
+    pub declared_purposes: Vec<String>,
 }
 
 /// Reads the file's shape, pushing a problem for every key or value out of place.
@@ -320,12 +323,27 @@ pub(crate) fn read(src: &Source<'_>, problems: &mut Vec<Problem>) -> Option<RawP
         Some(value) => read_named(src, "roles", value, problems, read_role),
         None => Vec::new(),
     };
-    let purposes = match root.required("purposes", problems) {
-        Some(value) => read_named(src, "purposes", value, problems, read_purpose),
-        None => Vec::new(),
+    let (purposes, declared_purposes) = match root.required("purposes", problems) {
+        Some(value) => (
+            read_named(src, "purposes", value, problems, read_purpose),
+            names_of(value),
+        ),
+        None => (Vec::new(), Vec::new()),
     };
     root.deny_unknown(problems);
-    Some(RawPolicy { roles, purposes })
+    Some(RawPolicy {
+        roles,
+        purposes,
+        declared_purposes,
+    })
+}
+
+/// The keys of a table value (none for any other value).
+fn names_of(value: &Spanned<DeValue<'_>>) -> Vec<String> {
+    match value.get_ref() {
+        DeValue::Table(table) => table.iter().map(|(k, _)| k.get_ref().to_string()).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Reads a table of user-named tables (`[roles.x]`, `[purposes.y]`).

@@ -1,14 +1,16 @@
 //! The filter: one pass over the record, guided by the compiled rule trie. Pure and total.
 //!
 //! Deny by default: the walk visits only keys some rule names, so a key the CAF
-//! adds later is never released. Nothing here can panic whatever shape the
-//! upstream sends: wrong types release nothing, nulls release `null` (absence is
-//! information), missing keys release nothing. A key named `nir` is dropped even
-//! inside a subtree released whole, as a last line of defence.
+//! adds later is never released; a rule releasing a whole object or array keeps,
+//! below it, only the fields the record schema knows, for the same reason.
+//! Nothing here can panic whatever shape the upstream sends: wrong types release
+//! nothing, nulls release `null` (absence is information), missing keys release
+//! nothing. A key named `nir` is dropped at any depth, as a last line of defence.
 
 use serde_json::{Map, Value};
 
 use super::compile::{Children, Leaf, Node};
+use super::schema::{Kind, SchemaNode};
 use super::{PurposeView, Truncation};
 
 /// What a purpose lets through from one record.
@@ -117,10 +119,9 @@ fn apply(leaf: &Leaf, value: &Value) -> Option<Value> {
         (Leaf::Scalar, Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_)) => {
             Some(value.clone())
         }
-        (Leaf::Object | Leaf::Array | Leaf::Map { .. }, Value::Null) => Some(Value::Null),
-        (Leaf::Object, Value::Object(_)) | (Leaf::Array, Value::Array(_)) => {
-            Some(without_nir(value))
-        }
+        (Leaf::Object(_) | Leaf::Array(_) | Leaf::Map { .. }, Value::Null) => Some(Value::Null),
+        (Leaf::Object(schema), Value::Object(_)) => known(Kind::Object, schema, value),
+        (Leaf::Array(schema), Value::Array(_)) => known(Kind::ArrayOfObjects, schema, value),
         (Leaf::Map { values, default }, Value::String(s)) => Some(Value::String(
             values.get(s.as_str()).unwrap_or(default).clone(),
         )),
@@ -135,19 +136,36 @@ fn apply(leaf: &Leaf, value: &Value) -> Option<Value> {
     }
 }
 
-/// A deep copy that drops every key named `nir`.
-fn without_nir(value: &Value) -> Value {
-    match value {
-        Value::Object(fields) => Value::Object(
-            fields
+/// The part of `value` the schema knows, for a field of `kind` whose fields are `schema`:
+/// unknown keys, values of the wrong shape and the NIR are left out.
+fn known(kind: Kind, schema: &SchemaNode, value: &Value) -> Option<Value> {
+    match (kind, value) {
+        (Kind::Forbidden, _) => None,
+        (_, Value::Null) => Some(Value::Null),
+        (Kind::Object, Value::Object(fields)) => Some(Value::Object(known_fields(schema, fields))),
+        (Kind::ArrayOfObjects, Value::Array(items)) => Some(Value::Array(
+            items
                 .iter()
-                .filter(|(key, _)| key.as_str() != NIR)
-                .map(|(key, inner)| (key.clone(), without_nir(inner)))
+                .filter_map(Value::as_object)
+                .map(|fields| Value::Object(known_fields(schema, fields)))
                 .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(without_nir).collect()),
-        other => other.clone(),
+        )),
+        (Kind::Object | Kind::ArrayOfObjects, _) => None,
+        (_, Value::Bool(_) | Value::Number(_) | Value::String(_)) => Some(value.clone()),
+        (_, Value::Object(_) | Value::Array(_)) => None,
     }
+}
+
+fn known_fields(schema: &SchemaNode, fields: &Map<String, Value>) -> Map<String, Value> {
+    schema
+        .children()
+        .iter()
+        .filter(|child| child.name != NIR)
+        .filter_map(|child| {
+            let value = fields.get(child.name)?;
+            known(child.kind, &child.node, value).map(|kept| (child.name.to_owned(), kept))
+        })
+        .collect()
 }
 
 /// `YYYY-MM-DD` with a month in 01..=12 and a day in 01..=31.

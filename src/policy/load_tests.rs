@@ -433,7 +433,10 @@ fn explain_lists_each_released_field_with_its_transform() {
         text.contains("| map (RESIDENCE_HORS_FRANCE -> RESIDENCE_HORS_FRANCE, * -> AUTRE)"),
         "{text}"
     );
-    assert!(text.contains("| as is (whole subtree)"), "{text}");
+    assert!(
+        text.contains("| as is (whole subtree, schema fields only)"),
+        "{text}"
+    );
     assert!(!text.contains("nir |"), "{text}");
     let explanation = policy.explain(&role("agent_consulaire"), &purpose("controle_fraude"));
     assert!(
@@ -474,4 +477,45 @@ fn explain_says_why_a_pair_is_refused() {
             .to_string()
             .contains("its roles are `agent_consulaire`, `assistant_social`")
     );
+}
+
+#[test]
+fn a_role_naming_a_malformed_purpose_is_not_also_told_the_purpose_is_undefined() {
+    let text = "[roles.r]\ndescription = \"x\"\npurposes = [\"p\"]\n\n[purposes.p]\nfields = [\"statut_dossier\"]\n";
+    let err = Policy::from_toml(text, "m.toml").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "m.toml:5: purposes.p: missing key `description`"
+    );
+}
+
+#[test]
+fn every_transform_that_does_not_fit_its_field_is_a_problem_with_its_line() {
+    let text = "[roles.r]\ndescription = \"x\"\npurposes = [\"p\"]\n\n[purposes.p]\ndescription = \"x\"\nfields = [\n\
+                { path = \"controle\", count = \"n\" },\n\
+                { path = \"mise_a_jour\", truncate = \"year\" },\n\
+                { path = \"prestations[].paiements[].mois_droit\", truncate = \"month\" },\n\
+                { path = \"enfants[].a_charge\", map = { \"*\" = \"x\" } },\n\
+                { path = \"enfants\", map = { \"*\" = \"x\" } },\n\
+                { path = \"prestations[].paiements\", count = \"nombre_paiements\" },\n\
+                { path = \"allocataire.sexe\", map = { F = \"F\", \"*\" = \"X\" } },\n\
+                { path = \"enfants[].date_naissance\", truncate = \"month\" },\n\
+                ]\n";
+    let err = Policy::from_toml(text, "t.toml").unwrap_err();
+    let lines: Vec<Option<usize>> = err.problems.iter().map(|p| p.line).collect();
+    assert_eq!(
+        lines,
+        [Some(8), Some(9), Some(10), Some(11), Some(12)],
+        "{err}"
+    );
+    let text = err.to_string();
+    for expected in [
+        "`count` applies to arrays, and `controle` is an object",
+        "`truncate` applies to YYYY-MM-DD dates, and `mise_a_jour` is a timestamp",
+        "`prestations[].paiements[].mois_droit` is a month (YYYY-MM)",
+        "`map` applies to text and enumeration fields, and `enfants[].a_charge` is a boolean",
+        "`map` applies to text and enumeration fields, and `enfants` is an array of objects",
+    ] {
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
 }

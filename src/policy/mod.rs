@@ -6,16 +6,29 @@
 //! [`Policy::authorize`] and then [`PurposeView::filter`], which is pure: no IO,
 //! no panic whatever the upstream sends, deny by default.
 //!
+//! The live policy is held by a [`PolicyStore`], which reloads it on demand
+//! (SIGHUP) or on file change ([`PolicyStore::watch`]) only after the new file
+//! parses, validates and passes its policy tests; a request takes one snapshot
+//! ([`PolicyStore::current`]) and finishes under it. Beside it, a
+//! [`DriftTracker`] counts record fields the schema does not know, and a
+//! [`ShadowPolicy`] measures how a candidate policy would answer differently.
+//!
 //! Layout: `file` reads the TOML shape, `schema` holds the record's fields,
 //! `compile` checks rules and builds the trie, `filter` applies it, `explain`
-//! renders `policy explain`, `policy_tests` runs `config/policy-tests/`.
+//! renders `policy explain`, `policy_tests` runs `config/policy-tests/`,
+//! `reload` holds the live policy, `watch` follows its file, `drift` spots
+//! unknown upstream fields, `shadow` compares a candidate policy.
 
 mod compile;
+mod drift;
 mod explain;
 mod file;
 mod filter;
 mod policy_tests;
+mod reload;
 pub mod schema;
+mod shadow;
+mod watch;
 
 #[cfg(test)]
 mod filter_tests;
@@ -25,19 +38,26 @@ mod load_tests;
 mod property_tests;
 #[cfg(test)]
 mod suite_tests;
+#[cfg(test)]
+mod test_recorder;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::domain::{Purpose, Role};
 
+pub use drift::{DriftTracker, unknown_paths};
 pub use explain::{Explanation, FieldExplanation};
 pub use filter::Filtered;
 pub use policy_tests::{TestFailure, TestReport, run_policy_tests};
+pub use reload::{PolicyStore, ReloadCounts, ReloadOutcome};
 pub use schema::Kind;
+pub use shadow::{RefusalChange, ShadowDiff, ShadowPolicy};
+pub use watch::WatchGuard;
 
 use compile::{Node, RoleDef};
 use file::Source;
@@ -45,7 +65,7 @@ use file::Source;
 /// The compiled policy. Immutable, `Send + Sync`, meant to be shared in an `Arc`.
 #[derive(Debug)]
 pub struct Policy {
-    version: String,
+    version: Arc<str>,
     roles: BTreeMap<Role, RoleDef>,
     purposes: BTreeMap<Purpose, PurposeView>,
     warnings: Vec<String>,
@@ -136,7 +156,7 @@ impl Rule {
         &self.transform
     }
 
-    /// Whether the rule releases a whole object or array as is.
+    /// Whether the rule releases a whole object or array (its schema fields, as is).
     pub fn releases_subtree(&self) -> bool {
         self.kind.is_container() && self.transform == Transform::None
     }
@@ -221,6 +241,11 @@ impl PolicyError {
     }
 }
 
+/// The version of a policy file: `sha256:` and the lowercase hex digest of its bytes.
+fn version_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
 /// Orders problems by file, then line, keeping discovery order otherwise.
 fn sort_problems(problems: &mut [Problem]) {
     problems.sort_by(|a, b| {
@@ -258,7 +283,7 @@ impl Policy {
         let (roles, purposes) = compiled.unwrap_or_default();
         sort_problems(&mut warnings);
         Ok(Policy {
-            version: format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes()))),
+            version: Arc::from(version_of(text.as_bytes())),
             roles,
             purposes,
             warnings: warnings.iter().map(ToString::to_string).collect(),
@@ -268,6 +293,11 @@ impl Policy {
     /// `sha256:<lowercase hex of the file bytes>`.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The version as a shared string, cheap to clone into every answer.
+    pub fn shared_version(&self) -> Arc<str> {
+        Arc::clone(&self.version)
     }
 
     pub fn has_role(&self, role: &Role) -> bool {

@@ -301,6 +301,98 @@ pub fn resolve(path: &str) -> Result<&'static FieldSpec, String> {
     found.ok_or_else(|| format!("path `{path}` names no field of the CAF record schema"))
 }
 
+/// The schema as a tree, for walks that follow a record key by key: the
+/// filter's whole-subtree rules (which release known fields only) and drift.
+#[derive(Debug, Default)]
+pub struct SchemaNode {
+    /// Sorted by name, for binary search.
+    children: Vec<SchemaChild>,
+}
+
+/// One field of a [`SchemaNode`]: its key, kind, and its own fields when it is a container.
+#[derive(Debug)]
+pub struct SchemaChild {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub node: SchemaNode,
+}
+
+impl SchemaNode {
+    /// The field named `name` at this level.
+    pub fn child(&self, name: &str) -> Option<&SchemaChild> {
+        self.children
+            .binary_search_by(|c| c.name.cmp(name))
+            .ok()
+            .and_then(|i| self.children.get(i))
+    }
+
+    /// The fields at this level, in name order.
+    pub fn children(&self) -> &[SchemaChild] {
+        &self.children
+    }
+}
+
+/// A node without fields, for paths that name none.
+static EMPTY: SchemaNode = SchemaNode {
+    children: Vec::new(),
+};
+
+/// The whole record schema as a tree, built once from [`FIELDS`].
+pub fn tree() -> &'static SchemaNode {
+    static TREE: std::sync::OnceLock<SchemaNode> = std::sync::OnceLock::new();
+    TREE.get_or_init(|| {
+        let mut root = SchemaNode::default();
+        for spec in FIELDS {
+            insert(&mut root, spec);
+        }
+        root
+    })
+}
+
+fn insert(root: &mut SchemaNode, spec: &'static FieldSpec) {
+    let mut names = spec
+        .path
+        .split('.')
+        .map(|s| s.strip_suffix("[]").unwrap_or(s));
+    let Some(last) = names.next_back() else {
+        return;
+    };
+    let mut node = root;
+    for name in names {
+        // FIELDS lists parents before children (a schema test checks it).
+        let Some(next) = node.children.iter_mut().find(|c| c.name == name) else {
+            return;
+        };
+        node = &mut next.node;
+    }
+    let position = node
+        .children
+        .binary_search_by(|c| c.name.cmp(last))
+        .unwrap_or_else(|i| i);
+    node.children.insert(
+        position,
+        SchemaChild {
+            name: last,
+            kind: spec.kind,
+            node: SchemaNode::default(),
+        },
+    );
+}
+
+/// The fields below a container path (`conjoint`, `prestations[].paiements`);
+/// an empty node for any other path.
+pub fn subtree(path: &str) -> &'static SchemaNode {
+    let mut node = tree();
+    for segment in normalized(path).split('.') {
+        let name = segment.strip_suffix("[]").unwrap_or(segment);
+        match node.child(name) {
+            Some(child) => node = &child.node,
+            None => return &EMPTY,
+        }
+    }
+    node
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,5 +451,19 @@ mod tests {
     #[test]
     fn the_nir_is_in_the_schema_as_forbidden() {
         assert_eq!(lookup("nir").map(|s| s.kind), Some(Kind::Forbidden));
+    }
+
+    #[test]
+    fn the_schema_tree_holds_every_field_once_under_its_parent() {
+        fn count(node: &SchemaNode) -> usize {
+            node.children().iter().map(|c| 1 + count(&c.node)).sum()
+        }
+        assert_eq!(count(tree()), FIELDS.len());
+        let paiements = subtree("prestations[].paiements");
+        assert_eq!(paiements.child("statut").map(|c| c.kind), Some(Kind::Enum));
+        assert!(subtree("conjoint").child("prenoms").is_some());
+        assert!(subtree("statut_dossier").children().is_empty());
+        assert!(subtree("inconnu.x").children().is_empty());
+        assert_eq!(tree().child("nir").map(|c| c.kind), Some(Kind::Forbidden));
     }
 }

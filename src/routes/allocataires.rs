@@ -1,12 +1,13 @@
 //! `GET /v1/allocataires/{numero}` and `POST /v1/allocataires/recherche`.
 
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{Authenticated, Declared};
 use super::{ApiError, EdgeLimits, RequestId};
-use crate::broker::{Broker, CacheStatus, DataRequest, Released};
+use crate::broker::{Broker, DataRequest, Released};
+use crate::cache::CacheStatus;
 use crate::domain::{Lookup, Nir, NumeroAllocataire, Purpose};
 use crate::error::BrokerError;
 
@@ -23,6 +24,7 @@ pub async fn read_by_numero(
         purpose: declared.purpose,
         case_reference: declared.case_reference,
         lookup: Lookup::Numero(numero),
+        fresh: wants_fresh(&req),
     };
     answer(&req, &broker, request).await
 }
@@ -69,8 +71,18 @@ pub async fn search_by_nir(
         purpose: declared.purpose,
         case_reference: declared.case_reference,
         lookup: Lookup::Nir(nir),
+        fresh: wants_fresh(&req),
     };
     answer(&req, &broker, request).await
+}
+
+/// `Cache-Control: no-cache` asks for a fresh CAF read (it still counts against the quota).
+fn wants_fresh(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(CACHE_CONTROL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|directive| directive.trim().eq_ignore_ascii_case("no-cache"))
 }
 
 fn is_json(req: &HttpRequest) -> bool {

@@ -41,10 +41,13 @@ pub async fn request_context(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let id = RequestId::new();
     req.extensions_mut().insert(id);
-    let method = req.method().clone();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let started = std::time::Instant::now();
     let mut res = next.call(req).await?;
+    let method = res.request().method().clone();
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
     let headers = res.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
         headers.insert(X_REQUEST_ID.clone(), value);

@@ -10,10 +10,27 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Readiness: the policy is loaded (it always is once the broker is built).
+/// Readiness: the policy is loaded and the CAF circuit is not open. A load
+/// balancer takes a replica out of rotation on 503.
 pub async fn readyz(broker: web::Data<Broker>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "status": "ready",
-        "checks": {"policy": {"status": "ok", "version": broker.policy().version()}},
-    }))
+    let readiness = broker.readiness();
+    let body = json!({
+        "status": if readiness.is_ready() { "ready" } else { "not_ready" },
+        "checks": {
+            "policy": {
+                "status": "ok",
+                "version": &*readiness.policy_version,
+                "reloads": readiness.policy_reloads,
+            },
+            "upstream": {
+                "status": if readiness.upstream.is_ready() { "ok" } else { "failing" },
+                "detail": readiness.upstream,
+            },
+        },
+    });
+    if readiness.is_ready() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
 }

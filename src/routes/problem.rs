@@ -80,6 +80,11 @@ impl ResponseError for ApiError {
                 res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
                 super::quota_headers(&mut res, state);
             }
+            BrokerError::UpstreamUnavailable {
+                retry_after_secs: Some(secs),
+            } => {
+                res.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
             _ => {}
         }
         res.body(serde_json::to_vec(&problem).unwrap_or_default())

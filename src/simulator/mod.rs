@@ -9,8 +9,9 @@
 //! Every date is relative to a fixed "today" (2026-11-01), so the data never
 //! depends on the wall clock.
 //!
-//! The server ([`start`]) speaks the CAF protocol of `CONTRACT.md` section 9 and
-//! never logs a NIR or a dossier number.
+//! The server ([`start`]) speaks the CAF protocol of `CONTRACT.md` section 9
+//! over HTTP or HTTPS, optionally requiring a client certificate from a given CA
+//! (mutual TLS, as the real CAF does), and never logs a NIR or a dossier number.
 
 mod benefits;
 mod calendar;

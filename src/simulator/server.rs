@@ -1,12 +1,15 @@
 //! The standalone CAF simulator: the CAF protocol of `CONTRACT.md` section 9
-//! over plain HTTP, with injectable latency and failures for fault tests.
+//! over HTTP or HTTPS (optionally requiring a client certificate from a given
+//! CA, as the real CAF does), with injectable latency and failures for fault tests.
 //!
 //! It never logs a NIR or a dossier number: no request logger is installed and
 //! handlers log nothing about the dossier asked for.
 
+use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +19,9 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
 use actix_web::{App, HttpResponse, HttpServer, web};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 
 use super::dataset::Dataset;
 use super::rng::mix;
@@ -32,6 +38,14 @@ pub struct SimulatorOptions {
     pub latency_ms: u64,
     /// Fraction (0 to 1) of dossier requests answered `503`.
     pub fail_rate: f64,
+    /// PEM chain (leaf first) of the server certificate; with `tls_key_file`,
+    /// the simulator speaks HTTPS only.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the server certificate.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: when set, every client must present a certificate
+    /// issued by one of them (mutual TLS), or the handshake fails.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Why the simulator's options were refused.
@@ -39,15 +53,44 @@ pub struct SimulatorOptions {
 pub enum SimulatorError {
     #[error("fail rate must be a fraction of requests between 0 and 1 (e.g. 0.1), got {0}")]
     FailRate(f64),
+    #[error(
+        "a TLS certificate and its key go together: give both --tls-cert and --tls-key, or neither"
+    )]
+    TlsPair,
+    #[error(
+        "--client-ca checks client certificates, which needs TLS: give --tls-cert and --tls-key too"
+    )]
+    ClientCaWithoutTls,
 }
 
 impl SimulatorOptions {
-    pub fn validate(&self) -> Result<(), SimulatorError> {
-        if self.fail_rate.is_finite() && (0.0..=1.0).contains(&self.fail_rate) {
-            Ok(())
-        } else {
-            Err(SimulatorError::FailRate(self.fail_rate))
+    /// Plain HTTP on `listen` with the default dataset, no latency and no failures.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            seed: Dataset::DEFAULT_SEED,
+            records: Dataset::DEFAULT_RECORDS,
+            latency_ms: 0,
+            fail_rate: 0.0,
+            tls_cert_file: None,
+            tls_key_file: None,
+            client_ca_file: None,
         }
+    }
+
+    pub fn validate(&self) -> Result<(), SimulatorError> {
+        if !(self.fail_rate.is_finite() && (0.0..=1.0).contains(&self.fail_rate)) {
+            return Err(SimulatorError::FailRate(self.fail_rate));
+        }
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), Some(_)) => true,
+            (None, None) => false,
+            _ => return Err(SimulatorError::TlsPair),
+        };
+        if self.client_ca_file.is_some() && !tls {
+            return Err(SimulatorError::ClientCaWithoutTls);
+        }
+        Ok(())
     }
 }
 
@@ -55,9 +98,21 @@ impl SimulatorOptions {
 struct State {
     dataset: Arc<Dataset>,
     latency: Duration,
-    fail_rate: f64,
+    /// The fail rate's `f64` bits, so that a test can change it while serving.
+    fail_rate_bits: AtomicU64,
     seed: u64,
     requests: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+}
+
+/// Counts a dossier request as in flight until dropped.
+struct InFlight<'a>(&'a State);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl State {
@@ -65,13 +120,20 @@ impl State {
     /// fraction of requests, answers `503` instead of the dossier. The draw
     /// depends only on the seed and the request's rank, so a sequential client
     /// sees the same failures on every run.
-    async fn admit(&self) -> Option<HttpResponse> {
+    async fn admit(&self) -> (InFlight<'_>, Option<HttpResponse>) {
         let rank = self.requests.fetch_add(1, Ordering::Relaxed);
+        let now_in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_in_flight
+            .fetch_max(now_in_flight, Ordering::Relaxed);
+        let guard = InFlight(self);
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
+        let fail_rate = f64::from_bits(self.fail_rate_bits.load(Ordering::Relaxed));
         let draw = (mix(self.seed ^ mix(rank)) >> 11) as f64 / (1u64 << 53) as f64;
-        (draw < self.fail_rate).then(|| error(StatusCode::SERVICE_UNAVAILABLE, "unavailable"))
+        let refusal =
+            (draw < fail_rate).then(|| error(StatusCode::SERVICE_UNAVAILABLE, "unavailable"));
+        (guard, refusal)
     }
 }
 
@@ -89,7 +151,8 @@ fn dossier_or_not_found(body: Option<Vec<u8>>) -> HttpResponse {
 }
 
 async fn get_dossier(state: web::Data<State>, numero: web::Path<String>) -> HttpResponse {
-    if let Some(refusal) = state.admit().await {
+    let (_in_flight, refusal) = state.admit().await;
+    if let Some(refusal) = refusal {
         return refusal;
     }
     dossier_or_not_found(state.dataset.json_by_numero(&numero))
@@ -101,7 +164,8 @@ struct Recherche {
 }
 
 async fn search_dossier(state: web::Data<State>, body: web::Bytes) -> HttpResponse {
-    if let Some(refusal) = state.admit().await {
+    let (_in_flight, refusal) = state.admit().await;
+    if let Some(refusal) = refusal {
         return refusal;
     }
     match serde_json::from_slice::<Recherche>(&body) {
@@ -111,8 +175,10 @@ async fn search_dossier(state: web::Data<State>, body: web::Bytes) -> HttpRespon
 }
 
 async fn stats(state: web::Data<State>) -> HttpResponse {
-    HttpResponse::Ok()
-        .json(serde_json::json!({ "requests_total": state.requests.load(Ordering::Relaxed) }))
+    HttpResponse::Ok().json(serde_json::json!({
+        "requests_total": state.requests.load(Ordering::Relaxed),
+        "max_in_flight": state.max_in_flight.load(Ordering::Relaxed),
+    }))
 }
 
 async fn no_route() -> HttpResponse {
@@ -132,11 +198,21 @@ fn routes(cfg: &mut web::ServiceConfig) {
 /// stops: after [`RunningSimulator::stop`], through its
 /// [`handle`](RunningSimulator::handle), or on Ctrl-C / SIGTERM (actix's own
 /// signal handling). Dropping it leaves the server running.
-#[derive(Debug)]
 pub struct RunningSimulator {
     local_addr: SocketAddr,
+    scheme: &'static str,
     handle: ServerHandle,
+    state: web::Data<State>,
     task: tokio::task::JoinHandle<io::Result<()>>,
+}
+
+impl fmt::Debug for RunningSimulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningSimulator")
+            .field("local_addr", &self.local_addr)
+            .field("scheme", &self.scheme)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunningSimulator {
@@ -145,9 +221,27 @@ impl RunningSimulator {
         self.local_addr
     }
 
-    /// The base URL to give an `http` upstream, e.g. `http://127.0.0.1:40123`.
+    /// The base URL to give an `http` upstream, e.g. `https://127.0.0.1:40123`
+    /// (`http://` when the simulator runs without TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.local_addr)
+        format!("{}://{}", self.scheme, self.local_addr)
+    }
+
+    /// Changes the fraction of dossier requests answered `503`, while serving
+    /// (a fault test's switch between a failing and a recovered CAF).
+    pub fn set_fail_rate(&self, fail_rate: f64) -> Result<(), SimulatorError> {
+        if !(fail_rate.is_finite() && (0.0..=1.0).contains(&fail_rate)) {
+            return Err(SimulatorError::FailRate(fail_rate));
+        }
+        self.state
+            .fail_rate_bits
+            .store(fail_rate.to_bits(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Dossier requests received so far (what `GET /_sim/stats` reports).
+    pub fn requests_total(&self) -> u64 {
+        self.state.requests.load(Ordering::Relaxed)
     }
 
     /// A handle that can stop the server from elsewhere.
@@ -158,6 +252,14 @@ impl RunningSimulator {
     /// Stops gracefully (in-flight requests get up to one second) and waits for the end.
     pub async fn stop(self) {
         self.handle.stop(true).await;
+        // The server has stopped; how its task ended does not matter any more.
+        let _ = self.task.await;
+    }
+
+    /// Stops at once, dropping open connections and in-flight requests, as a
+    /// crashed CAF would; waits for the end.
+    pub async fn kill(self) {
+        self.handle.stop(false).await;
         // The server has stopped; how its task ended does not matter any more.
         let _ = self.task.await;
     }
@@ -196,17 +298,26 @@ pub async fn start_with_dataset(
     options
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let tls = server_tls(&options)?;
     let records = dataset.len();
     let state = web::Data::new(State {
         dataset,
         latency: Duration::from_millis(options.latency_ms),
-        fail_rate: options.fail_rate,
+        fail_rate_bits: AtomicU64::new(options.fail_rate.to_bits()),
         seed: options.seed,
         requests: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+        max_in_flight: AtomicU64::new(0),
     });
-    let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
+    let shared = state.clone();
+    let server = HttpServer::new(move || App::new().app_data(shared.clone()).configure(routes))
         .shutdown_timeout(1)
-        .bind(options.listen)?;
+        // Without it, small HTTP/2 answers wait out the peer's delayed ACK (~40 ms).
+        .tcp_nodelay(true);
+    let (server, scheme) = match tls {
+        Some(tls) => (server.bind_rustls_0_23(options.listen, tls)?, "https"),
+        None => (server.bind(options.listen)?, "http"),
+    };
     let local_addr = server
         .addrs()
         .first()
@@ -215,12 +326,79 @@ pub async fn start_with_dataset(
     let server = server.run();
     let handle = server.handle();
     let task = tokio::spawn(server);
-    tracing::info!(%local_addr, records, latency_ms = options.latency_ms, fail_rate = options.fail_rate, "CAF simulator listening");
+    tracing::info!(
+        %local_addr,
+        scheme,
+        client_certificates = options.client_ca_file.is_some(),
+        records,
+        latency_ms = options.latency_ms,
+        fail_rate = options.fail_rate,
+        "CAF simulator listening"
+    );
     Ok(RunningSimulator {
         local_addr,
+        scheme,
         handle,
+        state,
         task,
     })
+}
+
+fn invalid_input(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, error)
+}
+
+/// The server's TLS configuration, if TLS is asked for; with a client CA, a
+/// client certificate issued by it is required.
+fn server_tls(options: &SimulatorOptions) -> io::Result<Option<rustls::ServerConfig>> {
+    let (Some(cert), Some(key)) = (&options.tls_cert_file, &options.tls_key_file) else {
+        return Ok(None);
+    };
+    let Some(client_ca) = &options.client_ca_file else {
+        return crate::tls::server_config(cert, key)
+            .map(Some)
+            .map_err(invalid_input);
+    };
+    let provider = Arc::new(crate::tls::provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in pem_certificates(client_ca)? {
+        roots.add(certificate).map_err(invalid_input)?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(invalid_input)?;
+    let chain = pem_certificates(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        invalid_input(format!(
+            "{}: cannot read a PEM private key: {e}",
+            key.display()
+        ))
+    })?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(invalid_input)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(invalid_input)?;
+    Ok(Some(config))
+}
+
+fn pem_certificates(file: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
+    let certificates = CertificateDer::pem_file_iter(file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            invalid_input(format!(
+                "{}: cannot read PEM certificates: {e}",
+                file.display()
+            ))
+        })?;
+    if certificates.is_empty() {
+        return Err(invalid_input(format!(
+            "{}: holds no certificate",
+            file.display()
+        )));
+    }
+    Ok(certificates)
 }
 
 #[cfg(test)]
@@ -230,11 +408,10 @@ mod tests {
 
     fn options(fail_rate: f64) -> SimulatorOptions {
         SimulatorOptions {
-            listen: ([127, 0, 0, 1], 0).into(),
             seed: 7,
             records: 20,
-            latency_ms: 0,
             fail_rate,
+            ..SimulatorOptions::new(([127, 0, 0, 1], 0).into())
         }
     }
 
@@ -297,7 +474,10 @@ mod tests {
 
         let (status, body) =
             status_and_json(http.get(format!("{base}/_sim/stats")).send().await.unwrap()).await;
-        assert_eq!((status, body), (200, json!({"requests_total": 5})));
+        assert_eq!(
+            (status, body),
+            (200, json!({"requests_total": 5, "max_in_flight": 1}))
+        );
         sim.stop().await;
     }
 
@@ -323,7 +503,7 @@ mod tests {
         assert_eq!(post.await.unwrap().status().as_u16(), 503);
         let (status, body) =
             status_and_json(http.get(format!("{base}/_sim/stats")).send().await.unwrap()).await;
-        assert_eq!((status, body), (200, json!({"requests_total": 4})));
+        assert_eq!((status, body["requests_total"].clone()), (200, json!(4)));
         sim.stop().await;
     }
 
@@ -387,5 +567,54 @@ mod tests {
             assert!(message.contains("between 0 and 1"), "{message}");
         }
         assert!(options(0.0).validate().is_ok() && options(1.0).validate().is_ok());
+    }
+    #[test]
+    fn tls_files_come_in_pairs_and_a_client_ca_needs_tls() {
+        let cert_only = SimulatorOptions {
+            tls_cert_file: Some("certs-dev/server.pem".into()),
+            ..options(0.0)
+        };
+        assert_eq!(cert_only.validate(), Err(SimulatorError::TlsPair));
+        let ca_only = SimulatorOptions {
+            client_ca_file: Some("certs-dev/ca.pem".into()),
+            ..options(0.0)
+        };
+        assert_eq!(ca_only.validate(), Err(SimulatorError::ClientCaWithoutTls));
+        let full = SimulatorOptions {
+            tls_cert_file: Some("certs-dev/server.pem".into()),
+            tls_key_file: Some("certs-dev/server.key.pem".into()),
+            client_ca_file: Some("certs-dev/ca.pem".into()),
+            ..options(0.0)
+        };
+        assert_eq!(full.validate(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_client_ca_is_refused_before_listening() {
+        let error = start(SimulatorOptions {
+            tls_cert_file: Some("certs-dev/server.pem".into()),
+            tls_key_file: Some("certs-dev/server.key.pem".into()),
+            client_ca_file: Some("certs-dev/no-such-ca.pem".into()),
+            ..options(0.0)
+        })
+        .await
+        .err()
+        .map(|e| (e.kind(), e.to_string()));
+        let (kind, message) = error.unwrap();
+        assert_eq!(kind, io::ErrorKind::InvalidInput);
+        assert!(message.contains("certs-dev/no-such-ca.pem"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn the_fail_rate_can_be_switched_while_serving() {
+        let sim = start(options(1.0)).await.unwrap();
+        let http = client();
+        let url = format!("{}/dossiers/1000001", sim.url());
+        assert_eq!(http.get(&url).send().await.unwrap().status().as_u16(), 503);
+        sim.set_fail_rate(0.0).unwrap();
+        assert_eq!(http.get(&url).send().await.unwrap().status().as_u16(), 200);
+        assert_eq!(sim.set_fail_rate(2.0), Err(SimulatorError::FailRate(2.0)));
+        assert_eq!(sim.requests_total(), 2);
+        sim.kill().await;
     }
 }

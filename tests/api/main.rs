@@ -4,6 +4,7 @@
 mod errors;
 mod helpers;
 mod policy_matrix;
+mod policy_reload;
 mod quotas;
 mod quotas_redis;
 #[path = "../support/redis_server.rs"]
@@ -11,3 +12,4 @@ mod quotas_redis;
 mod redis_server;
 mod tls;
 mod tokens;
+mod upstream;

@@ -1,0 +1,267 @@
+//! The audit log: one durable, hash-chained record per data request, written before any data leaves.
+//!
+//! # What is recorded
+//!
+//! One JSON line per data request, whatever its [`Outcome`]: time (RFC 3339
+//! UTC), request id, trace id, post, `sub`, role, purpose, case reference, the
+//! dossier as HMAC-SHA-256 under `audit.hmac_key_file` ([`AuditKey::pseudonymize`]),
+//! outcome, HTTP status, released field paths, policy version, cache hit or
+//! miss, and the chain fields `seq`, `prev`, `hash` ([`Record`]). What is not
+//! known when a request is refused (no caller for a 401) is `null`. Never a
+//! clear numéro, NIR, name or token: [`AuditEntry`] only accepts parsed domain
+//! values, and the lookup is hashed before it reaches the writer.
+//!
+//! # Files
+//!
+//! `audit.dir/audit-YYYY-MM-DD.jsonl` (UTC day), continued in
+//! `audit-YYYY-MM-DD.1.jsonl`, `.2`, ... when `max_file_bytes` is reached.
+//! Append-only; the chain (`seq` + 1, `prev` = previous `hash`) runs across
+//! files and restarts. `writer.lock` keeps a second process out of the
+//! directory; `checkpoint.json` is written by retention.
+//!
+//! # Durability
+//!
+//! [`AuditLog::append`] resolves only once the record is written and
+//! `fdatasync`ed. A single writer thread commits in groups: all records
+//! pending when it starts a batch share one write and one fsync (see
+//! [`writer`]). If a batch cannot be written, every request in it gets
+//! [`AuditError::Unavailable`] (the broker answers 503 `audit-unavailable` and
+//! releases nothing), [`AuditLog::is_healthy`] turns false, what the batch
+//! left on disk is removed, and the log retries every `retry_interval_ms` and
+//! on every new append.
+//!
+//! A record on disk means the broker decided that outcome; the answer leaves
+//! after. A crash between the fsync and the answer leaves a record of an
+//! answer never delivered: the log may over-record, never under-record.
+//!
+//! # Torn writes
+//!
+//! A crash during a write (power loss; SIGKILL does not tear a write) may
+//! leave the newest file ending in a partial line. That append was never
+//! acknowledged: [`AuditLog::open`] removes the partial line and logs a
+//! warning. [`verify_dir`] reports a partial line as [`Defect::Truncated`]
+//! until then, because it cannot tell a torn write from a cut made by hand. A
+//! final record that is complete and sound but lacks only its newline is
+//! accepted by `verify` (with a warning) and completed by `open`.
+//!
+//! # Retention
+//!
+//! Files whose day is more than `retention_days` before today (UTC) are
+//! removed on open and once a day, except the newest; the `seq` and `hash` of
+//! the last removed record go to `checkpoint.json` first, and `verify`
+//! continues the chain from there.
+//!
+//! # Invariants
+//!
+//! `seq` is continuous from 1 (or the checkpoint); each `prev` is the previous
+//! `hash`; `time` never decreases along the chain; a record is acknowledged
+//! only once durable; a failed batch leaves nothing behind.
+
+mod chain;
+mod files;
+mod key;
+mod record;
+mod retention;
+mod search;
+mod settings;
+mod verify;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use tokio::sync::oneshot;
+
+use crate::domain::Lookup;
+
+pub use chain::GENESIS;
+pub use files::FileName;
+pub use key::AuditKey;
+pub use record::{AuditEntry, AuditReceipt, CacheUse, Outcome, Record};
+pub use retention::{CHECKPOINT_FILE, Checkpoint, CheckpointError, read_checkpoint};
+pub use search::{SearchError, SearchResult, search};
+pub use settings::AuditSettings;
+pub use verify::{
+    BadRecord, ChainStart, Defect, VerifyError, VerifyReport, verify_dir, verify_files,
+};
+
+use writer::{Pending, Shared, Writer};
+
+/// The source of the current time, injected so that day changes, rotation
+/// and retention are tested without waiting.
+pub type AuditClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The audit log of this process: built once, shared in an `Arc`.
+pub struct AuditLog {
+    key: AuditKey,
+    sender: Option<mpsc::Sender<Pending>>,
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// Counters of the writer since it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuditStats {
+    /// Records written and acknowledged.
+    pub records: u64,
+    /// Group commits that succeeded.
+    pub batches: u64,
+    /// `fdatasync` calls made (one per batch, plus one per file left mid-batch).
+    pub syncs: u64,
+}
+
+/// Why a record could not be written. The request must not release data.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit log cannot be written")]
+    Unavailable(#[source] Arc<WriteFailure>),
+    #[error("the audit writer has stopped")]
+    Stopped,
+}
+
+/// The I/O failure behind [`AuditError::Unavailable`]: what was being done, and to which file.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}")]
+pub struct WriteFailure {
+    context: String,
+    #[source]
+    source: std::io::Error,
+}
+
+impl WriteFailure {
+    fn new(context: &str, source: std::io::Error) -> WriteFailure {
+        WriteFailure {
+            context: context.to_owned(),
+            source,
+        }
+    }
+
+    fn at(action: &str, path: &std::path::Path, source: std::io::Error) -> WriteFailure {
+        WriteFailure {
+            context: format!("{action} {}", path.display()),
+            source,
+        }
+    }
+}
+
+/// Why the audit log cannot be opened; each names the setting or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditSetupError {
+    #[error("audit.hmac_key_file: {}: {problem}", .path.display())]
+    Key { path: PathBuf, problem: String },
+    #[error("audit.dir: {}: cannot create the directory", .path.display())]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("audit.dir: {}: another process is writing this audit log (writer.lock is held); give each broker its own directory", .path.display())]
+    Locked { path: PathBuf },
+    #[error("{}: {context}", .path.display())]
+    Io {
+        path: PathBuf,
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: the last record is unreadable ({reason}); run `caf-broker audit verify` and repair the file before starting", .path.display())]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("audit.dir: {reason}")]
+    Checkpoint { reason: String },
+    #[error("cannot start the audit writer thread")]
+    Spawn(#[source] std::io::Error),
+}
+
+impl AuditLog {
+    /// Opens (creating if needed) the log under `settings.dir`, continues its
+    /// chain, applies retention and starts the writer thread. Blocking: call it
+    /// at startup.
+    pub fn open(settings: &AuditSettings) -> Result<AuditLog, AuditSetupError> {
+        AuditLog::open_with_clock(settings, Arc::new(SystemTime::now))
+    }
+
+    /// [`AuditLog::open`] with the clock given (for tests).
+    pub fn open_with_clock(
+        settings: &AuditSettings,
+        clock: AuditClock,
+    ) -> Result<AuditLog, AuditSetupError> {
+        let key = AuditKey::from_file(&settings.hmac_key_file)?;
+        let shared = Arc::new(Shared::new());
+        let writer = Writer::open(settings, clock, shared.clone())?;
+        let (sender, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(AuditSetupError::Spawn)?;
+        Ok(AuditLog {
+            key,
+            sender: Some(sender),
+            shared,
+            writer: Some(thread),
+        })
+    }
+
+    /// Records one request; resolves once the record is durable, with its
+    /// place in the chain. On error, no data may be released.
+    ///
+    /// Dropping the future does not withdraw the record.
+    pub async fn append(&self, entry: AuditEntry) -> Result<AuditReceipt, AuditError> {
+        let dossier = entry.lookup.as_ref().map(|l| self.key.pseudonymize(l));
+        let record = Record::unsealed(entry, dossier);
+        let (reply, receipt) = oneshot::channel();
+        let sent = self
+            .sender
+            .as_ref()
+            .is_some_and(|s| s.send(Pending { record, reply }).is_ok());
+        if !sent {
+            self.shared.healthy.store(false, Ordering::Release);
+            return Err(AuditError::Stopped);
+        }
+        receipt.await.unwrap_or_else(|_| {
+            self.shared.healthy.store(false, Ordering::Release);
+            Err(AuditError::Stopped)
+        })
+    }
+
+    /// The dossier as the log records it (and as `search` looks it up).
+    pub fn pseudonymize(&self, lookup: &Lookup) -> String {
+        self.key.pseudonymize(lookup)
+    }
+
+    /// False from a failed write until the log is writable again: for `/readyz`.
+    pub fn is_healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Acquire)
+            && self.writer.as_ref().is_some_and(|w| !w.is_finished())
+    }
+
+    pub fn stats(&self) -> AuditStats {
+        AuditStats {
+            records: self.shared.records.load(Ordering::Relaxed),
+            batches: self.shared.batches.load(Ordering::Relaxed),
+            syncs: self.shared.syncs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    /// Lets the writer finish what is pending, then waits for it, so that the
+    /// directory's lock is free once the log is dropped.
+    fn drop(&mut self) {
+        self.sender.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("healthy", &self.is_healthy())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}

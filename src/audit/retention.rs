@@ -1,0 +1,143 @@
+//! Retention: files older than `retention_days` are removed, and the last removed record is kept as a checkpoint.
+//!
+//! The checkpoint (`checkpoint.json`) holds the `seq` and `hash` of the last
+//! record removed, so that `verify` checks the remaining chain from that point
+//! instead of from the first record ever. It is written (and made durable)
+//! before any file is removed: a crash in between leaves files that `verify`
+//! skips as already retired and that the next run removes.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use jiff::Span;
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+
+use super::chain;
+use super::files::{self, FileName};
+
+pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+
+/// The last record removed by retention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub hash: String,
+    pub time: String,
+    /// The newest file removed.
+    pub removed_through: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: cannot read the retention checkpoint: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: the retention checkpoint is not valid: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// Reads `dir/checkpoint.json`; `None` when retention never removed anything.
+pub fn read_checkpoint(dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(CheckpointError::Io { path, source }),
+    };
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| CheckpointError::Invalid {
+            path,
+            reason: format!("line {}, column {}", e.line(), e.column()),
+        })
+}
+
+/// What one retention run did.
+#[derive(Debug, Default)]
+pub(super) struct Retired {
+    pub removed: Vec<FileName>,
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// Removes the files of days before `today - retention_days`, never the
+/// newest file (the one being appended to).
+///
+/// Nothing is removed when the last record of the files to remove cannot be
+/// read: the checkpoint would be wrong, and the evidence is kept.
+pub(super) fn retire(dir: &Path, today: Date, retention_days: u32) -> io::Result<Retired> {
+    let cutoff = today.saturating_sub(Span::new().days(i64::from(retention_days)));
+    let mut all = files::list(dir)?;
+    all.pop();
+    let old: Vec<(FileName, PathBuf)> = all
+        .into_iter()
+        .filter(|(name, _)| name.day < cutoff)
+        .collect();
+    let Some((newest_old, _)) = old.last() else {
+        return Ok(Retired::default());
+    };
+
+    let mut last = None;
+    for (name, path) in old.iter().rev() {
+        let tail = files::read_tail(path)?;
+        if tail.complete_len > 0 && tail.last_line.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: the last line is too long to be a record; run `caf-broker audit verify`",
+                    name.file_name()
+                ),
+            ));
+        }
+        if let Some(line) = tail.last_line {
+            let record = chain::parse(&line).map_err(|reason| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: the last record is unreadable ({reason}); run `caf-broker audit verify`",
+                        name.file_name()
+                    ),
+                )
+            })?;
+            last = Some(record);
+            break;
+        }
+    }
+
+    let previous = read_checkpoint(dir).map_err(io::Error::other)?;
+    let checkpoint = match (last, previous) {
+        (Some(record), previous) if previous.as_ref().is_none_or(|p| p.seq < record.seq) => {
+            Some(Checkpoint {
+                seq: record.seq,
+                hash: record.hash,
+                time: record.time,
+                removed_through: newest_old.file_name(),
+            })
+        }
+        _ => None,
+    };
+    if let Some(checkpoint) = &checkpoint {
+        write_checkpoint(dir, checkpoint)?;
+    }
+    for (_, path) in &old {
+        std::fs::remove_file(path)?;
+    }
+    files::sync_dir(dir)?;
+    Ok(Retired {
+        removed: old.into_iter().map(|(name, _)| name).collect(),
+        checkpoint,
+    })
+}
+
+/// Replaces the checkpoint atomically and durably.
+fn write_checkpoint(dir: &Path, checkpoint: &Checkpoint) -> io::Result<()> {
+    let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+    let mut file = File::create(&tmp)?;
+    let mut text = serde_json::to_vec(checkpoint).map_err(io::Error::other)?;
+    text.push(b'\n');
+    file.write_all(&text)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
+    files::sync_dir(dir)
+}

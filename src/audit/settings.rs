@@ -1,0 +1,155 @@
+//! The `[audit]` settings: where the log lives, the pseudonymization key, retention, file size and batching.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The smallest file size limit accepted: a few records per file.
+const MIN_FILE_BYTES: u64 = 4096;
+
+/// The `[audit]` section of `config/broker.toml`.
+///
+/// The directory and the key file have no default: where access records go and
+/// how dossiers are pseudonymized are always explicit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// The directory of the `audit-YYYY-MM-DD[.N].jsonl` files; created if missing.
+    pub dir: PathBuf,
+    /// The secret under which dossier identifiers are hashed (HMAC-SHA-256):
+    /// hex digits, or raw bytes, at least 32 bytes of key either way.
+    pub hmac_key_file: PathBuf,
+    /// Files whose UTC day is more than this many days before today are removed.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// A file reaching this size is closed and the day continues in `.1`, `.2`, ...
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// The most records written by one group commit (one fsync). 1 disables
+    /// group commit, which only a benchmark wants.
+    #[serde(default = "default_max_batch_records")]
+    pub max_batch_records: usize,
+    /// After a write failure, how often the log retries on its own (so that
+    /// `/readyz` recovers even when no request arrives).
+    #[serde(default = "default_retry_interval_ms")]
+    pub retry_interval_ms: u64,
+}
+
+fn default_retention_days() -> u32 {
+    365
+}
+
+fn default_max_file_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+fn default_max_batch_records() -> usize {
+    1024
+}
+
+fn default_retry_interval_ms() -> u64 {
+    1000
+}
+
+impl AuditSettings {
+    /// Settings with every optional key at its default.
+    pub fn new(dir: impl Into<PathBuf>, hmac_key_file: impl Into<PathBuf>) -> AuditSettings {
+        AuditSettings {
+            dir: dir.into(),
+            hmac_key_file: hmac_key_file.into(),
+            retention_days: default_retention_days(),
+            max_file_bytes: default_max_file_bytes(),
+            max_batch_records: default_max_batch_records(),
+            retry_interval_ms: default_retry_interval_ms(),
+        }
+    }
+
+    /// Every problem at once, each as `audit.<key>: <message>`; empty when sound.
+    ///
+    /// The key file itself is read by [`super::AuditKey::from_file`], which names
+    /// the file when it is missing or too short.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.dir.as_os_str().is_empty() {
+            problems.push("audit.dir: must name the directory of the audit log".to_owned());
+        }
+        if self.hmac_key_file.as_os_str().is_empty() {
+            problems.push(
+                "audit.hmac_key_file: must name the file holding the pseudonymization key (at least 32 bytes)"
+                    .to_owned(),
+            );
+        }
+        if !(1..=36_500).contains(&self.retention_days) {
+            problems.push(format!(
+                "audit.retention_days: {} is out of range; use 1 to 36500 (the CNIL recommends 180 to 365)",
+                self.retention_days
+            ));
+        }
+        if self.max_file_bytes < MIN_FILE_BYTES {
+            problems.push(format!(
+                "audit.max_file_bytes: {} is below the minimum of {MIN_FILE_BYTES}",
+                self.max_file_bytes
+            ));
+        }
+        if !(1..=65_536).contains(&self.max_batch_records) {
+            problems.push(format!(
+                "audit.max_batch_records: {} is out of range; use 1 to 65536",
+                self.max_batch_records
+            ));
+        }
+        if !(10..=60_000).contains(&self.retry_interval_ms) {
+            problems.push(format!(
+                "audit.retry_interval_ms: {} is out of range; use 10 to 60000",
+                self.retry_interval_ms
+            ));
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dir_and_key_file_are_required() {
+        let settings: AuditSettings =
+            toml::from_str("dir = \"var/audit\"\nhmac_key_file = \"k\"").unwrap();
+        assert_eq!(settings.retention_days, 365);
+        assert_eq!(settings.max_file_bytes, 64 * 1024 * 1024);
+        assert!(settings.validate().is_empty());
+        assert!(toml::from_str::<AuditSettings>("dir = \"var/audit\"").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<AuditSettings>(
+            "dir = \"a\"\nhmac_key_file = \"k\"\nretention_day = 3",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("retention_day"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_with_its_key() {
+        let mut settings = AuditSettings::new("", "");
+        settings.retention_days = 0;
+        settings.max_file_bytes = 10;
+        settings.max_batch_records = 0;
+        settings.retry_interval_ms = 0;
+        let problems = settings.validate();
+        for key in [
+            "audit.dir",
+            "audit.hmac_key_file",
+            "audit.retention_days",
+            "audit.max_file_bytes",
+            "audit.max_batch_records",
+            "audit.retry_interval_ms",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "{key}: {problems:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,540 @@
+//! The single writer thread: restoring the chain on open, group commit, rotation, failure and recovery.
+//!
+//! One OS thread owns the files. It takes every pending record at once (up to
+//! `max_batch_records`), writes them with one `write`, makes them durable with
+//! one `fdatasync`, and only then answers each waiter. While it syncs, new
+//! records queue up and form the next batch: concurrent requests share an
+//! fsync without any added waiting window.
+//!
+//! A failed batch is rolled back: every waiter gets an error, files the batch
+//! created are removed and the current file is cut back to its last
+//! acknowledged length before anything else is written, so a record is on disk
+//! only if it was acknowledged (or written just before a crash, see `mod.rs`).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use tokio::sync::oneshot;
+
+use super::chain::{self, GENESIS, Integrity};
+use super::files::{self, FileName};
+use super::record::{AuditReceipt, Record};
+use super::retention;
+use super::{AuditClock, AuditError, AuditSettings, AuditSetupError, WriteFailure};
+
+/// The lock file that keeps a second broker from writing the same directory.
+pub(super) const LOCK_FILE: &str = "writer.lock";
+
+/// How often an idle, healthy writer wakes up to check whether the day changed.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A record waiting for its batch, and where to send its receipt.
+pub(super) struct Pending {
+    pub record: Record,
+    pub reply: oneshot::Sender<Result<AuditReceipt, AuditError>>,
+}
+
+/// What the writer shares with the [`super::AuditLog`] handle.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub healthy: AtomicBool,
+    pub records: AtomicU64,
+    pub batches: AtomicU64,
+    pub syncs: AtomicU64,
+}
+
+impl Shared {
+    pub fn new() -> Shared {
+        Shared {
+            healthy: AtomicBool::new(true),
+            records: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Where the chain stands: the next record's `seq` and `prev`, and the
+/// latest time written (times never go back, even if the clock does).
+#[derive(Debug, Clone)]
+struct Chain {
+    next_seq: u64,
+    prev: String,
+    last_time: Timestamp,
+}
+
+/// The file being appended to and its acknowledged length.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    name: FileName,
+    len: u64,
+}
+
+pub(super) struct Writer {
+    dir: PathBuf,
+    max_file_bytes: u64,
+    max_batch: usize,
+    retention_days: u32,
+    retry_interval: Duration,
+    clock: AuditClock,
+    chain: Chain,
+    tail: Position,
+    /// Open on `tail` while healthy; `None` after a failure until recovered.
+    file: Option<File>,
+    failed: bool,
+    /// Files created by a failed batch, removed before anything else is written.
+    abandoned: Vec<PathBuf>,
+    housekept_on: Date,
+    shared: Arc<Shared>,
+    /// Held for the writer's life; the OS releases it if the process dies.
+    _lock: File,
+}
+
+impl Writer {
+    /// Takes the directory over: lock, retention, torn-tail repair, and the
+    /// chain's last record (or the checkpoint, or the genesis).
+    pub(super) fn open(
+        settings: &AuditSettings,
+        clock: AuditClock,
+        shared: Arc<Shared>,
+    ) -> Result<Writer, AuditSetupError> {
+        let dir = settings.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|source| AuditSetupError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
+        let lock = lock(&dir)?;
+        let today = files::utc_day(files::timestamp(clock()));
+        match retention::retire(&dir, today, settings.retention_days) {
+            Ok(retired) => log_retired(&retired),
+            Err(error) => tracing::warn!(
+                %error,
+                "audit retention failed; the old files are kept and retention is retried tomorrow"
+            ),
+        }
+        let listed = files::list(&dir).map_err(setup_io(&dir, "cannot list the directory"))?;
+        if let Some((_, newest)) = listed.last() {
+            repair_torn_tail(newest)?;
+        }
+        let chain = restore_chain(&dir, &listed)?;
+        let name = listed
+            .last()
+            .map_or(FileName::first_of(today), |(name, _)| *name);
+        let path = dir.join(name.file_name());
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(setup_io(&path, "cannot open the audit file for appending"))?;
+        let len = file
+            .metadata()
+            .map_err(setup_io(&path, "cannot read the file's length"))?
+            .len();
+        files::sync_dir(&dir).map_err(setup_io(&dir, "cannot sync the directory"))?;
+        tracing::info!(
+            dir = %dir.display(),
+            file = %name.file_name(),
+            next_seq = chain.next_seq,
+            "audit log opened"
+        );
+        Ok(Writer {
+            dir,
+            max_file_bytes: settings.max_file_bytes,
+            max_batch: settings.max_batch_records.max(1),
+            retention_days: settings.retention_days,
+            retry_interval: Duration::from_millis(settings.retry_interval_ms.max(1)),
+            clock,
+            chain,
+            tail: Position { name, len },
+            file: Some(file),
+            failed: false,
+            abandoned: Vec::new(),
+            housekept_on: today,
+            shared,
+            _lock: lock,
+        })
+    }
+
+    /// The thread's body: until every sender is gone, commit what is pending.
+    pub(super) fn run(mut self, pending: Receiver<Pending>) {
+        loop {
+            let wait = if self.failed {
+                self.retry_interval
+            } else {
+                HOUSEKEEPING_INTERVAL
+            };
+            let first = match pending.recv_timeout(wait) {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.idle();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.max_batch {
+                match pending.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            self.housekeeping();
+            self.commit(batch);
+        }
+        tracing::debug!("audit writer stopped");
+    }
+
+    fn commit(&mut self, batch: Vec<Pending>) {
+        let count = batch.len() as u64;
+        let (records, replies): (Vec<Record>, Vec<_>) =
+            batch.into_iter().map(|p| (p.record, p.reply)).unzip();
+        match self.write(records) {
+            Ok(receipts) => {
+                self.shared.records.fetch_add(count, Ordering::Relaxed);
+                self.shared.batches.fetch_add(1, Ordering::Relaxed);
+                self.shared.healthy.store(true, Ordering::Release);
+                for (reply, receipt) in replies.into_iter().zip(receipts) {
+                    // A waiter that went away still has its record on disk.
+                    let _ = reply.send(Ok(receipt));
+                }
+            }
+            Err(failure) => {
+                self.failed = true;
+                self.file = None;
+                self.shared.healthy.store(false, Ordering::Release);
+                tracing::error!(
+                    error = %failure,
+                    cause = %failure.source,
+                    records = count,
+                    "audit batch not written: its requests are refused until the log recovers"
+                );
+                let error = AuditError::Unavailable(Arc::new(failure));
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Writes and syncs one batch; the chain moves on only if all of it is durable.
+    fn write(&mut self, records: Vec<Record>) -> Result<Vec<AuditReceipt>, WriteFailure> {
+        let mut file = match self.file.take() {
+            Some(file) if !self.failed => file,
+            _ => self.reopen()?,
+        };
+        let mut name = self.tail.name;
+        let mut path = self.dir.join(name.file_name());
+        // Bytes in the current file, including those still in `buf`.
+        let mut len = self.tail.len;
+        let mut unsynced = false;
+        let mut chain = self.chain.clone();
+        let mut buf = Vec::with_capacity(records.len() * 768);
+        let mut receipts = Vec::with_capacity(records.len());
+        for mut record in records {
+            let time = files::timestamp((self.clock)()).max(chain.last_time);
+            let day = files::utc_day(time);
+            record.seq = chain.next_seq;
+            record.prev = chain.prev.clone();
+            record.time = format!("{time:.6}");
+            let line = chain::seal(&mut record)
+                .map_err(|e| WriteFailure::new("cannot serialize a record", io::Error::other(e)))?;
+            let full = len > 0 && len.saturating_add(line.len() as u64) > self.max_file_bytes;
+            if day > name.day || full {
+                flush(&mut file, &mut buf, &path)?;
+                if unsynced {
+                    sync(&file, &path, &self.shared)?;
+                }
+                name = if day > name.day {
+                    FileName::first_of(day)
+                } else {
+                    name.next()
+                };
+                path = self.dir.join(name.file_name());
+                file = self.open_next(&path)?;
+                len = file
+                    .metadata()
+                    .map_err(|e| WriteFailure::at("cannot read the length of", &path, e))?
+                    .len();
+            }
+            len = len.saturating_add(line.len() as u64);
+            buf.extend_from_slice(&line);
+            unsynced = true;
+            chain = Chain {
+                next_seq: record.seq.saturating_add(1),
+                prev: record.hash.clone(),
+                last_time: time,
+            };
+            receipts.push(AuditReceipt {
+                seq: record.seq,
+                hash: record.hash,
+                time: record.time,
+            });
+        }
+        flush(&mut file, &mut buf, &path)?;
+        if unsynced {
+            sync(&file, &path, &self.shared)?;
+        }
+        self.chain = chain;
+        self.tail = Position { name, len };
+        self.file = Some(file);
+        self.abandoned.clear();
+        Ok(receipts)
+    }
+
+    /// Opens the next file of the chain, creating it (and remembering that it
+    /// did, in case the batch fails).
+    fn open_next(&mut self, path: &Path) -> Result<File, WriteFailure> {
+        let file = match OpenOptions::new().append(true).create_new(true).open(path) {
+            Ok(file) => {
+                self.abandoned.push(path.to_path_buf());
+                file
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(|e| WriteFailure::at("cannot open", path, e))?,
+            Err(e) => return Err(WriteFailure::at("cannot create", path, e)),
+        };
+        files::sync_dir(&self.dir)
+            .map_err(|e| WriteFailure::at("cannot sync the directory", &self.dir, e))?;
+        Ok(file)
+    }
+
+    /// After a failure: undo what the failed batch left on disk, reopen the
+    /// current file, and open today's file if the day changed.
+    fn reopen(&mut self) -> Result<File, WriteFailure> {
+        while let Some(path) = self.abandoned.pop() {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    let failure = WriteFailure::at("cannot remove the unacknowledged", &path, e);
+                    self.abandoned.push(path);
+                    return Err(failure);
+                }
+            }
+        }
+        let path = self.dir.join(self.tail.name.file_name());
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| WriteFailure::at("cannot open", &path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| WriteFailure::at("cannot read the length of", &path, e))?
+            .len();
+        if len > self.tail.len {
+            file.set_len(self.tail.len)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| WriteFailure::at("cannot cut back", &path, e))?;
+            tracing::warn!(
+                file = %self.tail.name.file_name(),
+                bytes = len - self.tail.len,
+                "removed the unacknowledged end of a failed audit batch"
+            );
+        } else if len < self.tail.len {
+            tracing::error!(
+                file = %self.tail.name.file_name(),
+                "the audit file is shorter than what was acknowledged: it was altered outside the broker; `audit verify` reports the gap"
+            );
+            self.tail.len = len;
+        }
+        files::sync_dir(&self.dir)
+            .map_err(|e| WriteFailure::at("cannot sync the directory", &self.dir, e))?;
+        let today = files::utc_day(files::timestamp((self.clock)()).max(self.chain.last_time));
+        if today <= self.tail.name.day {
+            return Ok(file);
+        }
+        let name = FileName::first_of(today);
+        let path = self.dir.join(name.file_name());
+        let file = self.open_next(&path)?;
+        self.abandoned.clear();
+        let len = file
+            .metadata()
+            .map_err(|e| WriteFailure::at("cannot read the length of", &path, e))?
+            .len();
+        self.tail = Position { name, len };
+        Ok(file)
+    }
+
+    /// No record for a while: retry a failed log, then see whether the day changed.
+    fn idle(&mut self) {
+        if self.failed {
+            match self.reopen() {
+                Ok(file) => {
+                    self.file = Some(file);
+                    self.failed = false;
+                    self.shared.healthy.store(true, Ordering::Release);
+                    tracing::info!("audit log writable again");
+                }
+                Err(failure) => {
+                    tracing::debug!(error = %failure, cause = %failure.source, "audit log still not writable");
+                }
+            }
+        }
+        self.housekeeping();
+    }
+
+    /// Once per UTC day (and never while failed): retention.
+    fn housekeeping(&mut self) {
+        let today = files::utc_day(files::timestamp((self.clock)()));
+        if self.failed || today <= self.housekept_on {
+            return;
+        }
+        self.housekept_on = today;
+        match retention::retire(&self.dir, today, self.retention_days) {
+            Ok(retired) => log_retired(&retired),
+            Err(error) => tracing::warn!(
+                %error,
+                "audit retention failed; the old files are kept and retention is retried tomorrow"
+            ),
+        }
+    }
+}
+
+fn flush(file: &mut File, buf: &mut Vec<u8>, path: &Path) -> Result<(), WriteFailure> {
+    if !buf.is_empty() {
+        file.write_all(buf)
+            .map_err(|e| WriteFailure::at("cannot write to", path, e))?;
+        buf.clear();
+    }
+    Ok(())
+}
+
+fn sync(file: &File, path: &Path, shared: &Shared) -> Result<(), WriteFailure> {
+    file.sync_data()
+        .map_err(|e| WriteFailure::at("cannot fsync", path, e))?;
+    shared.syncs.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+fn log_retired(retired: &retention::Retired) {
+    if let (Some(first), Some(last)) = (retired.removed.first(), retired.removed.last()) {
+        tracing::info!(
+            files = retired.removed.len(),
+            from = %first.file_name(),
+            through = %last.file_name(),
+            checkpoint_seq = retired.checkpoint.as_ref().map(|c| c.seq),
+            "audit retention removed old files"
+        );
+    }
+}
+
+fn setup_io(path: &Path, context: &'static str) -> impl FnOnce(io::Error) -> AuditSetupError {
+    let path = path.to_path_buf();
+    move |source| AuditSetupError::Io {
+        path,
+        context,
+        source,
+    }
+}
+
+fn lock(dir: &Path) -> Result<File, AuditSetupError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(setup_io(&path, "cannot open the lock file"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(AuditSetupError::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(source)) => Err(AuditSetupError::Io {
+            path,
+            context: "cannot lock the lock file",
+            source,
+        }),
+    }
+}
+
+/// A crash (or power loss) during a write may leave the newest file ending in
+/// a partial line. Its append was never acknowledged, so it is removed. A
+/// complete, sound record that lacks only its newline is kept and completed.
+fn repair_torn_tail(path: &Path) -> Result<(), AuditSetupError> {
+    let tail = files::read_tail(path).map_err(setup_io(path, "cannot read the end of the file"))?;
+    if tail.partial_len == 0 {
+        return Ok(());
+    }
+    let complete = tail
+        .partial
+        .as_deref()
+        .and_then(|line| chain::parse(line).ok().map(|r| (r, line)))
+        .is_some_and(|(record, line)| chain::check(&record, line) == Integrity::Sound);
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(setup_io(path, "cannot open the file to repair its end"))?;
+    if complete {
+        file.write_all(b"\n")
+            .map_err(setup_io(path, "cannot complete the last line"))?;
+        tracing::warn!(file = %path.display(), "completed a final audit record that lacked its newline");
+    } else {
+        file.set_len(tail.complete_len)
+            .map_err(setup_io(path, "cannot remove a torn final line"))?;
+        tracing::warn!(
+            file = %path.display(),
+            bytes = tail.partial_len,
+            "removed a torn final audit line: a write cut short by a crash, never acknowledged"
+        );
+    }
+    file.sync_data()
+        .map_err(setup_io(path, "cannot fsync the repaired file"))
+}
+
+/// The chain's position from the newest record on disk, or the checkpoint,
+/// whichever is further; the genesis when there is neither.
+fn restore_chain(dir: &Path, listed: &[(FileName, PathBuf)]) -> Result<Chain, AuditSetupError> {
+    let mut chain = Chain {
+        next_seq: 1,
+        prev: GENESIS.to_owned(),
+        last_time: Timestamp::UNIX_EPOCH,
+    };
+    for (_, path) in listed.iter().rev() {
+        let tail =
+            files::read_tail(path).map_err(setup_io(path, "cannot read the end of the file"))?;
+        let line = match tail.last_line {
+            Some(line) => line,
+            None if tail.complete_len == 0 => continue,
+            None => {
+                return Err(AuditSetupError::Unreadable {
+                    path: path.clone(),
+                    reason: "the last line is too long to be a record".into(),
+                });
+            }
+        };
+        let record = chain::parse(&line).map_err(|reason| AuditSetupError::Unreadable {
+            path: path.clone(),
+            reason,
+        })?;
+        chain = Chain {
+            next_seq: record.seq.saturating_add(1),
+            prev: record.hash,
+            last_time: record.time.parse().unwrap_or(Timestamp::UNIX_EPOCH),
+        };
+        break;
+    }
+    let checkpoint = retention::read_checkpoint(dir).map_err(|e| AuditSetupError::Checkpoint {
+        reason: e.to_string(),
+    })?;
+    if let Some(checkpoint) = checkpoint
+        && checkpoint.seq >= chain.next_seq
+    {
+        chain = Chain {
+            next_seq: checkpoint.seq.saturating_add(1),
+            prev: checkpoint.hash,
+            last_time: checkpoint.time.parse().unwrap_or(Timestamp::UNIX_EPOCH),
+        };
+    }
+    Ok(chain)
+}

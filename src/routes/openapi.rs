@@ -1,0 +1,793 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of the broker's HTTP API,
+//! generated with utoipa from the schema types and operation stubs below.
+//!
+//! The types here mirror what the handlers send (`allocataires.rs`,
+//! `problem.rs`, `ops.rs`); the shared problem answers and the headers every
+//! answer carries are added to each operation by [`SharedAnswers`]. A test
+//! checks the served document against real answers.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use actix_web::HttpResponse;
+use serde::Serialize;
+use serde_json::json;
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{
+    ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder,
+};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+
+/// The security scheme name of the bearer token.
+const BEARER: &str = "bearer";
+const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The document, built once per process.
+pub fn document() -> &'static Document {
+    static DOCUMENT: OnceLock<Document> = OnceLock::new();
+    DOCUMENT.get_or_init(ApiDoc::openapi)
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi_json() -> HttpResponse {
+    static JSON: OnceLock<Option<String>> = OnceLock::new();
+    match JSON.get_or_init(|| document().to_json().ok()) {
+        Some(body) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(body.clone()),
+        None => HttpResponse::InternalServerError().finish(),
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "caf-broker",
+        description = "A purpose-bound access broker to CAF dossiers for consular posts. \
+Every data request names its purpose (`X-Purpose`) and case (`X-Case-Reference`); the \
+answer holds only the fields that purpose may see. Every answer carries `X-Request-Id` \
+and `Cache-Control: no-store`. Failures are RFC 9457 problems with a stable `code`: an \
+unknown path is answered `404 route-not-found`, a known path with another method \
+`405 method-not-allowed`. An incoming W3C `traceparent` header is honoured."
+    ),
+    paths(read_by_numero, search_by_nir, healthz, readyz, metrics, openapi),
+    components(schemas(
+        Envelope,
+        Meta,
+        CacheStatus,
+        SearchBody,
+        Problem,
+        ProblemCode,
+        Health,
+        Readiness,
+        ReadinessCheck
+    )),
+    modifiers(&SharedAnswers),
+    tags(
+        (name = "allocataires", description = "Dossiers, filtered for the declared purpose."),
+        (name = "operations", description = "Health, readiness, metrics and this document; no authentication.")
+    )
+)]
+struct ApiDoc;
+
+/// The answer to a data request.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// The dossier, holding only the fields the purpose may see (CAF record
+    /// field names, see the policy); absent fields were not released.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    pub meta: Meta,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    /// The declared purpose, as sent in `X-Purpose`.
+    #[schema(pattern = "^[a-z0-9_]{1,64}$", example = "verification_radiation")]
+    pub purpose: String,
+    /// The policy that filtered the answer (also in `X-Policy-Version`).
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
+    pub policy_version: String,
+    /// The request id (also in `X-Request-Id`).
+    #[schema(format = "uuid")]
+    pub request_id: String,
+    pub cache: CacheStatus,
+}
+
+/// Whether the CAF record came from the broker's cache or from the CAF.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+}
+
+/// A lookup by NIR, sent in the body so that it never sits in a URL.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBody {
+    /// 13 characters (digits; `2A` or `2B` for a Corsican department) and a
+    /// 2-digit mod-97 key, checked before any lookup.
+    #[schema(
+        pattern = "^[0-9]{5}([0-9]{2}|2[ABab])[0-9]{8}$",
+        example = "295109912611193"
+    )]
+    pub nir: String,
+}
+
+/// An RFC 9457 problem. Bodies never carry causes or personal data.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Problem {
+    /// `urn:caf-broker:problem:<code>`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^urn:caf-broker:problem:[a-z-]+$")]
+    pub kind: String,
+    /// A short, fixed title of the problem type.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// A sentence a client developer can act on.
+    pub detail: String,
+    pub code: ProblemCode,
+    /// The request id (also in `X-Request-Id`), to quote to the operators.
+    #[schema(format = "uuid")]
+    pub request_id: String,
+}
+
+/// The stable problem codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemCode {
+    InvalidRequest,
+    Unauthenticated,
+    PurposeNotPermitted,
+    AllocataireNotFound,
+    RouteNotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    QuotaExceeded,
+    InternalError,
+    UpstreamError,
+    QuotaUnavailable,
+    UpstreamUnavailable,
+    AuditUnavailable,
+    UpstreamTimeout,
+}
+
+impl ProblemCode {
+    /// Every code, with the status it is answered with.
+    pub const ALL: [(ProblemCode, u16); 15] = [
+        (ProblemCode::InvalidRequest, 400),
+        (ProblemCode::Unauthenticated, 401),
+        (ProblemCode::PurposeNotPermitted, 403),
+        (ProblemCode::AllocataireNotFound, 404),
+        (ProblemCode::RouteNotFound, 404),
+        (ProblemCode::MethodNotAllowed, 405),
+        (ProblemCode::PayloadTooLarge, 413),
+        (ProblemCode::UnsupportedMediaType, 415),
+        (ProblemCode::QuotaExceeded, 429),
+        (ProblemCode::InternalError, 500),
+        (ProblemCode::UpstreamError, 502),
+        (ProblemCode::QuotaUnavailable, 503),
+        (ProblemCode::UpstreamUnavailable, 503),
+        (ProblemCode::AuditUnavailable, 503),
+        (ProblemCode::UpstreamTimeout, 504),
+    ];
+
+    /// The code as sent (`invalid-request`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemCode::InvalidRequest => "invalid-request",
+            ProblemCode::Unauthenticated => "unauthenticated",
+            ProblemCode::PurposeNotPermitted => "purpose-not-permitted",
+            ProblemCode::AllocataireNotFound => "allocataire-not-found",
+            ProblemCode::RouteNotFound => "route-not-found",
+            ProblemCode::MethodNotAllowed => "method-not-allowed",
+            ProblemCode::PayloadTooLarge => "payload-too-large",
+            ProblemCode::UnsupportedMediaType => "unsupported-media-type",
+            ProblemCode::QuotaExceeded => "quota-exceeded",
+            ProblemCode::InternalError => "internal-error",
+            ProblemCode::UpstreamError => "upstream-error",
+            ProblemCode::QuotaUnavailable => "quota-unavailable",
+            ProblemCode::UpstreamUnavailable => "upstream-unavailable",
+            ProblemCode::AuditUnavailable => "audit-unavailable",
+            ProblemCode::UpstreamTimeout => "upstream-timeout",
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, or `not_ready` when a check fails.
+    #[schema(example = "ready")]
+    pub status: String,
+    /// One entry per check (`policy`, and `audit`, `upstream` where configured).
+    pub checks: BTreeMap<String, ReadinessCheck>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReadinessCheck {
+    /// `ok`, or why the check fails.
+    #[schema(example = "ok")]
+    pub status: String,
+    /// The policy version, for the `policy` check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// The request headers of both data operations.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "read by the OpenAPI derive only")]
+struct DataHeaders {
+    /// The purpose of the access: one of the policy's purposes that the
+    /// caller's role may declare. Sent once.
+    #[param(
+        rename = "X-Purpose",
+        pattern = "^[a-z0-9_]{1,64}$",
+        example = "verification_radiation"
+    )]
+    x_purpose: String,
+    /// The post's case or procedure reference the access is made for. Sent once.
+    #[param(
+        rename = "X-Case-Reference",
+        pattern = "^[A-Za-z0-9._/-]{1,64}$",
+        example = "TN-2026/0042"
+    )]
+    x_case_reference: String,
+    /// `no-cache` forces a fresh read from the CAF (it still counts against the quota).
+    #[param(rename = "Cache-Control", required = false, example = "no-cache")]
+    cache_control: String,
+    /// A W3C trace context; the broker's spans join the caller's trace.
+    #[param(
+        rename = "traceparent",
+        required = false,
+        pattern = "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+    )]
+    traceparent: String,
+}
+
+/// Reads a dossier by its numéro allocataire.
+///
+/// A numéro that is not 1 to 7 digits is answered `400 invalid-request`.
+#[utoipa::path(
+    get,
+    path = "/v1/allocataires/{numero}",
+    tag = "allocataires",
+    operation_id = "read_by_numero",
+    params(
+        ("numero" = String, Path, description = "The numéro allocataire: 1 to 7 digits.",
+            pattern = "^[0-9]{1,7}$", example = "1000002"),
+        DataHeaders
+    ),
+    responses(
+        (status = 200, description = "The dossier, filtered for the purpose.", body = Envelope,
+            content_type = "application/json")
+    ),
+    security(("bearer" = []))
+)]
+#[allow(
+    dead_code,
+    reason = "an operation stub read by the OpenAPI derive only"
+)]
+async fn read_by_numero() {}
+
+/// Finds a dossier by NIR.
+///
+/// The NIR is sent in the body so that it never sits in a URL or a log.
+#[utoipa::path(
+    post,
+    path = "/v1/allocataires/recherche",
+    tag = "allocataires",
+    operation_id = "search_by_nir",
+    params(DataHeaders),
+    request_body(content = SearchBody, content_type = "application/json",
+        description = "`{\"nir\": \"…\"}` and nothing else, at most `server.max_body_bytes`."),
+    responses(
+        (status = 200, description = "The dossier, filtered for the purpose.", body = Envelope,
+            content_type = "application/json")
+    ),
+    security(("bearer" = []))
+)]
+#[allow(
+    dead_code,
+    reason = "an operation stub read by the OpenAPI derive only"
+)]
+async fn search_by_nir() {}
+
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    responses((status = 200, description = "The process is alive.", body = Health))
+)]
+#[allow(
+    dead_code,
+    reason = "an operation stub read by the OpenAPI derive only"
+)]
+async fn healthz() {}
+
+/// Readiness: the policy is loaded, the audit log writable, the CAF circuit not open.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready to serve.", body = Readiness),
+        (status = 503, description = "Not ready: a check fails.", body = Readiness)
+    )
+)]
+#[allow(
+    dead_code,
+    reason = "an operation stub read by the OpenAPI derive only"
+)]
+async fn readyz() {}
+
+/// Prometheus metrics (text exposition format 0.0.4); labels hold no personal data.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    responses(
+        (status = 200, description = "The metrics.", body = String,
+            content_type = "text/plain; version=0.0.4")
+    )
+)]
+#[allow(
+    dead_code,
+    reason = "an operation stub read by the OpenAPI derive only"
+)]
+async fn metrics() {}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    operation_id = "openapi",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document.", body = Object,
+            content_type = "application/json")
+    )
+)]
+#[allow(
+    dead_code,
+    reason = "an operation stub read by the OpenAPI derive only"
+)]
+async fn openapi() {}
+
+/// Adds the bearer scheme, the shared problem answers of the data operations
+/// and the headers of every answer.
+struct SharedAnswers;
+
+/// A problem answer shared by operations: its component name, status, codes
+/// and the headers it carries besides those of every answer.
+struct ProblemAnswer {
+    name: &'static str,
+    status: u16,
+    description: &'static str,
+    headers: &'static [&'static str],
+    /// Only the `POST` operation answers it.
+    body_only: bool,
+}
+
+const PROBLEM_ANSWERS: [ProblemAnswer; 11] = [
+    ProblemAnswer {
+        name: "InvalidRequest",
+        status: 400,
+        description: "A malformed identifier, a bad NIR key, a missing, repeated or invalid `X-Purpose` or `X-Case-Reference`, a purpose the policy does not define, or a body that is not `{\"nir\": \"…\"}`.",
+        headers: &[],
+        body_only: false,
+    },
+    ProblemAnswer {
+        name: "Unauthenticated",
+        status: 401,
+        description: "A missing, malformed, expired, not-yet-valid or wrongly signed token, a wrong issuer or audience, a disallowed algorithm, or a role the policy does not define.",
+        headers: &["WWW-Authenticate"],
+        body_only: false,
+    },
+    ProblemAnswer {
+        name: "PurposeNotPermitted",
+        status: 403,
+        description: "The caller's role may not declare this purpose.",
+        headers: &[],
+        body_only: false,
+    },
+    ProblemAnswer {
+        name: "AllocataireNotFound",
+        status: 404,
+        description: "The CAF has no such dossier.",
+        headers: &[],
+        body_only: false,
+    },
+    ProblemAnswer {
+        name: "PayloadTooLarge",
+        status: 413,
+        description: "The body is larger than `server.max_body_bytes`.",
+        headers: &[],
+        body_only: true,
+    },
+    ProblemAnswer {
+        name: "UnsupportedMediaType",
+        status: 415,
+        description: "The body is not sent as `Content-Type: application/json`.",
+        headers: &[],
+        body_only: true,
+    },
+    ProblemAnswer {
+        name: "QuotaExceeded",
+        status: 429,
+        description: "The post's burst or daily quota is spent.",
+        headers: &["Retry-After", "RateLimit-Policy", "RateLimit"],
+        body_only: false,
+    },
+    ProblemAnswer {
+        name: "InternalError",
+        status: 500,
+        description: "A fault of the broker itself; quote the request id to the operators.",
+        headers: &[],
+        body_only: false,
+    },
+    ProblemAnswer {
+        name: "UpstreamError",
+        status: 502,
+        description: "The CAF answered with an error or unreadable data.",
+        headers: &[],
+        body_only: false,
+    },
+    ProblemAnswer {
+        name: "Unavailable",
+        status: 503,
+        description: "The CAF cannot be called (circuit open: `upstream-unavailable`), the audit log cannot be written (`audit-unavailable`; no data is released), or the shared quota store is unreachable and set to refuse (`quota-unavailable`).",
+        headers: &["Retry-After"],
+        body_only: false,
+    },
+    ProblemAnswer {
+        name: "UpstreamTimeout",
+        status: 504,
+        description: "The CAF did not answer in time.",
+        headers: &[],
+        body_only: false,
+    },
+];
+
+/// The codes a data operation answers with `status`.
+fn codes_of(status: u16) -> Vec<&'static str> {
+    ProblemCode::ALL
+        .iter()
+        .filter(|(code, s)| *s == status && *code != ProblemCode::RouteNotFound)
+        .filter(|(code, _)| *code != ProblemCode::MethodNotAllowed)
+        .map(|(code, _)| code.as_str())
+        .collect()
+}
+
+fn header(description: &str, schema: ObjectBuilder) -> utoipa::openapi::Header {
+    HeaderBuilder::new()
+        .schema(Some(schema.schema_type(Type::String)))
+        .description(Some(description))
+        .build()
+}
+
+fn headers() -> [(&'static str, utoipa::openapi::Header); 7] {
+    [
+        (
+            "X-Request-Id",
+            header(
+                "The request id, chosen by the broker; also in problem bodies and `meta`.",
+                ObjectBuilder::new()
+                    .format(Some(utoipa::openapi::SchemaFormat::Custom("uuid".into()))),
+            ),
+        ),
+        (
+            "Cache-Control",
+            header(
+                "Always `no-store`.",
+                ObjectBuilder::new().enum_values(Some(["no-store"])),
+            ),
+        ),
+        (
+            "X-Policy-Version",
+            header(
+                "The policy that filtered the answer.",
+                ObjectBuilder::new().pattern(Some("^sha256:[0-9a-f]{64}$")),
+            ),
+        ),
+        (
+            "RateLimit-Policy",
+            header(
+                "The post's quota policies (IETF httpapi RateLimit header fields draft), e.g. `\"burst\";q=20;w=4, \"daily\";q=2000;w=86400`.",
+                ObjectBuilder::new(),
+            ),
+        ),
+        (
+            "RateLimit",
+            header(
+                "What is left of each policy, e.g. `\"burst\";r=19;t=0, \"daily\";r=1999;t=43200`.",
+                ObjectBuilder::new(),
+            ),
+        ),
+        (
+            "Retry-After",
+            header(
+                "Seconds to wait before retrying.",
+                ObjectBuilder::new().pattern(Some("^[0-9]+$")),
+            ),
+        ),
+        (
+            "WWW-Authenticate",
+            header(
+                "`Bearer error=\"invalid_token\"`.",
+                ObjectBuilder::new().enum_values(Some([r#"Bearer error="invalid_token""#])),
+            ),
+        ),
+    ]
+}
+
+fn header_ref(name: &str) -> RefOr<utoipa::openapi::Header> {
+    RefOr::Ref(Ref::new(format!("#/components/headers/{name}")))
+}
+
+/// A problem answer: the problem schema, with its status and codes pinned.
+fn problem_response(answer: &ProblemAnswer) -> Response {
+    let codes = codes_of(answer.status);
+    let schema = AllOfBuilder::new()
+        .item(Ref::from_schema_name("Problem"))
+        .item(
+            ObjectBuilder::new()
+                .property(
+                    "status",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .enum_values(Some([answer.status])),
+                )
+                .property(
+                    "code",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(codes.clone())),
+                ),
+        );
+    let first = codes.first().copied().unwrap_or_default();
+    let example = json!({
+        "type": format!("urn:caf-broker:problem:{first}"),
+        "title": "…",
+        "status": answer.status,
+        "detail": "…",
+        "code": first,
+        "request_id": "0b7e0f53-5d5c-4f6e-9d3e-2f0c8a1b6c4d",
+    });
+    let mut response = ResponseBuilder::new()
+        .description(answer.description)
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(schema))
+                .example(Some(example))
+                .build(),
+        );
+    for name in ["X-Request-Id", "Cache-Control"]
+        .iter()
+        .chain(answer.headers)
+    {
+        response = response.header_ref(*name, Ref::new(format!("#/components/headers/{name}")));
+    }
+    response.build()
+}
+
+impl Modify for SharedAnswers {
+    fn modify(&self, doc: &mut Document) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.security_schemes.insert(
+            BEARER.into(),
+            RefOr::T(SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A token of the identity provider: ES256, EdDSA or RS256, with the post, role and subject of the agent.",
+                    ))
+                    .build(),
+            )),
+        );
+        for (name, header) in headers() {
+            components.headers.insert(name.into(), RefOr::T(header));
+        }
+        for answer in &PROBLEM_ANSWERS {
+            components
+                .responses
+                .insert(answer.name.into(), RefOr::T(problem_response(answer)));
+        }
+
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let operations = [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.delete.as_mut(),
+                item.patch.as_mut(),
+            ];
+            for operation in operations.into_iter().flatten() {
+                let is_data = path.starts_with("/v1/");
+                let has_body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                // Every answer carries these two; data answers also the policy and quota.
+                for response in responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        let mut names = vec!["X-Request-Id", "Cache-Control"];
+                        if is_data {
+                            names.extend(["X-Policy-Version", "RateLimit-Policy", "RateLimit"]);
+                        }
+                        for name in names {
+                            response.headers.insert(name.into(), header_ref(name));
+                        }
+                    }
+                }
+                if is_data {
+                    for answer in PROBLEM_ANSWERS
+                        .iter()
+                        .filter(|answer| has_body || !answer.body_only)
+                    {
+                        responses.insert(
+                            answer.status.to_string(),
+                            RefOr::Ref(Ref::new(format!("#/components/responses/{}", answer.name))),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{BrokerError, Unauthenticated};
+    use serde_json::Value;
+
+    fn doc() -> Value {
+        serde_json::to_value(document()).unwrap()
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_every_path() {
+        let doc = doc();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/healthz",
+                "/metrics",
+                "/openapi.json",
+                "/readyz",
+                "/v1/allocataires/recherche",
+                "/v1/allocataires/{numero}",
+            ]
+        );
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+    }
+
+    #[test]
+    fn every_problem_code_the_broker_sends_is_documented_with_its_status() {
+        let errors = [
+            BrokerError::InvalidRequest("x".into()),
+            BrokerError::PayloadTooLarge { limit_bytes: 1 },
+            BrokerError::UnsupportedMediaType,
+            BrokerError::Unauthenticated(Unauthenticated::MissingToken),
+            BrokerError::PurposeNotPermitted,
+            BrokerError::QuotaUnavailable,
+            BrokerError::NotFound,
+            BrokerError::RouteNotFound,
+            BrokerError::MethodNotAllowed,
+            BrokerError::Upstream(anyhow::anyhow!("x")),
+            BrokerError::UpstreamTimeout,
+            BrokerError::UpstreamUnavailable,
+            BrokerError::Internal(anyhow::anyhow!("x")),
+        ];
+        for error in errors {
+            assert!(
+                ProblemCode::ALL.iter().any(
+                    |(code, status)| code.as_str() == error.code() && *status == error.status()
+                ),
+                "{} {} is not documented",
+                error.status(),
+                error.code()
+            );
+        }
+        let schema = &doc()["components"]["schemas"]["ProblemCode"]["enum"];
+        for (code, _) in ProblemCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            assert!(
+                schema
+                    .as_array()
+                    .unwrap()
+                    .contains(&Value::from(code.as_str()))
+            );
+        }
+    }
+
+    #[test]
+    fn data_operations_document_their_headers_security_and_problems() {
+        let doc = doc();
+        let get = &doc["paths"]["/v1/allocataires/{numero}"]["get"];
+        let post = &doc["paths"]["/v1/allocataires/recherche"]["post"];
+        for op in [get, post] {
+            let params: Vec<&str> = op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            for name in [
+                "X-Purpose",
+                "X-Case-Reference",
+                "Cache-Control",
+                "traceparent",
+            ] {
+                assert!(params.contains(&name), "{name} missing in {params:?}");
+            }
+            assert_eq!(op["security"][0]["bearer"], json!([]));
+            let ok = &op["responses"]["200"];
+            assert_eq!(
+                ok["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/Envelope"
+            );
+            for h in [
+                "X-Request-Id",
+                "Cache-Control",
+                "X-Policy-Version",
+                "RateLimit-Policy",
+                "RateLimit",
+            ] {
+                assert!(ok["headers"][h].is_object(), "{h}");
+            }
+            for status in [
+                "400", "401", "403", "404", "429", "500", "502", "503", "504",
+            ] {
+                assert!(op["responses"][status].is_object(), "{status}");
+            }
+        }
+        assert!(get["responses"]["413"].is_null());
+        assert!(post["responses"]["413"].is_object());
+        assert!(post["responses"]["415"].is_object());
+        assert_eq!(
+            post["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/SearchBody"
+        );
+        let too_many = &doc["components"]["responses"]["QuotaExceeded"];
+        assert!(too_many["headers"]["Retry-After"].is_object());
+        let codes = &doc["components"]["responses"]["Unavailable"]["content"][PROBLEM_JSON]["schema"]
+            ["allOf"][1]["properties"]["code"]["enum"];
+        assert_eq!(
+            codes,
+            &json!([
+                "quota-unavailable",
+                "upstream-unavailable",
+                "audit-unavailable"
+            ])
+        );
+    }
+}

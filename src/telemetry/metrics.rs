@@ -1,0 +1,303 @@
+//! Prometheus metrics: one recorder per process, the metric names, and the
+//! helpers that record them. Labels hold routes, methods, statuses, purposes,
+//! posts and outcomes, never personal data; every free-form value goes through
+//! [`safe_label`] as a last line of defence.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ::metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::TelemetryError;
+
+/// The metric names, for dashboards and tests.
+pub mod names {
+    /// Counter `{route, method, status, purpose, post}`.
+    pub const HTTP_REQUESTS_TOTAL: &str = "caf_broker_http_requests_total";
+    /// Histogram `{route, method, status}`.
+    pub const HTTP_REQUEST_DURATION_SECONDS: &str = "caf_broker_http_request_duration_seconds";
+    /// Counter `{result = hit | miss}`.
+    pub const CACHE_REQUESTS_TOTAL: &str = "caf_broker_cache_requests_total";
+    /// Counter `{post, window = burst | daily}`.
+    pub const QUOTA_REFUSALS_TOTAL: &str = "caf_broker_quota_refusals_total";
+    /// Counter `{result = found | not_found | error | timeout | unavailable}`.
+    pub const UPSTREAM_REQUESTS_TOTAL: &str = "caf_broker_upstream_requests_total";
+    /// Histogram `{result}`.
+    pub const UPSTREAM_DURATION_SECONDS: &str = "caf_broker_upstream_duration_seconds";
+    /// Gauge: 1 while the upstream circuit breaker is open, else 0.
+    pub const UPSTREAM_CIRCUIT_OPEN: &str = "caf_broker_upstream_circuit_open";
+    /// Histogram: writing (and syncing) one audit record.
+    pub const AUDIT_WRITE_DURATION_SECONDS: &str = "caf_broker_audit_write_duration_seconds";
+}
+
+/// Request latencies, from 5 ms to 10 s.
+const HTTP_BUCKETS_SECS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// CAF call latencies, from 5 ms to 30 s (timeouts included).
+const UPSTREAM_BUCKETS_SECS: [f64; 12] = HTTP_BUCKETS_SECS;
+/// An appended, fsync'ed line: from 0.1 ms to 1 s.
+const AUDIT_BUCKETS_SECS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// How often histograms and idle entries are maintained between scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The label value for "not known at this point" (e.g. no purpose before the headers are read).
+const NONE: &str = "none";
+/// The label value that replaces anything that does not look like a safe label.
+const OTHER: &str = "other";
+
+/// The process's Prometheus recorder; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+static INSTALLED: OnceLock<Result<Metrics, String>> = OnceLock::new();
+
+impl Metrics {
+    /// Installs the global recorder and its upkeep thread on the first call;
+    /// later calls (several apps in one test process) return the same handle.
+    pub fn install() -> Result<Metrics, TelemetryError> {
+        INSTALLED
+            .get_or_init(|| install_once().map_err(|e| e.to_string()))
+            .clone()
+            .map_err(TelemetryError::Metrics)
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of every metric.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+}
+
+fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(names::HTTP_REQUEST_DURATION_SECONDS.into()),
+            &HTTP_BUCKETS_SECS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(names::UPSTREAM_DURATION_SECONDS.into()),
+            &UPSTREAM_BUCKETS_SECS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(names::AUDIT_WRITE_DURATION_SECONDS.into()),
+            &AUDIT_BUCKETS_SECS,
+        )
+}
+
+fn install_once() -> Result<Metrics, metrics_exporter_prometheus::BuildError> {
+    let handle = builder()?.install_recorder()?;
+    describe();
+    set_upstream_circuit_open(false);
+    let upkeep = handle.clone();
+    // A plain thread: it needs no runtime and lives as long as the process.
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                upkeep.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        // Rendering also drains histograms, so scrapes keep memory bounded without it.
+        tracing::warn!(error = %e, "metrics upkeep thread not started");
+    }
+    Ok(Metrics { handle })
+}
+
+fn describe() {
+    describe_counter!(
+        names::HTTP_REQUESTS_TOTAL,
+        "HTTP requests answered, by route template, method, status, purpose and post."
+    );
+    describe_histogram!(
+        names::HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to answer an HTTP request, by route template, method and status."
+    );
+    describe_counter!(
+        names::CACHE_REQUESTS_TOTAL,
+        "Record cache lookups, by result (hit or miss)."
+    );
+    describe_counter!(
+        names::QUOTA_REFUSALS_TOTAL,
+        "Requests refused for quota, by post and exhausted window (burst or daily)."
+    );
+    describe_counter!(
+        names::UPSTREAM_REQUESTS_TOTAL,
+        "Calls to the CAF, by result (found, not_found, error, timeout, unavailable)."
+    );
+    describe_histogram!(
+        names::UPSTREAM_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time of a call to the CAF, by result."
+    );
+    describe_gauge!(
+        names::UPSTREAM_CIRCUIT_OPEN,
+        "1 while the CAF circuit breaker is open, else 0."
+    );
+    describe_histogram!(
+        names::AUDIT_WRITE_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to append and sync one audit record."
+    );
+}
+
+/// One answered HTTP request, as the edge sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpObservation<'a> {
+    /// The route template (`/v1/allocataires/{numero}`), never the raw path;
+    /// `unmatched` for unknown paths.
+    pub route: &'a str,
+    pub method: &'a str,
+    pub status: u16,
+    /// The purpose once the policy knows it (authorized or refused), else `None`.
+    pub purpose: Option<&'a str>,
+    /// The caller's post once authenticated, else `None`.
+    pub post: Option<&'a str>,
+    pub elapsed: Duration,
+}
+
+/// Counts the request and records its latency.
+pub fn record_http_request(observation: &HttpObservation<'_>) {
+    let route = safe_label(observation.route);
+    let method = method_label(observation.method);
+    let status = observation.status.to_string();
+    let purpose = observation.purpose.map_or(NONE, safe_label);
+    let post = observation.post.map_or(NONE, safe_label);
+    counter!(
+        names::HTTP_REQUESTS_TOTAL,
+        "route" => route.to_owned(),
+        "method" => method,
+        "status" => status.clone(),
+        "purpose" => purpose.to_owned(),
+        "post" => post.to_owned(),
+    )
+    .increment(1);
+    histogram!(
+        names::HTTP_REQUEST_DURATION_SECONDS,
+        "route" => route.to_owned(),
+        "method" => method,
+        "status" => status,
+    )
+    .record(observation.elapsed.as_secs_f64());
+}
+
+/// Whether a lookup was answered from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    Hit,
+    Miss,
+}
+
+impl CacheResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+        }
+    }
+}
+
+pub fn record_cache(result: CacheResult) {
+    counter!(names::CACHE_REQUESTS_TOTAL, "result" => result.as_str()).increment(1);
+}
+
+/// A quota refusal; `window` is the exhausted one (`burst` or `daily`).
+pub fn record_quota_refusal(post: &str, window: &str) {
+    counter!(
+        names::QUOTA_REFUSALS_TOTAL,
+        "post" => safe_label(post).to_owned(),
+        "window" => safe_label(window).to_owned(),
+    )
+    .increment(1);
+}
+
+/// How a call to the CAF ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamResult {
+    Found,
+    NotFound,
+    /// An error answer or unreadable data.
+    Error,
+    Timeout,
+    /// Not called: circuit open, or the CAF unreachable.
+    Unavailable,
+}
+
+impl UpstreamResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamResult::Found => "found",
+            UpstreamResult::NotFound => "not_found",
+            UpstreamResult::Error => "error",
+            UpstreamResult::Timeout => "timeout",
+            UpstreamResult::Unavailable => "unavailable",
+        }
+    }
+}
+
+pub fn record_upstream(result: UpstreamResult, elapsed: Duration) {
+    counter!(names::UPSTREAM_REQUESTS_TOTAL, "result" => result.as_str()).increment(1);
+    histogram!(names::UPSTREAM_DURATION_SECONDS, "result" => result.as_str())
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn set_upstream_circuit_open(open: bool) {
+    gauge!(names::UPSTREAM_CIRCUIT_OPEN).set(if open { 1.0 } else { 0.0 });
+}
+
+pub fn record_audit_write(elapsed: Duration) {
+    histogram!(names::AUDIT_WRITE_DURATION_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// The standard methods as they are, anything else as `_OTHER` (as the HTTP
+/// semantic conventions do), so a client cannot mint label values.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("_OTHER")
+}
+
+/// `value` if it looks like a route template, post code, purpose or window:
+/// 1 to 64 characters of `[A-Za-z0-9_./{}-]` with no run of five digits or more
+/// (a numéro or a NIR in the wrong place). Anything else becomes `other`.
+pub(crate) fn safe_label(value: &str) -> &str {
+    let charset = (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_./{}-".contains(&b));
+    let mut digits = 0usize;
+    let long_number = value.bytes().any(|b| {
+        digits = if b.is_ascii_digit() { digits + 1 } else { 0 };
+        digits >= 5
+    });
+    if charset && !long_number {
+        value
+    } else {
+        OTHER
+    }
+}
+
+#[cfg(test)]
+pub(super) fn local_recorder() -> Option<metrics_exporter_prometheus::PrometheusRecorder> {
+    builder().ok().map(PrometheusBuilder::build_recorder)
+}
