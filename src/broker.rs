@@ -7,7 +7,7 @@
 //! 4. cache: a recent CAF answer for the same lookup, or one shared upstream call;
 //! 5. upstream: the CAF record;
 //! 6. filter: only the fields the purpose may see leave;
-//! 7. audit: the access is recorded (not recorded yet).
+//! 7. audit: the access is recorded durably, whatever the outcome, before any data leaves.
 //!
 //! Each stage is a capability module that knows nothing of the others; this
 //! module is the only one that walks them.
@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use tracing::instrument;
 
+use crate::audit::{AuditEntry, AuditLog, CacheUse, Outcome};
 use crate::auth::{Authenticator, Caller};
 use crate::cache::{CacheStatus, RecordCache};
 use crate::domain::{CaseReference, Lookup, Purpose};
@@ -23,6 +24,19 @@ use crate::error::{BrokerError, Unauthenticated};
 use crate::policy::{DriftTracker, Policy, PolicyStore, ReloadCounts, ShadowPolicy};
 use crate::quota::{Decision, Quota, QuotaState};
 use crate::upstream::{CafClient, UpstreamError, UpstreamHealth};
+
+/// What the edge read of a data request from an authenticated caller. The
+/// parts that failed to parse are kept as errors: the request is still
+/// recorded in the audit log with what is known.
+#[derive(Debug)]
+pub struct Attempt {
+    pub request_id: uuid::Uuid,
+    pub caller: Caller,
+    pub purpose: Result<Purpose, BrokerError>,
+    pub case_reference: Result<CaseReference, BrokerError>,
+    pub lookup: Result<Lookup, BrokerError>,
+    pub fresh: bool,
+}
 
 /// An authenticated, well-formed request for one dossier.
 #[derive(Debug)]
@@ -38,6 +52,8 @@ pub struct DataRequest {
 /// What the broker releases for a request: only what the purpose may see.
 #[derive(Debug)]
 pub struct Released {
+    /// The purpose the data was filtered for.
+    pub purpose: Purpose,
     pub data: serde_json::Value,
     pub released_paths: Vec<String>,
     pub policy_version: Arc<str>,
@@ -52,11 +68,12 @@ pub struct Readiness {
     pub policy_version: Arc<str>,
     pub policy_reloads: ReloadCounts,
     pub upstream: UpstreamHealth,
+    pub audit_writable: bool,
 }
 
 impl Readiness {
     pub fn is_ready(&self) -> bool {
-        self.upstream.is_ready()
+        self.upstream.is_ready() && self.audit_writable
     }
 }
 
@@ -72,6 +89,7 @@ pub struct Stages {
     pub quota: Arc<dyn Quota>,
     pub cache: RecordCache,
     pub upstream: Arc<dyn CafClient>,
+    pub audit: Arc<AuditLog>,
 }
 
 pub struct Broker {
@@ -94,6 +112,7 @@ impl Broker {
             policy_version: self.stages.policy.current().shared_version(),
             policy_reloads: self.stages.policy.counts(),
             upstream: self.stages.upstream.health(),
+            audit_writable: self.stages.audit.is_healthy(),
         }
     }
 
@@ -112,13 +131,76 @@ impl Broker {
         Ok(caller)
     }
 
-    /// Stages 2 to 7 for one dossier.
+    /// Stages 2 to 7 for one request, then its audit record: the answer leaves
+    /// only once the record is durably written, and if it cannot be written the
+    /// answer is `503 audit-unavailable` and nothing is released.
+    pub async fn serve(&self, attempt: Attempt) -> Result<Released, BrokerError> {
+        let Attempt {
+            request_id,
+            caller,
+            purpose,
+            case_reference,
+            lookup,
+            fresh,
+        } = attempt;
+        let mut entry = AuditEntry::new(request_id, Outcome::InternalError, 500);
+        entry.post = Some(caller.post.clone());
+        entry.sub = Some(caller.sub.clone());
+        entry.role = Some(caller.role.clone());
+        entry.purpose = purpose.as_ref().ok().cloned();
+        entry.case_reference = case_reference.as_ref().ok().cloned();
+        entry.lookup = lookup.as_ref().ok().cloned();
+
+        let result = match (purpose, case_reference, lookup) {
+            (Ok(purpose), Ok(case_reference), Ok(lookup)) => {
+                let request = DataRequest {
+                    caller,
+                    purpose,
+                    case_reference,
+                    lookup,
+                    fresh,
+                };
+                self.lookup(&request).await
+            }
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+        };
+
+        (entry.outcome, entry.status) = match &result {
+            Ok(_) => (Outcome::Released, 200),
+            Err(e) => (outcome_of(e), e.status()),
+        };
+        if let Ok(released) = &result {
+            entry.released = released.released_paths.clone();
+            entry.policy_version = Some(released.policy_version.to_string());
+            entry.cache = Some(match released.cache {
+                CacheStatus::Hit => CacheUse::Hit,
+                CacheStatus::Miss => CacheUse::Miss,
+            });
+        } else {
+            entry.policy_version = Some(self.stages.policy.current().version().to_owned());
+        }
+        self.record(entry).await?;
+        result
+    }
+
+    /// Stage 7: appends the record and waits for it to be on disk.
+    async fn record(&self, entry: AuditEntry) -> Result<(), BrokerError> {
+        match tokio::time::timeout(AUDIT_TIMEOUT, self.stages.audit.append(entry)).await {
+            Ok(Ok(_receipt)) => Ok(()),
+            Ok(Err(e)) => Err(BrokerError::AuditUnavailable(e.into())),
+            Err(_) => Err(BrokerError::AuditUnavailable(anyhow::anyhow!(
+                "the audit log did not confirm the record within {AUDIT_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// Stages 2 to 6 for one dossier.
     #[instrument(
         name = "broker.lookup",
         skip_all,
         fields(post = %request.caller.post, role = %request.caller.role, purpose = %request.purpose, lookup = request.lookup.kind())
     )]
-    pub async fn lookup(&self, request: &DataRequest) -> Result<Released, BrokerError> {
+    async fn lookup(&self, request: &DataRequest) -> Result<Released, BrokerError> {
         // One policy snapshot for the whole request, even if a reload lands meanwhile.
         let policy = self.stages.policy.current();
         let (role, purpose) = (&request.caller.role, &request.purpose);
@@ -174,14 +256,37 @@ impl Broker {
             shadow.compare(&policy, role, purpose, &record);
         }
 
-        // 7. audit: the durable access record takes its place here, before data leaves.
         tracing::debug!(released = filtered.released.len(), "released");
         Ok(Released {
+            purpose: request.purpose.clone(),
             data: filtered.data,
             released_paths: filtered.released,
             policy_version: policy.shared_version(),
             cache,
             quota,
         })
+    }
+}
+
+/// How long a request waits for its audit record to be on disk before it is
+/// answered `503 audit-unavailable` (a hung disk must not pile up requests).
+const AUDIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How a failed request is recorded in the audit log.
+fn outcome_of(error: &BrokerError) -> Outcome {
+    match error {
+        BrokerError::InvalidRequest(_)
+        | BrokerError::PayloadTooLarge { .. }
+        | BrokerError::UnsupportedMediaType
+        | BrokerError::RouteNotFound
+        | BrokerError::MethodNotAllowed => Outcome::Invalid,
+        BrokerError::Unauthenticated(_) => Outcome::Unauthenticated,
+        BrokerError::PurposeNotPermitted => Outcome::Refused,
+        BrokerError::QuotaExceeded { .. } | BrokerError::QuotaUnavailable => Outcome::QuotaExceeded,
+        BrokerError::NotFound => Outcome::NotFound,
+        BrokerError::Upstream(_)
+        | BrokerError::UpstreamTimeout
+        | BrokerError::UpstreamUnavailable { .. } => Outcome::UpstreamError,
+        BrokerError::AuditUnavailable(_) | BrokerError::Internal(_) => Outcome::InternalError,
     }
 }

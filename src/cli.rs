@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::audit::AuditKey;
 use crate::auth::{Authenticator, DevClaims, mint_dev_token};
 use crate::config::Settings;
 use crate::domain::{Purpose, Role};
@@ -205,6 +206,9 @@ fn check(config: &Path) -> ExitCode {
     };
     crate::auth::install_crypto_provider();
     if let Err(e) = Authenticator::new(&settings.auth) {
+        problems.push(e.to_string());
+    }
+    if let Err(e) = AuditKey::from_file(&settings.audit.hmac_key_file) {
         problems.push(e.to_string());
     }
     if settings.server.tls

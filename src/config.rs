@@ -268,7 +268,8 @@ fn apply_env(
         .into_iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect();
-    overrides.sort();
+    // Stable, by name only: of two settings of one name, the later wins.
+    overrides.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, raw) in overrides {
         let path: Vec<String> = name[ENV_PREFIX.len()..]
             .split("__")

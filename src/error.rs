@@ -53,6 +53,9 @@ pub enum BrokerError {
     /// The CAF cannot be called right now.
     #[error("upstream unavailable")]
     UpstreamUnavailable { retry_after_secs: Option<u64> },
+    /// The audit record could not be written: fail closed, release nothing.
+    #[error("audit log unavailable")]
+    AuditUnavailable(#[source] anyhow::Error),
     /// A fault of the broker itself; the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -86,6 +89,7 @@ impl BrokerError {
             BrokerError::Upstream(_) => "upstream-error",
             BrokerError::UpstreamTimeout => "upstream-timeout",
             BrokerError::UpstreamUnavailable { .. } => "upstream-unavailable",
+            BrokerError::AuditUnavailable(_) => "audit-unavailable",
             BrokerError::Internal(_) => "internal-error",
         }
     }
@@ -105,6 +109,7 @@ impl BrokerError {
             BrokerError::Upstream(_) => 502,
             BrokerError::UpstreamUnavailable { .. } => 503,
             BrokerError::UpstreamTimeout => 504,
+            BrokerError::AuditUnavailable(_) => 503,
             BrokerError::Internal(_) => 500,
         }
     }
@@ -125,6 +130,7 @@ impl BrokerError {
             BrokerError::Upstream(_) => "Upstream error",
             BrokerError::UpstreamTimeout => "Upstream timeout",
             BrokerError::UpstreamUnavailable { .. } => "Upstream unavailable",
+            BrokerError::AuditUnavailable(_) => "Audit unavailable",
             BrokerError::Internal(_) => "Internal error",
         }
     }
@@ -165,6 +171,9 @@ impl BrokerError {
             BrokerError::UpstreamTimeout => "The CAF did not answer in time; retry later.".into(),
             BrokerError::UpstreamUnavailable { .. } => {
                 "The CAF cannot be reached right now; retry later.".into()
+            }
+            BrokerError::AuditUnavailable(_) => {
+                "The access could not be recorded, so no data is released; retry later.".into()
             }
             BrokerError::Internal(_) => {
                 "The broker failed to process the request; quote the request id to the operators."

@@ -10,6 +10,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
 use crate::auth::Authenticator;
+use crate::audit::AuditLog;
 use crate::broker::{Broker, Stages};
 use crate::cache::RecordCache;
 use crate::config::Settings;
@@ -64,6 +65,7 @@ impl Application {
             .connect()
             .context("building the CAF connector")?;
         let cache = RecordCache::new(&settings.cache);
+        let audit = AuditLog::open(&settings.audit).context("opening the audit log")?;
         // Shared state is built here, once, outside the per-worker factory below.
         let broker = web::Data::new(Broker::new(Stages {
             authenticator,
@@ -73,6 +75,7 @@ impl Application {
             quota,
             cache,
             upstream,
+            audit: Arc::new(audit),
         }));
         let limits = web::Data::new(EdgeLimits {
             max_body_bytes: settings.server.max_body_bytes,

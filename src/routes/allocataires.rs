@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{Authenticated, Declared};
 use super::{ApiError, EdgeLimits, RequestId};
-use crate::broker::{Broker, DataRequest, Released};
+use crate::auth::Caller;
+use crate::broker::{Attempt, Broker, Released};
 use crate::cache::CacheStatus;
 use crate::domain::{Lookup, Nir, NumeroAllocataire, Purpose};
 use crate::error::BrokerError;
@@ -17,16 +18,10 @@ pub async fn read_by_numero(
     Authenticated(caller): Authenticated,
     declared: Declared,
 ) -> Result<HttpResponse, ApiError> {
-    let numero = NumeroAllocataire::parse(req.match_info().query("numero"))
-        .map_err(|e| ApiError::new(BrokerError::InvalidRequest(format!("{e}.")), &req))?;
-    let request = DataRequest {
-        caller,
-        purpose: declared.purpose,
-        case_reference: declared.case_reference,
-        lookup: Lookup::Numero(numero),
-        fresh: wants_fresh(&req),
-    };
-    answer(&req, &broker, request).await
+    let lookup = NumeroAllocataire::parse(req.match_info().query("numero"))
+        .map(Lookup::Numero)
+        .map_err(|e| BrokerError::InvalidRequest(format!("{e}.")));
+    answer(&req, &broker, caller, declared, lookup).await
 }
 
 #[derive(Deserialize)]
@@ -43,13 +38,22 @@ pub async fn search_by_nir(
     declared: Declared,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e| ApiError::new(e, &req);
-    if !is_json(&req) {
-        return Err(fail(BrokerError::UnsupportedMediaType));
-    }
-    let body = read_body(&req, payload, limits.max_body_bytes)
+    let lookup = read_nir(&req, payload, limits.max_body_bytes)
         .await
-        .map_err(fail)?;
+        .map(Lookup::Nir);
+    answer(&req, &broker, caller, declared, lookup).await
+}
+
+/// The NIR of a search body, checked (key included) before any lookup.
+async fn read_nir(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<Nir, BrokerError> {
+    if !is_json(req) {
+        return Err(BrokerError::UnsupportedMediaType);
+    }
+    let body = read_body(req, payload, limit).await?;
     let search: SearchBody = serde_json::from_slice(&body).map_err(|e| {
         // serde's message may quote the input; only its category and position are sent back.
         let why = match e.classify() {
@@ -58,22 +62,13 @@ pub async fn search_by_nir(
             }
             _ => "it is not valid JSON",
         };
-        fail(BrokerError::InvalidRequest(format!(
+        BrokerError::InvalidRequest(format!(
             "The request body could not be read ({why}; line {}, column {}).",
             e.line(),
             e.column()
-        )))
+        ))
     })?;
-    let nir = Nir::parse(&search.nir)
-        .map_err(|e| fail(BrokerError::InvalidRequest(format!("nir: {e}."))))?;
-    let request = DataRequest {
-        caller,
-        purpose: declared.purpose,
-        case_reference: declared.case_reference,
-        lookup: Lookup::Nir(nir),
-        fresh: wants_fresh(&req),
-    };
-    answer(&req, &broker, request).await
+    Nir::parse(&search.nir).map_err(|e| BrokerError::InvalidRequest(format!("nir: {e}.")))
 }
 
 /// `Cache-Control: no-cache` asks for a fresh CAF read (it still counts against the quota).
@@ -140,24 +135,36 @@ struct Meta<'a> {
 async fn answer(
     req: &HttpRequest,
     broker: &Broker,
-    request: DataRequest,
+    caller: Caller,
+    declared: Declared,
+    lookup: Result<Lookup, BrokerError>,
 ) -> Result<HttpResponse, ApiError> {
+    let request_id = RequestId::of(req);
+    let attempt = Attempt {
+        request_id: request_id.uuid(),
+        caller,
+        purpose: declared.purpose,
+        case_reference: declared.case_reference,
+        lookup,
+        fresh: wants_fresh(req),
+    };
     let Released {
         data,
         policy_version,
         cache,
         quota,
+        purpose,
         ..
     } = broker
-        .lookup(&request)
+        .serve(attempt)
         .await
         .map_err(|e| ApiError::new(e, req))?;
     let envelope = Envelope {
         data: &data,
         meta: Meta {
-            purpose: &request.purpose,
+            purpose: &purpose,
             policy_version: &policy_version,
-            request_id: RequestId::of(req).to_string(),
+            request_id: request_id.to_string(),
             cache,
         },
     };

@@ -24,6 +24,10 @@ impl RequestId {
             .unwrap_or_else(RequestId::new)
     }
 
+    pub fn uuid(&self) -> uuid::Uuid {
+        self.0
+    }
+
     fn new() -> RequestId {
         RequestId(uuid::Uuid::new_v4())
     }

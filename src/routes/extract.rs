@@ -41,10 +41,12 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The purpose and case reference the request is made for (`X-Purpose`, `X-Case-Reference`).
+/// The purpose and case reference the request is made for (`X-Purpose`,
+/// `X-Case-Reference`), each parsed or refused with the reason. The extractor
+/// never fails: the broker refuses the request and still records it.
 pub struct Declared {
-    pub purpose: Purpose,
-    pub case_reference: CaseReference,
+    pub purpose: Result<Purpose, BrokerError>,
+    pub case_reference: Result<CaseReference, BrokerError>,
 }
 
 impl FromRequest for Declared {
@@ -52,21 +54,22 @@ impl FromRequest for Declared {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(declared(req.headers()).map_err(|e| ApiError::new(e, req)))
+        ready(Ok(declared(req.headers())))
     }
 }
 
-fn declared(headers: &HeaderMap) -> Result<Declared, BrokerError> {
-    let purpose = header_value(headers, "x-purpose")?;
-    let purpose = Purpose::parse(purpose)
-        .map_err(|e| BrokerError::InvalidRequest(format!("X-Purpose: {e}.")))?;
-    let case = header_value(headers, "x-case-reference")?;
-    let case_reference = CaseReference::parse(case)
-        .map_err(|e| BrokerError::InvalidRequest(format!("X-Case-Reference: {e}.")))?;
-    Ok(Declared {
+fn declared(headers: &HeaderMap) -> Declared {
+    let purpose = header_value(headers, "x-purpose").and_then(|value| {
+        Purpose::parse(value).map_err(|e| BrokerError::InvalidRequest(format!("X-Purpose: {e}.")))
+    });
+    let case_reference = header_value(headers, "x-case-reference").and_then(|value| {
+        CaseReference::parse(value)
+            .map_err(|e| BrokerError::InvalidRequest(format!("X-Case-Reference: {e}.")))
+    });
+    Declared {
         purpose,
         case_reference,
-    })
+    }
 }
 
 fn header_value<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, BrokerError> {
@@ -136,6 +139,8 @@ mod tests {
             ("x-purpose", "verification_radiation"),
             ("x-case-reference", "C1"),
         ]);
-        assert!(matches!(declared(&h), Err(BrokerError::InvalidRequest(m)) if m.contains("once")));
+        let declared = declared(&h);
+        assert!(matches!(declared.purpose, Err(BrokerError::InvalidRequest(m)) if m.contains("once")));
+        assert!(declared.case_reference.is_ok());
     }
 }

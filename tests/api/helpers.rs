@@ -16,6 +16,8 @@ pub fn repo(path: &str) -> PathBuf {
 
 pub struct TestApp {
     pub address: String,
+    /// This app's own audit log directory (a fresh temporary one unless overridden).
+    pub audit_dir: PathBuf,
     pub client: reqwest::Client,
     pub settings: Settings,
 }
@@ -32,7 +34,12 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 
 /// As [`spawn_app_with`], with the quota clock given (a frozen one makes quotas exact).
 pub async fn spawn_app_with_clock(overrides: &[(&str, &str)], clock: Arc<dyn Clock>) -> TestApp {
+    let audit_dir = fresh_dir("audit");
     let mut env = vec![
+        (
+            "CAF_BROKER__AUDIT__DIR".to_string(),
+            audit_dir.display().to_string(),
+        ),
         (
             "CAF_BROKER__SERVER__LISTEN".to_string(),
             "127.0.0.1:0".to_string(),
@@ -60,6 +67,7 @@ pub async fn spawn_app_with_clock(overrides: &[(&str, &str)], clock: Arc<dyn Clo
     let address = format!("{}://localhost:{}", app.scheme(), app.port());
     tokio::spawn(app.run_until_stopped());
     TestApp {
+        audit_dir: settings.audit.dir.clone(),
         address,
         client: client(),
         settings,
@@ -142,4 +150,15 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str
     assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()));
     assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
     body
+}
+
+/// A new, empty directory under the system's temporary directory.
+pub fn fresh_dir(kind: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("caf-broker-test-{kind}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    dir
 }

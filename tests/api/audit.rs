@@ -1,0 +1,221 @@
+//! The audit log seen from outside: one durable record per data request of an
+//! authenticated agent, whatever the outcome; nothing released without it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use caf_broker::audit::{AuditKey, search, verify_dir};
+use caf_broker::domain::{Lookup, Nir, NumeroAllocataire};
+use caf_broker::quota::ManualClock;
+use serde_json::json;
+
+use crate::audit_files::records;
+use crate::helpers::{
+    assert_problem, fresh_dir, repo, spawn_app, spawn_app_with, spawn_app_with_clock,
+};
+
+const AGENT: &str = "agent_consulaire";
+const RADIATION: &str = "verification_radiation";
+
+fn all_text(dir: &Path) -> String {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_outcome_of_an_agents_request_leaves_exactly_one_chained_record() {
+    let clock = Arc::new(ManualClock::new("2026-06-15T10:00:00Z".parse().unwrap()));
+    let app = spawn_app_with_clock(
+        &[(
+            "CAF_BROKER__QUOTAS__DEFAULT",
+            "{ per_second = 1, burst = 3, per_day = 100 }",
+        )],
+        clock,
+    )
+    .await;
+    let token = app.token(AGENT);
+    let expected = [
+        (
+            app.get_dossier("1000002", &token, RADIATION).await.status(),
+            "released",
+        ),
+        (
+            app.get_dossier("1000002", &token, "accompagnement_social")
+                .await
+                .status(),
+            "refused",
+        ),
+        (
+            app.get_dossier("9999999", &token, RADIATION).await.status(),
+            "not_found",
+        ),
+        (
+            app.get_dossier("12x", &token, RADIATION).await.status(),
+            "invalid",
+        ),
+        (
+            app.search(&json!({"nir": "295109912611194"}), &token, RADIATION)
+                .await
+                .status(),
+            "invalid",
+        ),
+        (
+            app.search(&json!({"nir": "295109912611193"}), &token, RADIATION)
+                .await
+                .status(),
+            "released",
+        ),
+        (
+            app.get_dossier("1000003", &token, RADIATION).await.status(),
+            "quota_exceeded",
+        ),
+    ];
+    // An unauthenticated request is not an agent's access: it is not recorded.
+    assert_eq!(
+        app.get_dossier("1000002", "forged", RADIATION)
+            .await
+            .status(),
+        401
+    );
+
+    let log = records(&app.audit_dir);
+    assert_eq!(
+        log.len(),
+        expected.len(),
+        "one record per authenticated data request"
+    );
+    for (record, (status, outcome)) in log.iter().zip(expected) {
+        assert_eq!(record.status, status.as_u16());
+        assert_eq!(serde_json::to_value(record.outcome).unwrap(), outcome);
+        assert_eq!(record.post.as_deref(), Some("TN-TUNIS"));
+        assert_eq!(record.sub.as_deref(), Some("agent-42"));
+        assert_eq!(record.role.as_deref(), Some(AGENT));
+        assert_eq!(record.case_reference.as_deref(), Some("TN-2026/0042"));
+        assert!(
+            record
+                .policy_version
+                .as_deref()
+                .is_some_and(|v| v.starts_with("sha256:"))
+        );
+    }
+    let released = &log[0];
+    assert!(
+        released
+            .released
+            .contains(&"radiation.date_effet".to_string())
+    );
+    assert!(released.dossier.as_deref().is_some_and(|d| d.len() == 64));
+    assert!(
+        log[3].dossier.is_none(),
+        "a malformed identifier is not recorded"
+    );
+    assert_eq!(
+        log[0].dossier,
+        log[5]
+            .dossier
+            .as_ref()
+            .map(|_| log[0].dossier.clone().unwrap())
+    );
+
+    let text = all_text(&app.audit_dir);
+    for secret in ["1000002", "295109912611193", "1000003", &token] {
+        assert!(
+            !text.contains(secret),
+            "the audit log holds no clear identifier or token"
+        );
+    }
+    assert_eq!(
+        verify_dir(&app.audit_dir).unwrap().records,
+        expected.len() as u64
+    );
+}
+
+#[tokio::test]
+async fn search_finds_exactly_the_accesses_to_one_dossier() {
+    let app = spawn_app().await;
+    let token = app.token(AGENT);
+    for numero in ["1000002", "1000003", "1000002", "9999999"] {
+        app.get_dossier(numero, &token, RADIATION).await;
+    }
+    app.search(&json!({"nir": "295109912611193"}), &token, RADIATION)
+        .await;
+    let key = AuditKey::from_file(&repo("certs-dev/audit-hmac.key")).unwrap();
+
+    let by_numero = Lookup::Numero(NumeroAllocataire::parse("1000002").unwrap());
+    let found = search(&app.audit_dir, &key, &by_numero).unwrap();
+    assert_eq!(found.records.len(), 2);
+    let by_nir = Lookup::Nir(Nir::parse("295109912611193").unwrap());
+    assert_eq!(
+        search(&app.audit_dir, &key, &by_nir).unwrap().records.len(),
+        1
+    );
+    let missing = Lookup::Numero(NumeroAllocataire::parse("9999999").unwrap());
+    let not_found = search(&app.audit_dir, &key, &missing).unwrap();
+    assert_eq!(
+        serde_json::to_value(not_found.records[0].outcome).unwrap(),
+        "not_found"
+    );
+}
+
+#[tokio::test]
+async fn an_audit_log_that_cannot_be_written_fails_closed() {
+    // Files roll over at 4 KiB; the next file names are taken by directories,
+    // so once the first file is full no record can be written.
+    let dir = fresh_dir("audit-blocked");
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    for day in [today, today.tomorrow().unwrap()] {
+        for index in 1..=3 {
+            std::fs::create_dir_all(dir.join(format!("audit-{day}.{index}.jsonl"))).unwrap();
+        }
+    }
+    let dir_setting = dir.display().to_string();
+    let app = spawn_app_with(&[
+        ("CAF_BROKER__AUDIT__DIR", dir_setting.as_str()),
+        ("CAF_BROKER__AUDIT__MAX_FILE_BYTES", "4096"),
+        (
+            "CAF_BROKER__QUOTAS__DEFAULT",
+            "{ per_second = 100, burst = 100, per_day = 1000 }",
+        ),
+    ])
+    .await;
+    let token = app.token(AGENT);
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let response = app.get_dossier("1000002", &token, RADIATION).await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 503 {
+            let problem = assert_problem(response, 503, "audit-unavailable").await;
+            assert!(problem.get("data").is_none());
+        }
+    }
+    let first_failure = statuses
+        .iter()
+        .position(|s| *s == 503)
+        .expect("the log filled up");
+    assert!(
+        first_failure > 0,
+        "records were written while the file had room"
+    );
+    assert!(statuses[..first_failure].iter().all(|s| *s == 200));
+    assert!(
+        statuses[first_failure..].iter().all(|s| *s == 503),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        verify_dir(&dir).unwrap().records,
+        first_failure as u64,
+        "every answer released has its record"
+    );
+
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+}
