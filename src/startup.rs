@@ -9,8 +9,8 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
-use crate::auth::Authenticator;
 use crate::audit::AuditLog;
+use crate::auth::Authenticator;
 use crate::broker::{Broker, Stages};
 use crate::cache::RecordCache;
 use crate::config::Settings;

@@ -140,7 +140,9 @@ mod tests {
             ("x-case-reference", "C1"),
         ]);
         let declared = declared(&h);
-        assert!(matches!(declared.purpose, Err(BrokerError::InvalidRequest(m)) if m.contains("once")));
+        assert!(
+            matches!(declared.purpose, Err(BrokerError::InvalidRequest(m)) if m.contains("once"))
+        );
         assert!(declared.case_reference.is_ok());
     }
 }
