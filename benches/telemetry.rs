@@ -134,6 +134,7 @@ fn logs() -> impl tracing_subscriber::Layer<tracing_subscriber::Registry> {
 fn main() {
     let mut results = Vec::new();
 
+    results.push(("no subscriber at all", run(&Dispatch::none())));
     let off = Dispatch::new(tracing_subscriber::registry().with(logs()));
     results.push(("tracing off (logs only)", run(&off)));
 
@@ -157,7 +158,7 @@ fn main() {
         let _ = provider.shutdown();
     }
 
-    let (base, _) = min_median(&mut results[0].1.cpu_ns.clone());
+    let (base, _) = min_median(&mut results[1].1.cpu_ns.clone());
     println!(
         "telemetry: CPU per request, {REQUESTS_PER_ROUND} requests x {ROUNDS} rounds (min [median])"
     );

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use tracing::instrument;
+use tracing::{Instrument, info_span, instrument};
 
 use crate::audit::{AuditEntry, AuditLog, CacheUse, Outcome};
 use crate::auth::{Authenticator, Caller};
@@ -117,6 +117,7 @@ impl Broker {
     }
 
     /// Stage 1: the bearer token becomes a caller whose role the policy defines.
+    #[instrument(name = "authenticate", skip_all)]
     pub fn authenticate(&self, bearer_token: Option<&str>) -> Result<Caller, BrokerError> {
         let token =
             bearer_token.ok_or(BrokerError::Unauthenticated(Unauthenticated::MissingToken))?;
@@ -144,10 +145,18 @@ impl Broker {
             fresh,
         } = attempt;
         let mut entry = AuditEntry::new(request_id, Outcome::InternalError, 500);
+        entry.trace_id = crate::telemetry::current_trace_id();
         entry.post = Some(caller.post.clone());
         entry.sub = Some(caller.sub.clone());
         entry.role = Some(caller.role.clone());
-        entry.purpose = purpose.as_ref().ok().cloned();
+        // Only a purpose the policy defines is recorded: the header is free text
+        // to the client, and what is not a purpose could be anything, even a NIR.
+        let policy = self.stages.policy.current();
+        entry.purpose = purpose
+            .as_ref()
+            .ok()
+            .filter(|p| policy.has_purpose(p))
+            .cloned();
         entry.case_reference = case_reference.as_ref().ok().cloned();
         entry.lookup = lookup.as_ref().ok().cloned();
 
@@ -179,7 +188,7 @@ impl Broker {
         } else {
             entry.policy_version = Some(self.stages.policy.current().version().to_owned());
         }
-        self.record(entry).await?;
+        self.record(entry).instrument(info_span!("audit")).await?;
         result
     }
 
@@ -195,25 +204,31 @@ impl Broker {
     }
 
     /// Stages 2 to 6 for one dossier.
-    #[instrument(
-        name = "broker.lookup",
-        skip_all,
-        fields(post = %request.caller.post, role = %request.caller.role, purpose = %request.purpose, lookup = request.lookup.kind())
-    )]
+    #[instrument(name = "broker.lookup", skip_all, fields(lookup = request.lookup.kind(), purpose = tracing::field::Empty))]
     async fn lookup(&self, request: &DataRequest) -> Result<Released, BrokerError> {
         // One policy snapshot for the whole request, even if a reload lands meanwhile.
         let policy = self.stages.policy.current();
         let (role, purpose) = (&request.caller.role, &request.purpose);
 
         // 2. authorize: deny unless the role may declare this purpose.
-        let view = policy.authorize(role, purpose).inspect_err(|_| {
-            if let Some(shadow) = &self.stages.shadow {
-                shadow.compare_refusal(&policy, role, purpose);
-            }
+        let view = info_span!("authorize", role = %role).in_scope(|| {
+            policy.authorize(role, purpose).inspect_err(|_| {
+                if let Some(shadow) = &self.stages.shadow {
+                    shadow.compare_refusal(&policy, role, purpose);
+                }
+            })
         })?;
+        // The policy knows the purpose now: it may label spans and metrics.
+        tracing::Span::current().record("purpose", purpose.as_str());
 
         // 3. quota: counted before the cache, so hits and misses, found or not, all count.
-        let quota = match self.stages.quota.acquire(&request.caller.post).await {
+        let quota = match self
+            .stages
+            .quota
+            .acquire(&request.caller.post)
+            .instrument(info_span!("quota", post = %request.caller.post))
+            .await
+        {
             Decision::Allowed(state) => state,
             Decision::Refused {
                 state,
@@ -221,6 +236,10 @@ impl Broker {
                 exhausted,
             } => {
                 tracing::info!(window = exhausted.as_str(), "quota exceeded");
+                crate::telemetry::record_quota_refusal(
+                    request.caller.post.as_str(),
+                    exhausted.as_str(),
+                );
                 return Err(BrokerError::QuotaExceeded {
                     state,
                     retry_after_secs,
@@ -230,13 +249,21 @@ impl Broker {
         };
 
         // 4. cache, 5. upstream: concurrent misses on one lookup share one CAF call.
+        let cache_span = info_span!("cache", cache = tracing::field::Empty);
         let upstream = &self.stages.upstream;
         let (record, cache) = self
             .stages
             .cache
             .get_or_fetch(&request.lookup, request.fresh, || {
-                upstream.fetch(&request.lookup)
+                async {
+                    let started = std::time::Instant::now();
+                    let result = upstream.fetch(&request.lookup).await;
+                    crate::telemetry::record_upstream(upstream_result(&result), started.elapsed());
+                    result
+                }
+                .instrument(info_span!("upstream", otel.kind = "client"))
             })
+            .instrument(cache_span.clone())
             .await
             .map_err(|shared| match UpstreamError::from_shared(shared) {
                 UpstreamError::Timeout => BrokerError::UpstreamTimeout,
@@ -245,13 +272,18 @@ impl Broker {
                 }
                 UpstreamError::Failed(cause) => BrokerError::Upstream(cause),
             })?;
+        cache_span.record("cache", cache.as_str());
+        crate::telemetry::record_cache(match cache {
+            CacheStatus::Hit => crate::telemetry::CacheResult::Hit,
+            CacheStatus::Miss => crate::telemetry::CacheResult::Miss,
+        });
         let record = record.ok_or(BrokerError::NotFound)?;
         if cache == CacheStatus::Miss {
             self.stages.drift.observe(&record);
         }
 
         // 6. filter: deny by default, field by field.
-        let filtered = view.filter(&record);
+        let filtered = info_span!("filter").in_scope(|| view.filter(&record));
         if let Some(shadow) = &self.stages.shadow {
             shadow.compare(&policy, role, purpose, &record);
         }
@@ -271,6 +303,20 @@ impl Broker {
 /// How long a request waits for its audit record to be on disk before it is
 /// answered `503 audit-unavailable` (a hung disk must not pile up requests).
 const AUDIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How a CAF call ended, for the upstream metrics.
+fn upstream_result<T>(
+    result: &Result<Option<T>, UpstreamError>,
+) -> crate::telemetry::UpstreamResult {
+    use crate::telemetry::UpstreamResult as R;
+    match result {
+        Ok(Some(_)) => R::Found,
+        Ok(None) => R::NotFound,
+        Err(UpstreamError::Timeout) => R::Timeout,
+        Err(UpstreamError::Unavailable { .. }) => R::Unavailable,
+        Err(UpstreamError::Failed(_)) => R::Error,
+    }
+}
 
 /// How a failed request is recorded in the audit log.
 fn outcome_of(error: &BrokerError) -> Outcome {

@@ -77,6 +77,9 @@ impl Application {
             upstream,
             audit: Arc::new(audit),
         }));
+        let metrics = web::Data::new(
+            crate::telemetry::Metrics::install().context("installing the metrics recorder")?,
+        );
         let limits = web::Data::new(EdgeLimits {
             max_body_bytes: settings.server.max_body_bytes,
         });
@@ -89,6 +92,7 @@ impl Application {
             App::new()
                 .app_data(broker.clone())
                 .app_data(limits.clone())
+                .app_data(metrics.clone())
                 .configure(routes::configure)
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs)

@@ -304,6 +304,11 @@ impl Policy {
         self.roles.contains_key(role)
     }
 
+    /// Whether the policy defines `purpose` (for any role).
+    pub fn has_purpose(&self, purpose: &Purpose) -> bool {
+        self.purposes.contains_key(purpose)
+    }
+
     /// The purpose's rules when `role` may declare `purpose`.
     pub fn authorize(&self, role: &Role, purpose: &Purpose) -> Result<&PurposeView, Refusal> {
         let def = self.roles.get(role).ok_or(Refusal::UnknownRole)?;

@@ -1,7 +1,7 @@
 //! `GET /v1/allocataires/{numero}` and `POST /v1/allocataires/recherche`.
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{Authenticated, Declared};
@@ -140,6 +140,7 @@ async fn answer(
     lookup: Result<Lookup, BrokerError>,
 ) -> Result<HttpResponse, ApiError> {
     let request_id = RequestId::of(req);
+    let declared_purpose = declared.purpose.as_ref().ok().cloned();
     let attempt = Attempt {
         request_id: request_id.uuid(),
         caller,
@@ -155,10 +156,11 @@ async fn answer(
         quota,
         purpose,
         ..
-    } = broker
-        .serve(attempt)
-        .await
-        .map_err(|e| ApiError::new(e, req))?;
+    } = {
+        let result = broker.serve(attempt).await;
+        observe(req, declared_purpose, &result);
+        result.map_err(|e| ApiError::new(e, req))?
+    };
     let envelope = Envelope {
         data: &data,
         meta: Meta {
@@ -175,4 +177,22 @@ async fn answer(
         .insert_header(("X-Policy-Version", &*policy_version));
     super::quota_headers(&mut res, &quota);
     Ok(res.body(body))
+}
+
+/// Labels the request's server span and metrics: the purpose once the policy
+/// has seen it (a 400 may be an unknown purpose, and any text passes for one),
+/// and the cache use and outcome of a release.
+fn observe(req: &HttpRequest, purpose: Option<Purpose>, result: &Result<Released, BrokerError>) {
+    let span = tracing::Span::current();
+    let known = !matches!(result, Err(e) if matches!(e.status(), 400 | 401));
+    if let Some(purpose) = purpose.filter(|_| known) {
+        span.record("purpose", purpose.as_str());
+        if let Some(observed) = req.extensions_mut().get_mut::<super::context::Observed>() {
+            observed.purpose = Some(purpose);
+        }
+    }
+    if let Ok(released) = result {
+        span.record("outcome", "released");
+        span.record("cache", released.cache.as_str());
+    }
 }

@@ -5,7 +5,7 @@ use std::future::{Ready, ready};
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{AUTHORIZATION, HeaderMap};
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 
 use super::ApiError;
 use crate::auth::Caller;
@@ -29,6 +29,15 @@ impl FromRequest for Authenticated {
                 "the broker is not registered with the app"
             ))),
         };
+        if let Ok(Authenticated(caller)) = &result {
+            let span = tracing::Span::current();
+            span.record("post", caller.post.as_str());
+            span.record("role", caller.role.as_str());
+            req.extensions_mut().insert(super::context::Observed {
+                post: Some(caller.post.clone()),
+                purpose: None,
+            });
+        }
         ready(result.map_err(|e| ApiError::new(e, req)))
     }
 }

@@ -4,6 +4,8 @@
 mod allocataires;
 mod context;
 mod extract;
+mod metrics;
+pub mod openapi;
 mod ops;
 mod problem;
 
@@ -40,6 +42,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .route("/healthz", web::get().to(ops::healthz))
             .route("/readyz", web::get().to(ops::readyz))
+            .route("/metrics", web::get().to(metrics::metrics))
+            .route("/openapi.json", web::get().to(openapi::openapi_json))
             .default_service(web::to(problem::route_not_found)),
     );
 }

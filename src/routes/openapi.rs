@@ -212,18 +212,27 @@ pub struct Readiness {
     /// `ready`, or `not_ready` when a check fails.
     #[schema(example = "ready")]
     pub status: String,
-    /// One entry per check (`policy`, and `audit`, `upstream` where configured).
+    /// One entry per check (`policy`, `upstream`, `audit`).
     pub checks: BTreeMap<String, ReadinessCheck>,
 }
 
+/// One readiness check; checks may carry more detail than listed here.
 #[derive(Serialize, ToSchema)]
 pub struct ReadinessCheck {
-    /// `ok`, or why the check fails.
+    /// `ok`, or `failing`.
     #[schema(example = "ok")]
     pub status: String,
     /// The policy version, for the `policy` check.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Policy reloads since start (applied, refused), for the `policy` check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub reloads: Option<serde_json::Value>,
+    /// The state behind the status (e.g. the CAF circuit), for the `upstream` check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
 }
 
 /// The request headers of both data operations.
@@ -704,7 +713,10 @@ mod tests {
             BrokerError::MethodNotAllowed,
             BrokerError::Upstream(anyhow::anyhow!("x")),
             BrokerError::UpstreamTimeout,
-            BrokerError::UpstreamUnavailable,
+            BrokerError::UpstreamUnavailable {
+                retry_after_secs: Some(1),
+            },
+            BrokerError::AuditUnavailable(anyhow::anyhow!("x")),
             BrokerError::Internal(anyhow::anyhow!("x")),
         ];
         for error in errors {

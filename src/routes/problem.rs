@@ -20,6 +20,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(error: BrokerError, req: &HttpRequest) -> Self {
+        tracing::Span::current().record("outcome", error.code());
         Self {
             error,
             request_id: RequestId::of(req),

@@ -286,11 +286,12 @@ impl HttpCaf {
                 .post(&self.recherche)
                 .json(&serde_json::json!({ "nir": nir.as_str() })),
         };
-        let mut response = request
-            .header(ACCEPT, HeaderValue::from_static("application/json"))
-            .send()
-            .await
-            .map_err(Failure::sending)?;
+        let mut request = request.header(ACCEPT, HeaderValue::from_static("application/json"));
+        // W3C trace context of the `upstream` client span: the CAF joins the trace.
+        for (name, value) in crate::telemetry::trace_headers(&tracing::Span::current()) {
+            request = request.header(name, value);
+        }
+        let mut response = request.send().await.map_err(Failure::sending)?;
         match response.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Ok(None),

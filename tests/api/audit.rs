@@ -219,3 +219,17 @@ async fn an_audit_log_that_cannot_be_written_fails_closed() {
         .unwrap();
     assert_eq!(ready.status(), 503);
 }
+
+#[tokio::test]
+async fn a_purpose_header_the_policy_does_not_define_is_not_recorded() {
+    let app = spawn_app().await;
+    // Well-formed for the header's syntax, yet a NIR: it must not reach the log.
+    let response = app
+        .get_dossier("1000002", &app.token(AGENT), "295109912611193")
+        .await;
+    assert_problem(response, 400, "invalid-request").await;
+    let log = records(&app.audit_dir);
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].purpose, None);
+    assert!(!all_text(&app.audit_dir).contains("295109912611193"));
+}
