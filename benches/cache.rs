@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use caf_broker::cache::{CacheSettings, RecordCache};
+use caf_broker::clock::SystemClock;
 use caf_broker::domain::{Lookup, NumeroAllocataire};
 use caf_broker::simulator::{self, SimulatorOptions};
-use caf_broker::upstream::{CafClient, SystemClock, UpstreamError, UpstreamSettings};
+use caf_broker::upstream::{CafClient, UpstreamError, UpstreamSettings};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn cert(name: &str) -> PathBuf {

@@ -27,6 +27,7 @@ use moka::ops::compute::Op;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::clock::{Clock, SystemClock};
 use crate::domain::Lookup;
 
 /// A raw CAF record, as the upstream hands it over.
@@ -122,21 +123,6 @@ impl CacheStatus {
 impl fmt::Display for CacheStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// Where the cache reads "now"; tests move a manual clock instead of sleeping.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> Instant;
-}
-
-/// The monotonic system clock, for production.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
     }
 }
 
@@ -386,33 +372,10 @@ fn estimated_bytes(value: &serde_json::Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use crate::domain::{Nir, NumeroAllocataire};
     use serde_json::json;
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
-
-    struct ManualClock {
-        start: Instant,
-        offset: Mutex<Duration>,
-    }
-
-    impl ManualClock {
-        fn new() -> Arc<Self> {
-            Arc::new(Self {
-                start: Instant::now(),
-                offset: Mutex::new(Duration::ZERO),
-            })
-        }
-        fn advance(&self, by: Duration) {
-            *self.offset.lock().unwrap() += by;
-        }
-    }
-
-    impl Clock for ManualClock {
-        fn now(&self) -> Instant {
-            self.start + *self.offset.lock().unwrap()
-        }
-    }
 
     fn numero(n: &str) -> Lookup {
         Lookup::Numero(NumeroAllocataire::parse(n).unwrap())

@@ -6,6 +6,7 @@
 //! authenticate (in [`routes`], via [`auth`]) -> authorize the purpose ([`policy`])
 //! -> quota -> cache -> fetch ([`upstream`]) -> filter ([`policy`]) -> audit.
 //!
+//! - [`clock`]: injected monotonic time (cache TTL, circuit breaker).
 //! - [`domain`]: identifiers parsed once (numéro, NIR, purpose, role, post, case reference).
 //! - [`policy`]: the policy file, compiled field rules, the pure filter, explain, policy tests.
 //! - [`auth`]: JWT verification against a JWKS, a cache of verified tokens, dev token minting.
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod broker;
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;

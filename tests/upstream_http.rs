@@ -3,15 +3,15 @@
 //! injected clock, timeouts, retries, the circuit breaker and a stopped CAF.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use caf_broker::cache::{self, CacheSettings, CacheStatus, RecordCache};
+use caf_broker::cache::{CacheSettings, CacheStatus, RecordCache};
 use caf_broker::domain::{Lookup, Nir, NumeroAllocataire};
 use caf_broker::simulator::{self, RunningSimulator, SimulatorOptions};
 use caf_broker::upstream::{
-    self, CafClient, HttpCaf, Record, UpstreamError, UpstreamHealth, UpstreamSettings,
+    CafClient, HttpCaf, Record, UpstreamError, UpstreamHealth, UpstreamSettings,
 };
 use serde_json::Value;
 
@@ -21,41 +21,7 @@ fn cert(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A clock that stands still until a test moves it; both the cache and the
-/// breaker read it.
-struct TestClock {
-    start: Instant,
-    offset: Mutex<Duration>,
-}
-
-impl TestClock {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            start: Instant::now(),
-            offset: Mutex::new(Duration::ZERO),
-        })
-    }
-
-    fn advance(&self, by: Duration) {
-        *self.offset.lock().unwrap() += by;
-    }
-
-    fn read(&self) -> Instant {
-        self.start + *self.offset.lock().unwrap()
-    }
-}
-
-impl upstream::Clock for TestClock {
-    fn now(&self) -> Instant {
-        self.read()
-    }
-}
-
-impl cache::Clock for TestClock {
-    fn now(&self) -> Instant {
-        self.read()
-    }
-}
+use caf_broker::clock::ManualClock as TestClock;
 
 /// A simulator over HTTPS with the dev server certificate, requiring a client
 /// certificate issued by the dev CA.

@@ -7,7 +7,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{Clock, UpstreamHealth};
+use super::UpstreamHealth;
+use crate::clock::Clock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -176,29 +177,7 @@ fn ceil_secs(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct ManualClock {
-        start: Instant,
-        offset: Mutex<Duration>,
-    }
-
-    impl ManualClock {
-        fn new() -> Arc<Self> {
-            Arc::new(Self {
-                start: Instant::now(),
-                offset: Mutex::new(Duration::ZERO),
-            })
-        }
-        fn advance(&self, by: Duration) {
-            *self.offset.lock().unwrap() += by;
-        }
-    }
-
-    impl Clock for ManualClock {
-        fn now(&self) -> Instant {
-            self.start + *self.offset.lock().unwrap()
-        }
-    }
+    use crate::clock::ManualClock;
 
     fn breaker(clock: &Arc<ManualClock>) -> Breaker {
         Breaker::new(3, Duration::from_secs(30), clock.clone())

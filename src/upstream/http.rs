@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::clock::Clock;
+
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, HeaderValue};
 use rustls::pki_types::pem::PemObject;
@@ -28,7 +30,7 @@ use tracing::Instrument;
 
 use super::breaker::Breaker;
 use super::{
-    CafClient, Clock, Fetch, Record, UpstreamError, UpstreamHealth, UpstreamKind, UpstreamSettings,
+    CafClient, Fetch, Record, UpstreamError, UpstreamHealth, UpstreamKind, UpstreamSettings,
     UpstreamSetupError,
 };
 use crate::domain::Lookup;
@@ -425,7 +427,7 @@ impl CafClient for HttpCaf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::SystemClock;
+    use crate::clock::SystemClock;
 
     fn connector(url: &str, retry_backoff_ms: u64) -> HttpCaf {
         let settings = UpstreamSettings {

@@ -17,10 +17,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::Deserialize;
 
+use crate::clock::{Clock, SystemClock};
 use crate::domain::Lookup;
 
 pub use embedded::EmbeddedCaf;
@@ -115,22 +115,6 @@ pub enum UpstreamSetupError {
     Tls(#[from] rustls::Error),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
-}
-
-/// Where the connector reads "now": the circuit breaker's open period is
-/// measured with it, so that tests move time by hand instead of sleeping.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> Instant;
-}
-
-/// The monotonic system clock, for production.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
