@@ -233,8 +233,9 @@ impl Broker {
 
     /// SIGTERM, as an orchestrator stops it; returns its logs once it has exited.
     fn stop(mut self) -> String {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+        // The shell's own `kill`, so that no procps package is needed.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
             .status()
             .expect("kill runs");
         assert!(status.success());
