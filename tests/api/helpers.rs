@@ -45,6 +45,8 @@ pub async fn spawn_app_with_clock(overrides: &[(&str, &str)], clock: Arc<dyn Clo
             "127.0.0.1:0".to_string(),
         ),
         ("CAF_BROKER__SERVER__WORKERS".to_string(), "2".to_string()),
+        // Each watcher holds an inotify instance; only the reload tests need one.
+        ("CAF_BROKER__POLICY__WATCH".to_string(), "false".to_string()),
         (
             "CAF_BROKER__SERVER__SHUTDOWN_TIMEOUT_SECS".to_string(),
             "0".to_string(),

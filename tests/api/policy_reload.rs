@@ -76,6 +76,7 @@ async fn a_changed_policy_file_is_applied_and_a_broken_one_is_refused() {
     let file_setting = file.display().to_string();
     let app = spawn_app_with(&[
         ("CAF_BROKER__POLICY__FILE", file_setting.as_str()),
+        ("CAF_BROKER__POLICY__WATCH", "true"),
         (
             "CAF_BROKER__QUOTAS__DEFAULT",
             "{ per_second = 100, burst = 100, per_day = 1000 }",
