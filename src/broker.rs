@@ -325,7 +325,7 @@ fn outcome_of(error: &BrokerError) -> Outcome {
         | BrokerError::PayloadTooLarge { .. }
         | BrokerError::UnsupportedMediaType
         | BrokerError::RouteNotFound
-        | BrokerError::MethodNotAllowed => Outcome::Invalid,
+        | BrokerError::MethodNotAllowed { .. } => Outcome::Invalid,
         BrokerError::Unauthenticated(_) => Outcome::Unauthenticated,
         BrokerError::PurposeNotPermitted => Outcome::Refused,
         BrokerError::QuotaExceeded { .. } | BrokerError::QuotaUnavailable => Outcome::QuotaExceeded,

@@ -43,7 +43,7 @@ pub enum BrokerError {
     RouteNotFound,
     /// The route exists but not for this method.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static str },
     /// The CAF answered with an error or unreadable data.
     #[error("upstream error")]
     Upstream(#[source] anyhow::Error),
@@ -85,7 +85,7 @@ impl BrokerError {
             BrokerError::QuotaUnavailable => "quota-unavailable",
             BrokerError::NotFound => "allocataire-not-found",
             BrokerError::RouteNotFound => "route-not-found",
-            BrokerError::MethodNotAllowed => "method-not-allowed",
+            BrokerError::MethodNotAllowed { .. } => "method-not-allowed",
             BrokerError::Upstream(_) => "upstream-error",
             BrokerError::UpstreamTimeout => "upstream-timeout",
             BrokerError::UpstreamUnavailable { .. } => "upstream-unavailable",
@@ -101,7 +101,7 @@ impl BrokerError {
             BrokerError::Unauthenticated(_) => 401,
             BrokerError::PurposeNotPermitted => 403,
             BrokerError::NotFound | BrokerError::RouteNotFound => 404,
-            BrokerError::MethodNotAllowed => 405,
+            BrokerError::MethodNotAllowed { .. } => 405,
             BrokerError::PayloadTooLarge { .. } => 413,
             BrokerError::QuotaExceeded { .. } => 429,
             BrokerError::QuotaUnavailable => 503,
@@ -126,7 +126,7 @@ impl BrokerError {
             BrokerError::QuotaUnavailable => "Quota unavailable",
             BrokerError::NotFound => "Allocataire not found",
             BrokerError::RouteNotFound => "Route not found",
-            BrokerError::MethodNotAllowed => "Method not allowed",
+            BrokerError::MethodNotAllowed { .. } => "Method not allowed",
             BrokerError::Upstream(_) => "Upstream error",
             BrokerError::UpstreamTimeout => "Upstream timeout",
             BrokerError::UpstreamUnavailable { .. } => "Upstream unavailable",
@@ -164,7 +164,7 @@ impl BrokerError {
             }
             BrokerError::NotFound => "The CAF has no dossier for this identifier.".into(),
             BrokerError::RouteNotFound => "No such route; see /openapi.json.".into(),
-            BrokerError::MethodNotAllowed => "This route does not accept this method.".into(),
+            BrokerError::MethodNotAllowed { .. } => "This route does not accept this method.".into(),
             BrokerError::Upstream(_) => {
                 "The CAF answered with an error or unreadable data; retry later.".into()
             }

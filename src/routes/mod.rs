@@ -33,12 +33,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/v1/allocataires/recherche")
                     .route(web::post().to(allocataires::search_by_nir))
-                    .default_service(web::to(problem::method_not_allowed)),
+                    .default_service(problem::method_not_allowed("POST")),
             )
             .service(
                 web::resource("/v1/allocataires/{numero}")
                     .route(web::get().to(allocataires::read_by_numero))
-                    .default_service(web::to(problem::method_not_allowed)),
+                    .default_service(problem::method_not_allowed("GET")),
             )
             .route("/healthz", web::get().to(ops::healthz))
             .route("/readyz", web::get().to(ops::readyz))

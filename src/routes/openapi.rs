@@ -710,7 +710,7 @@ mod tests {
             BrokerError::QuotaUnavailable,
             BrokerError::NotFound,
             BrokerError::RouteNotFound,
-            BrokerError::MethodNotAllowed,
+            BrokerError::MethodNotAllowed { allow: "GET" },
             BrokerError::Upstream(anyhow::anyhow!("x")),
             BrokerError::UpstreamTimeout,
             BrokerError::UpstreamUnavailable {

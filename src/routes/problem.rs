@@ -81,6 +81,9 @@ impl ResponseError for ApiError {
                 res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
                 super::quota_headers(&mut res, state);
             }
+            BrokerError::MethodNotAllowed { allow } => {
+                res.insert_header((header::ALLOW, *allow));
+            }
             BrokerError::UpstreamUnavailable {
                 retry_after_secs: Some(secs),
             } => {
@@ -108,8 +111,11 @@ pub async fn route_not_found(req: HttpRequest) -> ApiError {
     ApiError::new(BrokerError::RouteNotFound, &req)
 }
 
-pub async fn method_not_allowed(req: HttpRequest) -> ApiError {
-    ApiError::new(BrokerError::MethodNotAllowed, &req)
+/// The answer of a route to a method it does not accept, naming those it does.
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    actix_web::web::to(move |req: HttpRequest| async move {
+        ApiError::new(BrokerError::MethodNotAllowed { allow }, &req)
+    })
 }
 
 impl actix_web::Responder for ApiError {

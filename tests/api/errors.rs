@@ -260,6 +260,7 @@ async fn unknown_routes_and_methods_answer_with_problems() {
         .send()
         .await
         .unwrap();
+    assert_eq!(response.headers()["allow"], "GET");
     assert_problem(response, 405, "method-not-allowed").await;
 }
 
