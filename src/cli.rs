@@ -121,7 +121,7 @@ pub enum Format {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config).await,
-        Command::Check => Ok(check(&cli.config)),
+        Command::Check => Ok(check(&cli.config).await),
         Command::Policy {
             command:
                 PolicyCommand::Explain {
@@ -195,7 +195,7 @@ async fn serve(config: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Loads everything a running broker would load and reports every problem.
-fn check(config: &Path) -> ExitCode {
+async fn check(config: &Path) -> ExitCode {
     let mut problems: Vec<String> = Vec::new();
     let settings = match Settings::load(config) {
         Ok(settings) => settings,
@@ -205,7 +205,8 @@ fn check(config: &Path) -> ExitCode {
         }
     };
     crate::auth::install_crypto_provider();
-    if let Err(e) = Authenticator::new(&settings.auth) {
+    // With a JWKS URL this fetches it, so that check also proves it answers.
+    if let Err(e) = Authenticator::connect(&settings.auth).await {
         problems.push(e.to_string());
     }
     if let Err(e) = AuditKey::from_file(&settings.audit.hmac_key_file) {

@@ -56,7 +56,9 @@ impl Application {
             ),
             None => None,
         };
-        let authenticator = Authenticator::new(&settings.auth).context("loading the token keys")?;
+        let authenticator = Authenticator::connect(&settings.auth)
+            .await
+            .context("loading the token keys")?;
         let quota = crate::quota::build(&settings.quotas, clock)
             .await
             .context("building the quota stage")?;

@@ -1,4 +1,4 @@
-//! The verification keys, loaded once from a JWKS file and chosen per token by `kid` and `alg`.
+//! The verification keys, parsed from a JWKS (file or fetched) and chosen per token by `kid` and `alg`.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,33 @@ pub enum AuthSetupError {
         .path.display()
     )]
     NoUsableKey { path: PathBuf, skipped: usize },
+    #[error("auth.jwks_ca_file: cannot read PEM CA certificates from {}: {error}", .path.display())]
+    ReadCa {
+        path: PathBuf,
+        error: rustls::pki_types::pem::Error,
+    },
+    #[error("auth.jwks_ca_file: {} holds no usable CA certificate", .path.display())]
+    NoCa { path: PathBuf },
+    #[error("auth.jwks_url: cannot build the HTTPS client: {0}")]
+    Client(String),
+    #[error("auth.jwks_url: the first fetch of {url} failed: {error}")]
+    FirstFetch {
+        url: String,
+        error: super::remote::JwksFetchError,
+    },
+}
+
+/// Why the content of a JWKS was refused as a whole.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum KeySetError {
+    #[error("not a JSON Web Key Set")]
+    Parse(serde_json::Error),
+    #[error("two keys have the kid {0:?}; a kid must name one key")]
+    DuplicateKid(String),
+    #[error(
+        "no key usable for auth.algorithms ({0} skipped: only Ed25519, P-256, P-384 and RSA of 2048 bits or more, for signatures, are used)"
+    )]
+    NoUsableKey(usize),
 }
 
 /// A public key of the set, with the algorithms it may verify.
@@ -76,11 +103,35 @@ impl KeySet {
             path: path.to_owned(),
             error,
         })?;
-        let raw: RawJwks =
-            serde_json::from_slice(&text).map_err(|error| AuthSetupError::ParseJwks {
+        let origin = path.display().to_string();
+        Self::parse(&text, &origin, allowed).map_err(|error| match error {
+            KeySetError::Parse(error) => AuthSetupError::ParseJwks {
                 path: path.to_owned(),
                 error,
-            })?;
+            },
+            KeySetError::DuplicateKid(kid) => AuthSetupError::DuplicateKid {
+                path: path.to_owned(),
+                kid,
+            },
+            KeySetError::NoUsableKey(skipped) => AuthSetupError::NoUsableKey {
+                path: path.to_owned(),
+                skipped,
+            },
+        })
+    }
+
+    /// A set with no key, which refuses every token.
+    pub fn empty() -> Self {
+        Self {
+            keys: Vec::new(),
+            skipped: 0,
+        }
+    }
+
+    /// Parses a JWKS document, keeping the keys usable with one of `allowed`;
+    /// `origin` (a file or URL) only names the set in the logs.
+    pub fn parse(text: &[u8], origin: &str, allowed: &[Algorithm]) -> Result<Self, KeySetError> {
+        let raw: RawJwks = serde_json::from_slice(text).map_err(KeySetError::Parse)?;
         let mut set = KeySet {
             keys: Vec::with_capacity(raw.keys.len()),
             skipped: 0,
@@ -94,24 +145,18 @@ impl KeySet {
                     if let Some(kid) = &key.kid
                         && set.keys.iter().any(|known| known.kid.as_ref() == Some(kid))
                     {
-                        return Err(AuthSetupError::DuplicateKid {
-                            path: path.to_owned(),
-                            kid: kid.clone(),
-                        });
+                        return Err(KeySetError::DuplicateKid(kid.clone()));
                     }
                     set.keys.push(key);
                 }
                 Err(reason) => {
-                    tracing::warn!(jwks_file = %path.display(), index, reason, "skipping a key of the JWKS");
+                    tracing::warn!(jwks = origin, index, reason, "skipping a key of the JWKS");
                     set.skipped += 1;
                 }
             }
         }
         if set.keys.is_empty() {
-            return Err(AuthSetupError::NoUsableKey {
-                path: path.to_owned(),
-                skipped: set.skipped,
-            });
+            return Err(KeySetError::NoUsableKey(set.skipped));
         }
         Ok(set)
     }

@@ -1,6 +1,8 @@
 //! Bearer-token authentication: JWT verification against a JWKS, yielding a [`Caller`].
 //!
-//! Built once at startup ([`Authenticator::new`]) and shared by every worker.
+//! Built once at startup ([`Authenticator::connect`]) and shared by every worker.
+//! Its keys come from `auth.jwks_file`, or from `auth.jwks_url`, fetched at start
+//! and refreshed in the background (see `remote`).
 //! A request's token goes through [`Authenticator::authenticate`], which either
 //! answers from a bounded cache of verified tokens or verifies the token:
 //!
@@ -23,6 +25,7 @@ mod cache;
 mod claims;
 mod jwks;
 mod mint;
+mod remote;
 mod settings;
 mod verify;
 
@@ -35,6 +38,7 @@ use crate::domain::{PostCode, Role, Subject};
 
 pub use jwks::AuthSetupError;
 pub use mint::{DevClaims, MintError, mint_dev_token};
+pub use remote::JwksFetchError;
 pub use settings::AuthSettings;
 pub use verify::Authenticator;
 
@@ -103,7 +107,7 @@ pub(crate) fn system_now() -> u64 {
 
 /// Installs jsonwebtoken's aws-lc crypto provider unless one is installed already.
 ///
-/// [`Authenticator::new`] and [`mint_dev_token`] call it; calling it again is harmless.
+/// [`Authenticator::new`], [`Authenticator::connect`] and [`mint_dev_token`] call it; calling it again is harmless.
 ///
 /// jsonwebtoken panics at its first use if it cannot pick a provider (both
 /// backends compiled in through feature unification); installing one explicitly

@@ -1,5 +1,6 @@
 //! The `[auth]` settings: issuer, audience, key set, algorithms, leeway, dev signing key.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
@@ -10,6 +11,13 @@ const MAX_LEEWAY_SECS: u64 = 300;
 
 /// The asymmetric algorithms a configuration may allow, by their JOSE names.
 const SUPPORTED: &str = "ES256, ES384, EdDSA, RS256, RS384, RS512, PS256, PS384, PS512";
+
+/// Bounds of `auth.jwks_refresh_secs`: often enough to pick up a rotation, rarely
+/// enough not to hammer the identity provider.
+const JWKS_REFRESH_SECS: std::ops::RangeInclusive<u64> = 10..=86_400;
+
+/// Bounds of `auth.jwks_timeout_ms`.
+const JWKS_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=30_000;
 
 /// How tokens are verified (and, in development, minted).
 ///
@@ -23,7 +31,24 @@ pub struct AuthSettings {
     /// The value `aud` must contain, e.g. `caf-broker`.
     pub audience: String,
     /// The JSON Web Key Set file holding the identity provider's public keys.
-    pub jwks_file: PathBuf,
+    /// Exactly one of `jwks_file` and `jwks_url` is set.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// The identity provider's JWKS endpoint: `https://`, or `http://` to a
+    /// loopback address only (tests and local development). Fetched at start,
+    /// then every `jwks_refresh_secs`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// PEM bundle of the CA certificates that may sign the JWKS endpoint's
+    /// certificate; required for an `https://` `jwks_url`, and no other root is trusted.
+    #[serde(default)]
+    pub jwks_ca_file: Option<PathBuf>,
+    /// Seconds between two fetches of `jwks_url`.
+    #[serde(default = "default_jwks_refresh_secs")]
+    pub jwks_refresh_secs: u64,
+    /// Bound on one fetch of `jwks_url` (connection, TLS, answer), in milliseconds.
+    #[serde(default = "default_jwks_timeout_ms")]
+    pub jwks_timeout_ms: u64,
     /// The signature algorithms accepted, by JOSE name.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
@@ -53,6 +78,14 @@ fn default_token_cache_capacity() -> u64 {
     10_000
 }
 
+fn default_jwks_refresh_secs() -> u64 {
+    300
+}
+
+fn default_jwks_timeout_ms() -> u64 {
+    2_000
+}
+
 impl AuthSettings {
     /// Every problem of these settings, each as `auth.<key>: <message>`; empty when sound.
     pub fn validate(&self) -> Vec<String> {
@@ -63,12 +96,7 @@ impl AuthSettings {
         if self.audience.trim().is_empty() {
             problems.push("auth.audience: must not be empty; set the value tokens carry in `aud` for this broker, e.g. \"caf-broker\"".to_owned());
         }
-        if self.jwks_file.as_os_str().is_empty() {
-            problems.push(
-                "auth.jwks_file: must name the JSON Web Key Set file of the identity provider"
-                    .to_owned(),
-            );
-        }
+        self.validate_key_source(&mut problems);
         if self.algorithms.is_empty() {
             problems.push(format!(
                 "auth.algorithms: must list at least one of {SUPPORTED}"
@@ -91,6 +119,83 @@ impl AuthSettings {
             );
         }
         problems
+    }
+
+    /// The rules on `jwks_file`, `jwks_url` and the settings that go with the URL.
+    fn validate_key_source(&self, problems: &mut Vec<String>) {
+        match (&self.jwks_file, &self.jwks_url) {
+            (Some(_), Some(_)) => problems.push(
+                "auth.jwks_file: is set together with auth.jwks_url; keep exactly one source of keys"
+                    .to_owned(),
+            ),
+            (None, None) => problems.push(
+                "auth.jwks_file: neither it nor auth.jwks_url is set; name the identity provider's JSON Web Key Set, as a file or an https:// URL".to_owned(),
+            ),
+            (Some(file), None) if file.as_os_str().is_empty() => problems.push(
+                "auth.jwks_file: must name the JSON Web Key Set file of the identity provider"
+                    .to_owned(),
+            ),
+            (Some(_), None) => {}
+            (None, Some(url)) => self.validate_jwks_url(url, problems),
+        }
+        if self.jwks_url.is_none() && self.jwks_ca_file.is_some() {
+            problems.push(
+                "auth.jwks_ca_file: is set but auth.jwks_url is not; it only serves the URL"
+                    .to_owned(),
+            );
+        }
+        if !JWKS_REFRESH_SECS.contains(&self.jwks_refresh_secs) {
+            problems.push(format!(
+                "auth.jwks_refresh_secs: {} is outside {} to {} seconds",
+                self.jwks_refresh_secs,
+                JWKS_REFRESH_SECS.start(),
+                JWKS_REFRESH_SECS.end()
+            ));
+        }
+        if !JWKS_TIMEOUT_MS.contains(&self.jwks_timeout_ms) {
+            problems.push(format!(
+                "auth.jwks_timeout_ms: {} is outside {} to {} milliseconds",
+                self.jwks_timeout_ms,
+                JWKS_TIMEOUT_MS.start(),
+                JWKS_TIMEOUT_MS.end()
+            ));
+        }
+    }
+
+    fn validate_jwks_url(&self, url: &str, problems: &mut Vec<String>) {
+        let parsed = match reqwest::Url::parse(url) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                problems.push(format!("auth.jwks_url: not a URL ({error})"));
+                return;
+            }
+        };
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            problems.push("auth.jwks_url: must not carry credentials".to_owned());
+        }
+        if parsed.fragment().is_some() {
+            problems.push("auth.jwks_url: must not carry a fragment".to_owned());
+        }
+        match parsed.scheme() {
+            "https" if self.jwks_ca_file.is_none() => problems.push(
+                "auth.jwks_url: an https:// URL needs auth.jwks_ca_file, the CA bundle that signs the identity provider's certificate (no platform roots are trusted)".to_owned(),
+            ),
+            "https" => {}
+            "http" if is_loopback(&parsed) => {
+                if self.jwks_ca_file.is_some() {
+                    problems.push(
+                        "auth.jwks_ca_file: is set but auth.jwks_url is plain http://".to_owned(),
+                    );
+                }
+            }
+            "http" => problems.push(
+                "auth.jwks_url: plain http:// is allowed only to a loopback address; use https://"
+                    .to_owned(),
+            ),
+            scheme => problems.push(format!(
+                "auth.jwks_url: the scheme {scheme:?} is not supported; use https://"
+            )),
+        }
     }
 
     /// The allowed algorithms, leaving out any name [`AuthSettings::validate`] reports.
@@ -125,5 +230,18 @@ pub(super) fn allowed_algorithm(name: &str) -> Result<Algorithm, String> {
         Err(_) => Err(format!(
             "unknown algorithm {name:?}; use some of {SUPPORTED} (names are case-sensitive)"
         )),
+    }
+}
+
+/// Whether a URL's host is a loopback address, the only place plain HTTP may go.
+pub(super) fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // An IPv6 host comes bracketed, as in the URL.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
     }
 }

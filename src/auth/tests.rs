@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
+use arc_swap::ArcSwap;
+
 use super::cache::TokenCache;
+use super::remote::{JwksSource, Refresher};
 use super::*;
 
 const ISSUER: &str = "https://idp.diplomatie.gouv.fr/dev";
@@ -25,7 +28,11 @@ fn settings() -> AuthSettings {
     AuthSettings {
         issuer: ISSUER.to_owned(),
         audience: AUDIENCE.to_owned(),
-        jwks_file: certs("jwks.json"),
+        jwks_file: Some(certs("jwks.json")),
+        jwks_url: None,
+        jwks_ca_file: None,
+        jwks_refresh_secs: 300,
+        jwks_timeout_ms: 2_000,
         algorithms: vec!["ES256".into(), "EdDSA".into(), "RS256".into()],
         leeway_secs: 30,
         token_cache_capacity: 100,
@@ -251,7 +258,7 @@ fn a_rotated_in_key_verifies_its_tokens_by_kid() {
     let mut keys = dev_jwks_keys();
     keys.push(other_public_jwk("next-2027"));
     let mut settings = settings();
-    settings.jwks_file = jwks_file("rotation", &json!({ "keys": keys }));
+    settings.jwks_file = Some(jwks_file("rotation", &json!({ "keys": keys })));
     let (_, auth) = authenticator_at(T0, &settings);
 
     let old = sign(&claims_at(T0));
@@ -679,7 +686,7 @@ fn unusable_keys_of_the_set_are_skipped_and_counted() {
         json!("not an object"),
     ]);
     let mut settings = settings();
-    settings.jwks_file = jwks_file("skipped", &json!({ "keys": keys }));
+    settings.jwks_file = Some(jwks_file("skipped", &json!({ "keys": keys })));
     let (_, auth) = authenticator_at(T0, &settings);
     assert_eq!((auth.key_count(), auth.skipped_key_count()), (2, 8));
 }
@@ -687,10 +694,10 @@ fn unusable_keys_of_the_set_are_skipped_and_counted() {
 #[test]
 fn a_set_without_usable_key_is_an_error_naming_the_file() {
     let mut settings = settings();
-    settings.jwks_file = jwks_file(
+    settings.jwks_file = Some(jwks_file(
         "unusable",
         &json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}),
-    );
+    ));
     let error = Authenticator::new(&settings).unwrap_err();
     assert!(matches!(
         error,
@@ -699,7 +706,7 @@ fn a_set_without_usable_key_is_an_error_naming_the_file() {
     assert!(error.to_string().contains("unusable.json"), "{error}");
 
     settings.algorithms = vec!["RS256".into()];
-    settings.jwks_file = certs("jwks.json");
+    settings.jwks_file = Some(certs("jwks.json"));
     assert!(matches!(
         Authenticator::new(&settings),
         Err(AuthSetupError::NoUsableKey { skipped: 2, .. })
@@ -709,12 +716,12 @@ fn a_set_without_usable_key_is_an_error_naming_the_file() {
 #[test]
 fn a_missing_or_unreadable_jwks_file_is_an_error_naming_the_file() {
     let mut settings = settings();
-    settings.jwks_file = certs("no-such-jwks.json");
+    settings.jwks_file = Some(certs("no-such-jwks.json"));
     let error = Authenticator::new(&settings).unwrap_err();
     assert!(matches!(error, AuthSetupError::ReadJwks { .. }));
     assert!(error.to_string().contains("no-such-jwks.json"), "{error}");
 
-    settings.jwks_file = certs("README.md");
+    settings.jwks_file = Some(certs("README.md"));
     let error = Authenticator::new(&settings).unwrap_err();
     assert!(matches!(error, AuthSetupError::ParseJwks { .. }));
     assert!(error.to_string().contains("README.md"), "{error}");
@@ -725,7 +732,7 @@ fn two_keys_with_the_same_kid_are_an_error() {
     let mut keys = dev_jwks_keys();
     keys.push(other_public_jwk("dev-2026"));
     let mut settings = settings();
-    settings.jwks_file = jwks_file("duplicate", &json!({ "keys": keys }));
+    settings.jwks_file = Some(jwks_file("duplicate", &json!({ "keys": keys })));
     assert!(
         matches!(Authenticator::new(&settings), Err(AuthSetupError::DuplicateKid { kid, .. }) if kid == "dev-2026")
     );
@@ -780,6 +787,208 @@ fn an_empty_algorithm_list_is_a_problem() {
     assert_eq!(settings.validate().len(), 1);
 }
 
+/// The dev settings with the keys fetched from `url` instead of the file.
+fn url_settings(url: &str) -> AuthSettings {
+    let mut settings = settings();
+    settings.jwks_file = None;
+    settings.jwks_url = Some(url.to_owned());
+    settings
+}
+
+/// The problems of `settings`, each required to name its `auth.` key.
+fn problems_of(settings: &AuthSettings) -> Vec<String> {
+    let problems = settings.validate();
+    assert!(
+        problems.iter().all(|p| p.starts_with("auth.")),
+        "{problems:?}"
+    );
+    problems
+}
+
+#[test]
+fn a_jwks_url_to_loopback_over_plain_http_is_valid() {
+    for url in [
+        "http://127.0.0.1:8080/jwks.json",
+        "http://[::1]:8080/jwks.json",
+        "http://localhost/jwks",
+    ] {
+        assert_eq!(
+            problems_of(&url_settings(url)),
+            Vec::<String>::new(),
+            "{url}"
+        );
+    }
+}
+
+#[test]
+fn an_https_jwks_url_with_a_ca_file_is_valid() {
+    let mut settings = url_settings("https://idp.diplomatie.gouv.fr/.well-known/jwks.json");
+    settings.jwks_ca_file = Some(certs("ca.pem"));
+    assert_eq!(problems_of(&settings), Vec::<String>::new());
+}
+
+#[test]
+fn an_https_jwks_url_without_a_ca_file_is_a_problem() {
+    let problems = problems_of(&url_settings("https://idp.example.fr/jwks.json"));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("auth.jwks_ca_file"), "{problems:?}");
+}
+
+#[test]
+fn a_jwks_url_over_plain_http_to_another_host_is_a_problem() {
+    let problems = problems_of(&url_settings("http://idp.example.fr/jwks.json"));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("auth.jwks_url:"), "{problems:?}");
+}
+
+#[test]
+fn a_jwks_url_that_is_not_http_or_carries_credentials_is_a_problem() {
+    for url in [
+        "ftp://127.0.0.1/jwks.json",
+        "not a url",
+        "http://user:secret@127.0.0.1/jwks.json",
+    ] {
+        let problems = problems_of(&url_settings(url));
+        assert_eq!(problems.len(), 1, "{url}: {problems:?}");
+        assert!(problems[0].starts_with("auth.jwks_url:"), "{problems:?}");
+    }
+}
+
+#[test]
+fn both_or_neither_of_jwks_file_and_jwks_url_is_a_problem() {
+    let mut both = settings();
+    both.jwks_url = Some("http://127.0.0.1/jwks.json".into());
+    assert_eq!(problems_of(&both).len(), 1, "{:?}", both.validate());
+
+    let mut neither = settings();
+    neither.jwks_file = None;
+    let problems = problems_of(&neither);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("auth.jwks_url"), "{problems:?}");
+}
+
+#[test]
+fn a_jwks_ca_file_without_an_https_jwks_url_is_a_problem() {
+    let mut with_file = settings();
+    with_file.jwks_ca_file = Some(certs("ca.pem"));
+    assert_eq!(problems_of(&with_file).len(), 1);
+
+    let mut with_plain_http = url_settings("http://127.0.0.1/jwks.json");
+    with_plain_http.jwks_ca_file = Some(certs("ca.pem"));
+    assert_eq!(problems_of(&with_plain_http).len(), 1);
+}
+
+#[test]
+fn jwks_refresh_and_timeout_outside_their_bounds_are_problems() {
+    let mut settings = url_settings("http://127.0.0.1/jwks.json");
+    settings.jwks_refresh_secs = 0;
+    settings.jwks_timeout_ms = 0;
+    let problems = problems_of(&settings);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("auth.jwks_refresh_secs:"))
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("auth.jwks_timeout_ms:"))
+    );
+
+    settings.jwks_refresh_secs = 86_401;
+    settings.jwks_timeout_ms = 30_001;
+    assert_eq!(problems_of(&settings).len(), 2);
+}
+
+#[test]
+fn an_https_jwks_url_with_an_unreadable_ca_file_fails_setup_naming_the_file() {
+    let mut settings = url_settings("https://idp.example.fr/jwks.json");
+    settings.jwks_ca_file = Some(certs("no-such-ca.pem"));
+    let error = Authenticator::new(&settings).unwrap_err();
+    assert!(matches!(error, AuthSetupError::ReadCa { .. }), "{error}");
+    assert!(error.to_string().contains("no-such-ca.pem"), "{error}");
+}
+
+#[test]
+fn new_with_a_jwks_url_fetches_nothing_and_refuses_every_token() {
+    let auth = Authenticator::new(&url_settings("http://127.0.0.1:9/jwks.json"))
+        .expect("settings and client are sound");
+    assert_eq!(auth.key_count(), 0);
+    assert_eq!(
+        auth.authenticate(&sign(&claims_at(super::system_now()))),
+        Err(AuthError::UnknownKey)
+    );
+}
+
+// --- the refresh task of auth.jwks_url ---------------------------------------------
+
+/// A refresh task towards a closed port, every `period`, over `keys`.
+fn refresher(period: std::time::Duration, keys: &Arc<ArcSwap<jwks::KeySet>>) -> Refresher {
+    let settings = url_settings("http://127.0.0.1:9/jwks.json");
+    let source = JwksSource::new(&settings, "http://127.0.0.1:9/jwks.json")
+        .expect("a loopback client builds");
+    Refresher::spawn(
+        source,
+        settings.allowed_algorithms(),
+        Arc::downgrade(keys),
+        period,
+        std::time::Duration::from_secs(30),
+    )
+}
+
+async fn until_finished(refresher: &Refresher) -> bool {
+    for _ in 0..200 {
+        if refresher.is_finished() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn the_refresh_task_ends_once_the_key_set_is_gone() {
+    let keys = Arc::new(ArcSwap::from_pointee(jwks::KeySet::empty()));
+    let refresher = refresher(std::time::Duration::from_millis(5), &keys);
+    drop(keys);
+    assert!(until_finished(&refresher).await);
+}
+
+#[tokio::test]
+async fn the_refresh_task_is_stopped_when_its_handle_is_dropped() {
+    let keys = Arc::new(ArcSwap::from_pointee(jwks::KeySet::empty()));
+    let refresher = refresher(std::time::Duration::from_secs(3600), &keys);
+    let task = refresher.abort_handle();
+    assert!(!task.is_finished());
+    drop(refresher);
+    let mut finished = false;
+    for _ in 0..200 {
+        finished = task.is_finished();
+        if finished {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(finished, "the task outlived its handle");
+    // The key set is still there, held by the test: ending the task did not need it gone.
+    assert_eq!(Arc::strong_count(&keys), 1);
+}
+
+#[tokio::test]
+async fn a_failed_refresh_keeps_the_last_good_key_set() {
+    let allowed = settings().allowed_algorithms();
+    let good = jwks::KeySet::load(&certs("jwks.json"), &allowed).expect("the dev JWKS loads");
+    let keys = Arc::new(ArcSwap::from_pointee(good));
+    let refresher = refresher(std::time::Duration::from_millis(5), &keys);
+    refresher.request_early_refresh();
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        assert_eq!(keys.load().keys.len(), 2);
+    }
+    assert!(!refresher.is_finished());
+}
+
 #[test]
 fn settings_take_defaults_and_reject_unknown_keys() {
     let minimal =
@@ -793,6 +1002,11 @@ fn settings_take_defaults_and_reject_unknown_keys() {
     assert_eq!(
         (settings.dev_signing_key_file, settings.dev_signing_kid),
         (None, None)
+    );
+    assert_eq!((settings.jwks_url, settings.jwks_ca_file), (None, None));
+    assert_eq!(
+        (settings.jwks_refresh_secs, settings.jwks_timeout_ms),
+        (300, 2_000)
     );
 
     assert!(

@@ -2,13 +2,16 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
 use super::cache::TokenCache;
 use super::claims::{Claims, Header};
 use super::jwks::{AuthSetupError, KeySet};
+use super::remote::{JwksSource, Refresher};
 use super::settings::AuthSettings;
 use super::{AuthError, Caller, Clock, b64};
 use crate::domain::{PostCode, Role, Subject};
@@ -20,13 +23,20 @@ const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Longest `jti` kept, in bytes.
 const MAX_JTI_BYTES: usize = 256;
 
+/// Shortest time between two early refreshes of `auth.jwks_url`, which tokens
+/// with an unknown `kid` ask for: anyone can send such a token.
+const MIN_EARLY_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Verifies bearer tokens. Built once, shared by all workers (`Send + Sync`).
 pub struct Authenticator {
     issuer: String,
     audience: String,
     leeway_secs: u64,
     allowed: Vec<Algorithm>,
-    keys: KeySet,
+    /// The current key set; the refresh task of `auth.jwks_url` swaps it.
+    keys: Arc<ArcSwap<KeySet>>,
+    /// The refresh task of `auth.jwks_url`; none for `auth.jwks_file`.
+    refresher: Option<Refresher>,
     pub(super) cache: TokenCache,
     clock: Clock,
 }
@@ -39,45 +49,111 @@ struct Verified {
 }
 
 impl Authenticator {
-    /// Reads the JWKS file and prepares verification with the system clock.
+    /// Loads the keys and prepares verification with the system clock: reads
+    /// `auth.jwks_file`, or fetches `auth.jwks_url` (a failed first fetch is an
+    /// error) and spawns the task that refreshes it. Needs a Tokio runtime.
+    pub async fn connect(settings: &AuthSettings) -> Result<Self, AuthSetupError> {
+        Self::connect_with_early_refresh_interval(settings, MIN_EARLY_REFRESH_INTERVAL).await
+    }
+
+    /// As [`Authenticator::connect`], with the shortest time between two early
+    /// refreshes given (tests, which cannot wait 30 seconds).
+    #[doc(hidden)]
+    pub async fn connect_with_early_refresh_interval(
+        settings: &AuthSettings,
+        min_early_interval: Duration,
+    ) -> Result<Self, AuthSetupError> {
+        let clock: Clock = Arc::new(super::system_now);
+        let Some(url) = &settings.jwks_url else {
+            return Self::with_clock(settings, clock);
+        };
+        let mut authenticator = Self::unloaded(settings, clock)?;
+        let source = JwksSource::new(settings, url)?;
+        let keys = source
+            .fetch(&authenticator.allowed)
+            .await
+            .map_err(|error| AuthSetupError::FirstFetch {
+                url: url.clone(),
+                error,
+            })?;
+        tracing::info!(
+            jwks_url = source.url(),
+            keys = keys.keys.len(),
+            skipped = keys.skipped,
+            refresh_secs = settings.jwks_refresh_secs,
+            "fetched the token verification keys"
+        );
+        authenticator.keys.store(Arc::new(keys));
+        authenticator.refresher = Some(Refresher::spawn(
+            source,
+            authenticator.allowed.clone(),
+            Arc::downgrade(&authenticator.keys),
+            Duration::from_secs(settings.jwks_refresh_secs),
+            min_early_interval,
+        ));
+        Ok(authenticator)
+    }
+
+    /// Reads `auth.jwks_file` and prepares verification with the system clock.
+    ///
+    /// Synchronous, for `caf-broker check` and tests. With `auth.jwks_url` it
+    /// checks the settings and the CA file but fetches nothing: its key set is
+    /// empty and refuses every token. Serving uses [`Authenticator::connect`].
     pub fn new(settings: &AuthSettings) -> Result<Self, AuthSetupError> {
         Self::with_clock(settings, Arc::new(super::system_now))
     }
 
     /// As [`Authenticator::new`], with the clock given (tests).
     pub fn with_clock(settings: &AuthSettings, clock: Clock) -> Result<Self, AuthSetupError> {
+        let authenticator = Self::unloaded(settings, clock)?;
+        match (&settings.jwks_file, &settings.jwks_url) {
+            (Some(file), _) => {
+                let keys = KeySet::load(file, &authenticator.allowed)?;
+                tracing::info!(
+                    jwks_file = %file.display(),
+                    keys = keys.keys.len(),
+                    skipped = keys.skipped,
+                    "loaded the token verification keys"
+                );
+                authenticator.keys.store(Arc::new(keys));
+            }
+            (None, Some(url)) => {
+                // Builds the client (reading the CA file) only to report its problems.
+                JwksSource::new(settings, url)?;
+            }
+            // validate() in unloaded() has refused settings without a key source.
+            (None, None) => {}
+        }
+        Ok(authenticator)
+    }
+
+    /// Validated settings with an empty key set and no refresh task.
+    fn unloaded(settings: &AuthSettings, clock: Clock) -> Result<Self, AuthSetupError> {
         let problems = settings.validate();
         if !problems.is_empty() {
             return Err(AuthSetupError::InvalidSettings(problems));
         }
         super::install_crypto_provider();
-        let allowed = settings.allowed_algorithms();
-        let keys = KeySet::load(&settings.jwks_file, &allowed)?;
-        tracing::info!(
-            jwks_file = %settings.jwks_file.display(),
-            keys = keys.keys.len(),
-            skipped = keys.skipped,
-            "loaded the token verification keys"
-        );
         Ok(Self {
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             leeway_secs: settings.leeway_secs,
-            allowed,
-            keys,
+            allowed: settings.allowed_algorithms(),
+            keys: Arc::new(ArcSwap::from_pointee(KeySet::empty())),
+            refresher: None,
             cache: TokenCache::new(settings.token_cache_capacity, Arc::clone(&clock)),
             clock,
         })
     }
 
-    /// How many keys of the JWKS file are in use.
+    /// How many keys of the current key set are in use.
     pub fn key_count(&self) -> usize {
-        self.keys.keys.len()
+        self.keys.load().keys.len()
     }
 
-    /// How many keys of the JWKS file were left out as unusable.
+    /// How many keys of the current key set were left out as unusable.
     pub fn skipped_key_count(&self) -> usize {
-        self.keys.skipped
+        self.keys.load().skipped
     }
 
     /// The caller a bearer token (without the `Bearer ` prefix) stands for.
@@ -90,7 +166,17 @@ impl Authenticator {
         if let Some(caller) = self.cache.get(&digest, now) {
             return Ok(caller);
         }
-        let verified = self.verify(bearer_token, now)?;
+        let verified = match self.verify(bearer_token, now) {
+            Err(AuthError::UnknownKey) => {
+                // Perhaps the identity provider rotated its keys: the task
+                // refreshes them, rate-limited; this request is refused as is.
+                if let Some(refresher) = &self.refresher {
+                    refresher.request_early_refresh();
+                }
+                return Err(AuthError::UnknownKey);
+            }
+            verified => verified?,
+        };
         if verified.strictly_valid {
             self.cache.insert(digest, verified.caller.clone());
         }
@@ -109,7 +195,8 @@ impl Authenticator {
             return Err(AuthError::Malformed);
         }
         let alg = self.accepted_algorithm(&header.alg)?;
-        let key = self.keys.select(header.kid.as_deref(), alg)?;
+        let keys = self.keys.load();
+        let key = keys.select(header.kid.as_deref(), alg)?;
 
         match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, alg) {
             Ok(true) => {}
@@ -202,6 +289,7 @@ impl fmt::Debug for Authenticator {
                 "keys",
                 &self
                     .keys
+                    .load()
                     .keys
                     .iter()
                     .map(|key| key.kid.as_deref().unwrap_or("(no kid)"))
