@@ -33,6 +33,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -240,7 +241,10 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
     let installed = tracing_subscriber::registry()
-        .with(logs.with_filter(filter))
+        // Logs see events only: formatting every span's fields for the log layer
+        // would cost more than the request itself, and each log line carries its
+        // request id. Spans go to OpenTelemetry alone (when it is on).
+        .with(logs.with_filter(filter.and(filter_fn(|meta| meta.is_event()))))
         .with(provider.as_ref().map(otel::layer))
         .try_init();
     match (installed, provider) {
