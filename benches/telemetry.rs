@@ -124,11 +124,14 @@ fn run(dispatch: &Dispatch) -> Figures {
     figures
 }
 
+/// The log layer as `telemetry::init` builds it: events only, spans never formatted.
 fn logs() -> impl tracing_subscriber::Layer<tracing_subscriber::Registry> {
+    use tracing_subscriber::Layer;
     tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_writer(std::io::sink)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.is_event()))
 }
 
 fn main() {
