@@ -131,7 +131,9 @@ fn logs() -> impl tracing_subscriber::Layer<tracing_subscriber::Registry> {
         .json()
         .flatten_event(true)
         .with_writer(std::io::sink)
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.is_event()))
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            meta.is_event()
+        }))
 }
 
 fn main() {
