@@ -13,6 +13,7 @@ mod quotas_redis;
 #[path = "../support/redis_server.rs"]
 #[allow(dead_code)] // each test crate uses part of the shared harness
 mod redis_server;
+mod spans;
 mod tls;
 mod tokens;
 mod upstream;
