@@ -74,3 +74,17 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<rustls::Server
         .with_single_cert(chain, key)?;
     Ok(config)
 }
+
+/// Whether a URL's host is a loopback address, the only place plain HTTP may
+/// go (tests and local development); everything else needs TLS.
+pub fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // An IPv6 host comes bracketed, as in the URL.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}

@@ -1,6 +1,5 @@
 //! The `[auth]` settings: issuer, audience, key set, algorithms, leeway, dev signing key.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
@@ -181,7 +180,7 @@ impl AuthSettings {
                 "auth.jwks_url: an https:// URL needs auth.jwks_ca_file, the CA bundle that signs the identity provider's certificate (no platform roots are trusted)".to_owned(),
             ),
             "https" => {}
-            "http" if is_loopback(&parsed) => {
+            "http" if crate::tls::is_loopback(&parsed) => {
                 if self.jwks_ca_file.is_some() {
                     problems.push(
                         "auth.jwks_ca_file: is set but auth.jwks_url is plain http://".to_owned(),
@@ -230,18 +229,5 @@ pub(super) fn allowed_algorithm(name: &str) -> Result<Algorithm, String> {
         Err(_) => Err(format!(
             "unknown algorithm {name:?}; use some of {SUPPORTED} (names are case-sensitive)"
         )),
-    }
-}
-
-/// Whether a URL's host is a loopback address, the only place plain HTTP may go.
-pub(super) fn is_loopback(url: &reqwest::Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    // An IPv6 host comes bracketed, as in the URL.
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
     }
 }

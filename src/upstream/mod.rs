@@ -13,7 +13,6 @@ mod embedded;
 mod http;
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -203,19 +202,6 @@ fn default_records() -> usize {
     crate::simulator::Dataset::DEFAULT_RECORDS
 }
 
-/// Whether a URL's host is a loopback address, the only place plain HTTP may go.
-fn is_loopback(url: &reqwest::Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    // An IPv6 host comes bracketed, as in the URL.
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    }
-}
-
 impl UpstreamSettings {
     /// Settings for the embedded simulator with every HTTP knob at its default.
     pub fn embedded(seed: u64, records: usize) -> Self {
@@ -328,7 +314,7 @@ impl UpstreamSettings {
                 }
             }
             "http" => {
-                if !is_loopback(&parsed) {
+                if !crate::tls::is_loopback(&parsed) {
                     problems.push(
                         "upstream.url: plain http:// is allowed only to a loopback address (127.0.0.1, ::1, localhost); use https://"
                             .into(),
