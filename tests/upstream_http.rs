@@ -469,18 +469,29 @@ async fn when_the_caf_stops_cached_records_are_still_served_and_others_fail_fast
     assert_eq!(status, CacheStatus::Hit);
     assert_eq!(field(&record, "numero_allocataire"), "1000001");
 
-    let started = Instant::now();
-    let uncached = read("1000004").await;
-    assert!(
-        started.elapsed() < Duration::from_millis(1_000),
-        "{:?}",
-        started.elapsed()
-    );
-    let message = failure_message(uncached);
-    assert!(
-        message.starts_with("cannot connect to the CAF"),
-        "{message}"
-    );
+    // A worker of the stopped server may still finish a request on a pooled
+    // connection for a moment; each attempt asks for a dossier not yet cached.
+    for n in [
+        "2000000", "2000001", "2000002", "2000003", "2000004", "2000005",
+    ] {
+        let started = Instant::now();
+        let uncached = read(n).await;
+        if uncached.is_ok() {
+            continue;
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(1_000),
+            "{:?}",
+            started.elapsed()
+        );
+        let message = failure_message(uncached);
+        assert!(
+            message.starts_with("cannot connect to the CAF"),
+            "{message}"
+        );
+        return;
+    }
+    panic!("the stopped CAF kept answering");
 }
 
 #[tokio::test]

@@ -221,14 +221,21 @@ async fn with_the_caf_gone_cached_answers_are_served_and_others_fail_fast() {
         cache_of(app.get_dossier("1000002", &token, RADIATION).await).await,
         "hit"
     );
-    let started = std::time::Instant::now();
-    assert_problem(
-        app.get_dossier("1000003", &token, RADIATION).await,
-        502,
-        "upstream-error",
-    )
-    .await;
-    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // A worker of the stopped CAF may still finish a request on a pooled
+    // connection for a moment; each attempt asks for a dossier not yet cached.
+    for numero in [
+        "2000000", "2000001", "2000002", "2000003", "2000004", "2000005",
+    ] {
+        let started = std::time::Instant::now();
+        let response = app.get_dossier(numero, &token, RADIATION).await;
+        if response.status() == 200 {
+            continue;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_problem(response, 502, "upstream-error").await;
+        return;
+    }
+    panic!("the stopped CAF kept answering");
 }
 
 #[tokio::test]
