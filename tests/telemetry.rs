@@ -256,6 +256,16 @@ impl Broker {
     }
 }
 
+/// A test that fails before `stop` must not leave a broker running.
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Every personal value of the fixed dossiers: numéros, NIRs, and the names
 /// and address lines of the allocataire, spouse and children.
 fn personal_values() -> Vec<String> {
