@@ -39,13 +39,15 @@ async fn a_killed_broker_has_recorded_every_request_it_answered() {
             "{ per_second = 100000, burst = 100000, per_day = 1000000 }".into(),
         ),
     ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_caf-broker"))
-        .current_dir(root)
-        .envs(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_caf-broker"))
+            .current_dir(root)
+            .envs(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
 
     let settings = Settings::load_with_env(
         &root.join("config/broker.toml"),
@@ -106,8 +108,8 @@ async fn a_killed_broker_has_recorded_every_request_it_answered() {
     while answered.lock().unwrap().len() < ANSWERS_BEFORE_KILL && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    child.kill().unwrap(); // SIGKILL: no shutdown, no flush.
-    child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL: no shutdown, no flush.
+    child.0.wait().unwrap();
     for worker in workers {
         let _ = worker.await;
     }
@@ -146,5 +148,15 @@ async fn wait_until_up(client: &reqwest::Client, base: &str) {
             "the broker did not start within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The broker process, killed if the test fails before it does so itself.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
