@@ -149,9 +149,10 @@ impl Broker {
         entry.post = Some(caller.post.clone());
         entry.sub = Some(caller.sub.clone());
         entry.role = Some(caller.role.clone());
+        // One policy snapshot for the whole request, even if a reload lands meanwhile.
+        let policy = self.stages.policy.current();
         // Only a purpose the policy defines is recorded: the header is free text
         // to the client, and what is not a purpose could be anything, even a NIR.
-        let policy = self.stages.policy.current();
         entry.purpose = purpose
             .as_ref()
             .ok()
@@ -169,7 +170,7 @@ impl Broker {
                     lookup,
                     fresh,
                 };
-                self.lookup(&request).await
+                self.lookup(&policy, &request).await
             }
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
         };
@@ -186,7 +187,7 @@ impl Broker {
                 CacheStatus::Miss => CacheUse::Miss,
             });
         } else {
-            entry.policy_version = Some(self.stages.policy.current().version().to_owned());
+            entry.policy_version = Some(policy.version().to_owned());
         }
         self.record(entry).instrument(info_span!("audit")).await?;
         result
@@ -205,16 +206,18 @@ impl Broker {
 
     /// Stages 2 to 6 for one dossier.
     #[instrument(name = "broker.lookup", skip_all, fields(lookup = request.lookup.kind(), purpose = tracing::field::Empty))]
-    async fn lookup(&self, request: &DataRequest) -> Result<Released, BrokerError> {
-        // One policy snapshot for the whole request, even if a reload lands meanwhile.
-        let policy = self.stages.policy.current();
+    async fn lookup(
+        &self,
+        policy: &Policy,
+        request: &DataRequest,
+    ) -> Result<Released, BrokerError> {
         let (role, purpose) = (&request.caller.role, &request.purpose);
 
         // 2. authorize: deny unless the role may declare this purpose.
         let view = info_span!("authorize", role = %role).in_scope(|| {
             policy.authorize(role, purpose).inspect_err(|_| {
                 if let Some(shadow) = &self.stages.shadow {
-                    shadow.compare_refusal(&policy, role, purpose);
+                    shadow.compare_refusal(policy, role, purpose);
                 }
             })
         })?;
@@ -285,7 +288,7 @@ impl Broker {
         // 6. filter: deny by default, field by field.
         let filtered = info_span!("filter").in_scope(|| view.filter(&record));
         if let Some(shadow) = &self.stages.shadow {
-            shadow.compare(&policy, role, purpose, &record);
+            shadow.compare(policy, role, purpose, &record);
         }
 
         tracing::debug!(released = filtered.released.len(), "released");

@@ -49,7 +49,7 @@ Every data request names its purpose (`X-Purpose`) and case (`X-Case-Reference`)
 answer holds only the fields that purpose may see. Every answer carries `X-Request-Id` \
 and `Cache-Control: no-store`. Failures are RFC 9457 problems with a stable `code`: an \
 unknown path is answered `404 route-not-found`, a known path with another method \
-`405 method-not-allowed`. An incoming W3C `traceparent` header is honoured."
+`405 method-not-allowed` with an `Allow` header naming the method it takes. An incoming W3C `traceparent` header is honoured."
     ),
     paths(read_by_numero, search_by_nir, healthz, readyz, metrics, openapi),
     components(schemas(
