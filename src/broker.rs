@@ -38,15 +38,16 @@ pub struct Attempt {
     pub fresh: bool,
 }
 
-/// An authenticated, well-formed request for one dossier.
+/// An authenticated, well-formed request for one dossier: what an [`Attempt`]
+/// becomes once every part of it parsed. (The case reference goes to the audit
+/// record only; no stage reads it.)
 #[derive(Debug)]
-pub struct DataRequest {
-    pub caller: Caller,
-    pub purpose: Purpose,
-    pub case_reference: CaseReference,
-    pub lookup: Lookup,
+struct DataRequest {
+    caller: Caller,
+    purpose: Purpose,
+    lookup: Lookup,
     /// The client asked for a fresh CAF read (`Cache-Control: no-cache`).
-    pub fresh: bool,
+    fresh: bool,
 }
 
 /// What the broker releases for a request: only what the purpose may see.
@@ -162,11 +163,10 @@ impl Broker {
         entry.lookup = lookup.as_ref().ok().cloned();
 
         let result = match (purpose, case_reference, lookup) {
-            (Ok(purpose), Ok(case_reference), Ok(lookup)) => {
+            (Ok(purpose), Ok(_), Ok(lookup)) => {
                 let request = DataRequest {
                     caller,
                     purpose,
-                    case_reference,
                     lookup,
                     fresh,
                 };
