@@ -98,6 +98,9 @@ mod tests {
             released: vec!["identite.nom".into()],
             policy_version: Some("sha256:00".into()),
             cache: Some(CacheUse::Miss),
+            kind: None,
+            rule: None,
+            figures: None,
             prev: GENESIS.into(),
             hash: String::new(),
         }

@@ -80,7 +80,7 @@ use crate::domain::Lookup;
 pub use chain::GENESIS;
 pub use files::FileName;
 pub use key::AuditKey;
-pub use record::{AuditEntry, AuditReceipt, CacheUse, Outcome, Record};
+pub use record::{AuditEntry, AuditReceipt, CacheUse, Figures, Outcome, Record, RecordKind};
 pub use retention::{CHECKPOINT_FILE, Checkpoint, CheckpointError, read_checkpoint};
 pub use search::{SearchError, SearchResult, search};
 pub use settings::AuditSettings;

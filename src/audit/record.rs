@@ -1,5 +1,7 @@
 //! The audit record (one JSON line per data request), its outcome, and the entry the broker fills.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{CaseReference, Lookup, PostCode, Purpose, Role, Subject};
@@ -29,6 +31,23 @@ pub enum Outcome {
     /// A fault of the broker itself (500).
     InternalError,
 }
+
+/// What a record is about, when it is not the access record of one data
+/// request (the common case, written without a `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// The refusals of one agent in one minute past its error budget, counted
+    /// in `figures` by HTTP status instead of written one line each.
+    RefusalsSummary,
+    /// A bulk-lookup detection rule (`rule`) fired on the request of the same
+    /// `request_id`; `figures` holds what the rule measured.
+    Alert,
+}
+
+/// Figures of a summary or an alert, by name: numbers only, so that no free
+/// text (and so no personal data) can ride along.
+pub type Figures = BTreeMap<String, serde_json::Number>;
 
 /// Whether the released record came from the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -63,6 +82,12 @@ pub struct AuditEntry {
     pub released: Vec<String>,
     pub policy_version: Option<String>,
     pub cache: Option<CacheUse>,
+    /// `None` for an access record; see [`RecordKind`].
+    pub kind: Option<RecordKind>,
+    /// The detection rule of an alert.
+    pub rule: Option<&'static str>,
+    /// The figures of a summary or an alert (empty for an access record).
+    pub figures: Figures,
 }
 
 impl AuditEntry {
@@ -83,6 +108,50 @@ impl AuditEntry {
             released: Vec::new(),
             policy_version: None,
             cache: None,
+            kind: None,
+            rule: None,
+            figures: Figures::new(),
+        }
+    }
+
+    /// The alert raised by the request `access` records: the same request id,
+    /// agent, outcome and status, the rule and its figures, and no dossier.
+    pub fn alert(access: &AuditEntry, rule: &'static str, figures: Figures) -> AuditEntry {
+        AuditEntry {
+            trace_id: access.trace_id.clone(),
+            post: access.post.clone(),
+            sub: access.sub.clone(),
+            role: access.role.clone(),
+            purpose: access.purpose.clone(),
+            case_reference: access.case_reference.clone(),
+            policy_version: access.policy_version.clone(),
+            kind: Some(RecordKind::Alert),
+            rule: Some(rule),
+            figures,
+            ..AuditEntry::new(access.request_id, access.outcome, access.status)
+        }
+    }
+
+    /// One agent's refusals past its error budget over one minute, counted by
+    /// HTTP status (`{"429": 9970}`); `window_start` is the minute's first
+    /// second, in seconds since the Unix epoch.
+    pub fn refusals_summary(
+        post: PostCode,
+        sub: Subject,
+        counts: &BTreeMap<u16, u64>,
+        window_start: u64,
+    ) -> AuditEntry {
+        let mut figures: Figures = counts
+            .iter()
+            .map(|(status, n)| (status.to_string(), (*n).into()))
+            .collect();
+        figures.insert("window_start".into(), window_start.into());
+        AuditEntry {
+            post: Some(post),
+            sub: Some(sub),
+            kind: Some(RecordKind::RefusalsSummary),
+            figures,
+            ..AuditEntry::new(uuid::Uuid::new_v4(), Outcome::QuotaExceeded, 429)
         }
     }
 }
@@ -112,6 +181,14 @@ pub struct Record {
     pub released: Vec<String>,
     pub policy_version: Option<String>,
     pub cache: Option<CacheUse>,
+    /// Absent for an access record; see [`RecordKind`]. The three keys below
+    /// are left out when empty, so access records keep the form they always had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<RecordKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figures: Option<Figures>,
     /// The `hash` of the previous record (64 zeros before the first one).
     pub prev: String,
     /// SHA-256 (hex) of this record's canonical form without `hash`.
@@ -139,6 +216,9 @@ impl Record {
             released: entry.released,
             policy_version: entry.policy_version,
             cache: entry.cache,
+            kind: entry.kind,
+            rule: entry.rule.map(str::to_owned),
+            figures: Some(entry.figures).filter(|f| !f.is_empty()),
             prev: String::new(),
             hash: String::new(),
         }
@@ -179,6 +259,49 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn an_access_record_is_written_without_the_keys_of_summaries_and_alerts() {
+        let entry = AuditEntry::new(uuid::Uuid::nil(), Outcome::NotFound, 404);
+        let json = serde_json::to_string(&Record::unsealed(entry, None)).unwrap();
+        for key in ["kind", "rule", "figures"] {
+            assert!(!json.contains(&format!("\"{key}\"")), "{json}");
+        }
+    }
+
+    #[test]
+    fn a_refusals_summary_counts_by_status_and_round_trips() {
+        let post = PostCode::parse("TN-TUNIS").unwrap();
+        let sub = Subject::parse("agent-42").unwrap();
+        let counts = BTreeMap::from([(404, 3), (429, 9970)]);
+        let entry = AuditEntry::refusals_summary(post, sub, &counts, 1_764_000_000);
+        let record = Record::unsealed(entry, None);
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(
+            json.contains(r#""kind":"refusals_summary""#)
+                && json.contains(r#""figures":{"404":3,"429":9970,"window_start":1764000000}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), record);
+    }
+
+    #[test]
+    fn an_alert_repeats_the_request_it_fired_on_without_its_dossier() {
+        let mut access = AuditEntry::new(uuid::Uuid::from_u128(7), Outcome::NotFound, 404);
+        access.sub = Some(Subject::parse("agent-42").unwrap());
+        access.lookup = Some(Lookup::Numero(
+            crate::domain::NumeroAllocataire::parse("1000001").unwrap(),
+        ));
+        let figures = Figures::from([("lookups".to_owned(), 20.into())]);
+        let alert = AuditEntry::alert(&access, "not_found_ratio", figures);
+        assert_eq!(alert.request_id, access.request_id);
+        assert_eq!((alert.outcome, alert.status), (Outcome::NotFound, 404));
+        assert_eq!(alert.sub, access.sub);
+        assert!(alert.lookup.is_none());
+        let record = Record::unsealed(alert, None);
+        assert_eq!(record.kind, Some(RecordKind::Alert));
+        assert_eq!(record.rule.as_deref(), Some("not_found_ratio"));
     }
 
     #[test]
