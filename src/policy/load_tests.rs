@@ -44,10 +44,10 @@ const COMMON: &[&str] = &[
     "statut_dossier",
     "radiation.date_effet",
     "radiation.date_decision",
-    "suspension",
+    "suspension.date_effet",
+    "suspension.date_decision",
     "dernier_paiement.date_versement",
     "dernier_paiement.mois_droit",
-    "prestations[].code",
     "prestations[].etat",
     "prestations[].date_debut_droit",
     "prestations[].date_fin_droit",
@@ -111,20 +111,48 @@ fn the_policy_version_is_the_sha256_of_the_file_bytes() {
     assert_eq!(expected.len(), "sha256:".len() + 64);
 }
 
+/// A map keeping `kept` as they are, anything else reading `AUTRE`.
+fn keeping(kept: &[&str]) -> Transform {
+    Transform::Map {
+        values: kept
+            .iter()
+            .map(|v| ((*v).to_owned(), (*v).to_owned()))
+            .collect(),
+        default: "AUTRE".to_owned(),
+    }
+}
+
+/// The radiation motives a social worker may see: all but the control one.
+const SUPPORT_MOTIVES: &[&str] = &[
+    "RESIDENCE_HORS_FRANCE",
+    "FIN_DE_DROITS",
+    "DECES",
+    "MUTATION_AUTRE_ORGANISME",
+    "DEMANDE_ALLOCATAIRE",
+    "AUTRE",
+];
+
 #[test]
 fn verification_radiation_releases_the_radiation_facts_only() {
     let mut expected = plain(COMMON);
     expected.insert(
         "radiation.motif".to_owned(),
-        Transform::Map {
-            values: [(
-                "RESIDENCE_HORS_FRANCE".to_owned(),
-                "RESIDENCE_HORS_FRANCE".to_owned(),
-            )]
-            .into(),
-            default: "AUTRE".to_owned(),
-        },
+        keeping(&["RESIDENCE_HORS_FRANCE"]),
     );
+    expected.insert(
+        "suspension.motif".to_owned(),
+        keeping(&["RESIDENCE_A_VERIFIER"]),
+    );
+    // Every benefit code but the disability ones (health data).
+    let codes: Vec<&str> = super::schema::lookup("prestations[].code")
+        .unwrap()
+        .values
+        .iter()
+        .copied()
+        .filter(|c| !matches!(*c, "AAH" | "AEEH"))
+        .collect();
+    assert_eq!(codes.len(), 16);
+    expected.insert("prestations[].code".to_owned(), keeping(&codes));
     let policy = shipped();
     assert_eq!(
         rules_of(&policy, "agent_consulaire", "verification_radiation"),
@@ -141,6 +169,8 @@ fn controle_fraude_releases_identity_residence_and_control_but_counts_children()
     let mut expected = plain(COMMON);
     expected.extend(plain(DETAILS));
     expected.extend(plain(&[
+        "prestations[].code",
+        "suspension.motif",
         "allocataire.date_naissance",
         "residence.date_depart_declaree",
         "residence.jours_hors_france_annee_civile",
@@ -164,11 +194,22 @@ fn accompagnement_social_releases_the_household_but_no_control() {
     let mut expected = plain(COMMON);
     expected.extend(plain(DETAILS));
     expected.extend(plain(&[
+        "prestations[].code",
         "conjoint",
         "enfants",
         "quotient_familial",
         "ressources_trimestrielles",
     ]));
+    // Support and control stay separate: control motives read AUTRE.
+    expected.insert("radiation.motif".to_owned(), keeping(SUPPORT_MOTIVES));
+    expected.insert(
+        "prestations[].motif_fin".to_owned(),
+        keeping(SUPPORT_MOTIVES),
+    );
+    expected.insert(
+        "suspension.motif".to_owned(),
+        keeping(&["PIECES_JUSTIFICATIVES_MANQUANTES", "RESIDENCE_A_VERIFIER"]),
+    );
     expected.insert(
         "allocataire.date_naissance".to_owned(),
         Transform::Truncate(Truncation::Year),
@@ -433,16 +474,13 @@ fn explain_lists_each_released_field_with_its_transform() {
         text.contains("| map (RESIDENCE_HORS_FRANCE -> RESIDENCE_HORS_FRANCE, * -> AUTRE)"),
         "{text}"
     );
+    assert!(!text.contains("nir |"), "{text}");
+    let explanation = policy.explain(&role("agent_consulaire"), &purpose("controle_fraude"));
+    let text = explanation.to_string();
+    assert!(text.contains("| count -> nombre_enfants"), "{text}");
     assert!(
         text.contains("| as is (whole subtree, schema fields only)"),
         "{text}"
-    );
-    assert!(!text.contains("nir |"), "{text}");
-    let explanation = policy.explain(&role("agent_consulaire"), &purpose("controle_fraude"));
-    assert!(
-        explanation
-            .to_string()
-            .contains("| count -> nombre_enfants")
     );
     let explanation = policy.explain(&role("assistant_social"), &purpose("accompagnement_social"));
     assert!(explanation.to_string().contains("| truncate to year"));

@@ -106,6 +106,12 @@ const MOTIFS: &[&str] = &[
     "DEMANDE_ALLOCATAIRE",
     "AUTRE",
 ];
+const SUSPENSION_MOTIFS: &[&str] = &[
+    "CONTROLE_EN_COURS",
+    "PIECES_JUSTIFICATIVES_MANQUANTES",
+    "RESSOURCES_NON_DECLAREES",
+    "RESIDENCE_A_VERIFIER",
+];
 const PRESTATIONS: &[&str] = &[
     "AF", "CF", "ARS", "ASF", "AEEH", "AJPP", "PAJE_PN", "PAJE_PA", "PAJE_AB", "PAJE_CMG",
     "PREPARE", "APL", "ALF", "ALS", "RSA", "PPA", "AAH", "C2S",
@@ -116,9 +122,8 @@ const INDU_STATUTS: &[&str] = &["NOTIFIE", "EN_RECOUVREMENT", "SOLDE"];
 const SITUATIONS: &[&str] = &["CELIBATAIRE", "COUPLE", "PARENT_ISOLE", "VEUF"];
 const SEXES: &[&str] = &["F", "M"];
 
-/// Every field of `caf-record.md`. `suspension` is not detailed there: it is
-/// shaped like `radiation` with its own open list of motives (as the simulator
-/// serves it), and `conjoint` has the `allocataire` shape.
+/// Every field of `caf-record.md`. `suspension` is shaped like `radiation`
+/// with its own list of motives, and `conjoint` has the `allocataire` shape.
 pub static FIELDS: &[FieldSpec] = &[
     f("schema_version", Kind::Text),
     f("numero_allocataire", Kind::Text),
@@ -133,7 +138,7 @@ pub static FIELDS: &[FieldSpec] = &[
     n("radiation.date_decision", Kind::Date),
     n("suspension", Kind::Object),
     f("suspension.date_effet", Kind::Date),
-    f("suspension.motif", Kind::Text),
+    e("suspension.motif", false, SUSPENSION_MOTIFS),
     n("suspension.date_decision", Kind::Date),
     f("allocataire", Kind::Object),
     f("allocataire.nom_naissance", Kind::Text),

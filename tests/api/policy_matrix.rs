@@ -15,9 +15,41 @@ const FIXED: [&str; 5] = ["1000001", "1000002", "1000003", "1000004", "1000005"]
 
 enum Rule {
     Keep(&'static str),
-    MapMotif,
+    /// The value at the path if it is one of the listed, else `AUTRE`.
+    Coarsen(&'static str, &'static [&'static str]),
     CountEnfants,
     BirthYear,
+}
+
+/// Control motives (support and the radiation check never see them) and
+/// disability benefits (health data, which the radiation check does not need).
+const CONTROL: &[&str] = &[
+    "NON_REPONSE_CONTROLE",
+    "CONTROLE_EN_COURS",
+    "RESSOURCES_NON_DECLAREES",
+];
+const ALL_RADIATION_MOTIVES: &[&str] = &[
+    "RESIDENCE_HORS_FRANCE",
+    "FIN_DE_DROITS",
+    "DECES",
+    "MUTATION_AUTRE_ORGANISME",
+    "NON_REPONSE_CONTROLE",
+    "DEMANDE_ALLOCATAIRE",
+    "AUTRE",
+];
+const NOT_DISABILITY: &[&str] = &[
+    "AF", "CF", "ARS", "ASF", "AJPP", "PAJE_PN", "PAJE_PA", "PAJE_AB", "PAJE_CMG", "PREPARE",
+    "APL", "ALF", "ALS", "RSA", "PPA", "C2S",
+];
+
+/// `all` without the control motives, leaked for the lifetime of the test process.
+fn without_control(all: &[&'static str]) -> &'static [&'static str] {
+    Vec::leak(
+        all.iter()
+            .copied()
+            .filter(|m| !CONTROL.contains(m))
+            .collect(),
+    )
 }
 
 const COMMON: &[&str] = &[
@@ -27,10 +59,10 @@ const COMMON: &[&str] = &[
     "statut_dossier",
     "radiation.date_effet",
     "radiation.date_decision",
-    "suspension",
+    "suspension.date_effet",
+    "suspension.date_decision",
     "dernier_paiement.date_versement",
     "dernier_paiement.mois_droit",
-    "prestations[].code",
     "prestations[].etat",
     "prestations[].date_debut_droit",
     "prestations[].date_fin_droit",
@@ -38,9 +70,8 @@ const COMMON: &[&str] = &[
 ];
 
 const BENEFIT_DETAIL: &[&str] = &[
-    "radiation.motif",
+    "prestations[].code",
     "prestations[].libelle",
-    "prestations[].motif_fin",
     "prestations[].avec_majoration",
     "prestations[].montant_mensuel_eur",
     "prestations[].paiements",
@@ -57,9 +88,21 @@ const BENEFIT_DETAIL: &[&str] = &[
 fn rules(purpose: &str) -> Vec<Rule> {
     let mut rules: Vec<Rule> = COMMON.iter().map(|p| Rule::Keep(p)).collect();
     match purpose {
-        "verification_radiation" => rules.push(Rule::MapMotif),
+        "verification_radiation" => rules.extend([
+            Rule::Coarsen("radiation.motif", &["RESIDENCE_HORS_FRANCE"]),
+            Rule::Coarsen("suspension.motif", &["RESIDENCE_A_VERIFIER"]),
+            Rule::Coarsen("prestations[].code", NOT_DISABILITY),
+        ]),
         "controle_fraude" => {
             rules.extend(BENEFIT_DETAIL.iter().map(|p| Rule::Keep(p)));
+            rules.extend(
+                [
+                    "radiation.motif",
+                    "suspension.motif",
+                    "prestations[].motif_fin",
+                ]
+                .map(Rule::Keep),
+            );
             rules.extend(
                 [
                     "allocataire.date_naissance",
@@ -74,6 +117,15 @@ fn rules(purpose: &str) -> Vec<Rule> {
         }
         "accompagnement_social" => {
             rules.extend(BENEFIT_DETAIL.iter().map(|p| Rule::Keep(p)));
+            let support_motives = without_control(ALL_RADIATION_MOTIVES);
+            rules.extend([
+                Rule::Coarsen("radiation.motif", support_motives),
+                Rule::Coarsen("prestations[].motif_fin", support_motives),
+                Rule::Coarsen(
+                    "suspension.motif",
+                    &["PIECES_JUSTIFICATIVES_MANQUANTES", "RESIDENCE_A_VERIFIER"],
+                ),
+            ]);
             rules.extend(
                 [
                     "conjoint",
@@ -140,16 +192,11 @@ fn oracle(record: &Value, purpose: &str) -> Value {
     for rule in rules(purpose) {
         match rule {
             Rule::Keep(p) => pick(src, &path(p), &mut out, &|v| v.clone()),
-            Rule::MapMotif => pick(
-                src,
-                &path("radiation.motif"),
-                &mut out,
-                &|v| match v.as_str() {
-                    Some("RESIDENCE_HORS_FRANCE") => json!("RESIDENCE_HORS_FRANCE"),
-                    Some(_) => json!("AUTRE"),
-                    None => v.clone(),
-                },
-            ),
+            Rule::Coarsen(p, kept) => pick(src, &path(p), &mut out, &|v| match v.as_str() {
+                Some(value) if kept.contains(&value) => v.clone(),
+                Some(_) => json!("AUTRE"),
+                None => v.clone(),
+            }),
             Rule::BirthYear => pick(src, &path("allocataire.date_naissance"), &mut out, &|v| {
                 json!(&v.as_str().unwrap()[..4])
             }),
