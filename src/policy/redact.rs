@@ -14,8 +14,9 @@
 //! makes false positives rare: about one 15-digit run in 97 has a valid one by
 //! chance, and dates, amounts or numéros are far too short.
 //!
-//! Cost: a string shorter than 15 bytes is skipped at once; a longer one is
-//! read once, byte by byte, without allocating unless a NIR is found.
+//! Cost: a string shorter than 15 bytes, or with fewer than 13 digits, is
+//! skipped after one count; another is read once, byte by byte, without
+//! allocating unless a NIR is found.
 
 use serde_json::Value;
 
@@ -49,7 +50,9 @@ pub fn redact_nirs(value: &mut Value) -> usize {
 /// `None` (nothing allocated) when it holds none.
 pub fn redact_text(text: &str) -> Option<(String, usize)> {
     let bytes = text.as_bytes();
-    if bytes.len() < NIR_CHARS {
+    // A NIR has 13 digits at least (15 without a Corsican department): most
+    // text (names, address lines, labels) is ruled out by this count alone.
+    if bytes.len() < NIR_CHARS || bytes.iter().filter(|b| b.is_ascii_digit()).count() < 13 {
         return None;
     }
     let mut out: Option<String> = None;
