@@ -5,8 +5,8 @@
 //! 2. authorize: the caller's role may declare the purpose;
 //! 3. quota: the post's burst and daily allowance; every authorized request counts;
 //! 4. cache: a recent CAF answer for the same lookup, or one shared upstream call;
-//! 5. upstream: the CAF record;
-//! 6. filter: only the fields the purpose may see leave;
+//! 5. upstream: the CAF record, refused if it is not the dossier asked for;
+//! 6. filter: only the fields the purpose may see leave, NIRs in their text redacted;
 //! 7. audit: the access is recorded durably, whatever the outcome, before any data leaves.
 //!
 //! Each stage is a capability module that knows nothing of the others; this
@@ -261,6 +261,16 @@ impl Broker {
                 async {
                     let started = std::time::Instant::now();
                     let result = upstream.fetch(&request.lookup).await;
+                    // Another dossier than the one asked for becomes an error
+                    // here, inside the load: the cache never keeps it.
+                    let result = crate::upstream::check_answer(&request.lookup, result);
+                    if matches!(result, Err(UpstreamError::WrongDossier)) {
+                        tracing::warn!(
+                            lookup = request.lookup.kind(),
+                            "the CAF answered with another dossier than the one asked for"
+                        );
+                        crate::telemetry::record_upstream_mismatch(request.lookup.kind());
+                    }
                     crate::telemetry::record_upstream(upstream_result(&result), started.elapsed());
                     result
                 }
@@ -274,6 +284,7 @@ impl Broker {
                     BrokerError::UpstreamUnavailable { retry_after_secs }
                 }
                 UpstreamError::Failed(cause) => BrokerError::Upstream(cause),
+                wrong @ UpstreamError::WrongDossier => BrokerError::Upstream(wrong.into()),
             })?;
         cache_span.record("cache", cache.as_str());
         crate::telemetry::record_cache(match cache {
@@ -287,6 +298,13 @@ impl Broker {
 
         // 6. filter: deny by default, field by field.
         let filtered = info_span!("filter").in_scope(|| view.filter(&record));
+        if filtered.redacted > 0 {
+            tracing::warn!(
+                redacted = filtered.redacted,
+                "NIRs written in released text were redacted"
+            );
+            crate::telemetry::record_nir_redactions(filtered.redacted);
+        }
         if let Some(shadow) = &self.stages.shadow {
             shadow.compare(policy, role, purpose, &record);
         }
@@ -317,7 +335,7 @@ fn upstream_result<T>(
         Ok(None) => R::NotFound,
         Err(UpstreamError::Timeout) => R::Timeout,
         Err(UpstreamError::Unavailable { .. }) => R::Unavailable,
-        Err(UpstreamError::Failed(_)) => R::Error,
+        Err(UpstreamError::Failed(_) | UpstreamError::WrongDossier) => R::Error,
     }
 }
 

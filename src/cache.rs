@@ -4,8 +4,8 @@
 //! - The cache holds the raw record (or the fact that there is none); the
 //!   policy filter runs on every answer, so a policy change applies at once and
 //!   one purpose's view never serves another.
-//! - A key is a numéro as written, or a salted SHA-256 of a NIR: the clear NIR
-//!   is never a key, and [`CacheKey`]'s `Debug` shows neither.
+//! - A key is a canonical numéro (no leading zero), or a salted SHA-256 of a
+//!   NIR: the clear NIR is never a key, and [`CacheKey`]'s `Debug` shows neither.
 //! - Concurrent misses on one key make one upstream call; its answer (or its
 //!   error) goes to every waiter. Errors are never stored.
 //! - Freshness is judged against the injected [`Clock`]: an entry older than
@@ -126,7 +126,7 @@ impl fmt::Display for CacheStatus {
     }
 }
 
-/// A cache key: the numéro as written, or a salted SHA-256 of the NIR.
+/// A cache key: the canonical numéro, or a salted SHA-256 of the NIR.
 /// `Debug` says which kind it is and nothing else.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey(KeyKind);

@@ -9,7 +9,7 @@ use std::fmt;
 /// Why an identifier was rejected. Messages never contain the rejected value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
-    #[error("a numéro allocataire is 1 to 7 digits")]
+    #[error("a numéro allocataire is 1 to 7 digits, not all zeros")]
     NumeroAllocataire,
     #[error(
         "a NIR is 15 characters: 13 digits (2A or 2B allowed for a Corsican department) and a 2-digit key"
@@ -33,16 +33,24 @@ fn all_bytes(s: &str, min: usize, max: usize, ok: impl Fn(u8) -> bool) -> bool {
     (min..=max).contains(&s.len()) && s.bytes().all(ok)
 }
 
-/// A CAF dossier number: 1 to 7 ASCII digits, kept as written.
+/// A CAF dossier number in its one canonical form: written as 1 to 7 ASCII
+/// digits, kept without its leading zeros.
+///
+/// `0000042` and `42` are the same dossier, so they must be one cache key, one
+/// audit pseudonym and one upstream call: the zeros are stripped here, once,
+/// and every stage sees only the canonical digits. A value of zeros only
+/// (`0`, `0000000`) names no dossier and is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NumeroAllocataire(String);
 
 impl NumeroAllocataire {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
-        if all_bytes(s, 1, 7, |b| b.is_ascii_digit()) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(DomainError::NumeroAllocataire)
+        if !all_bytes(s, 1, 7, |b| b.is_ascii_digit()) {
+            return Err(DomainError::NumeroAllocataire);
+        }
+        match s.trim_start_matches('0') {
+            "" => Err(DomainError::NumeroAllocataire),
+            canonical => Ok(Self(canonical.to_owned())),
         }
     }
 
@@ -241,6 +249,42 @@ mod tests {
         for bad in ["", "12345678", "12a", "-1", " 1", "１"] {
             assert!(NumeroAllocataire::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_numero_written_with_leading_zeros_is_the_same_numero_without_them() {
+        let canonical = NumeroAllocataire::parse("42").unwrap();
+        for written in ["42", "042", "0000042"] {
+            let parsed = NumeroAllocataire::parse(written).unwrap();
+            assert_eq!(parsed, canonical, "{written:?}");
+            assert_eq!(parsed.as_str(), "42");
+        }
+        assert_eq!(
+            NumeroAllocataire::parse("1000002").unwrap().as_str(),
+            "1000002"
+        );
+        assert_eq!(
+            NumeroAllocataire::parse("0100020").unwrap().as_str(),
+            "100020"
+        );
+    }
+
+    #[test]
+    fn a_numero_of_zeros_only_names_no_dossier_and_is_refused() {
+        for zeros in ["0", "00", "0000000"] {
+            assert_eq!(
+                NumeroAllocataire::parse(zeros),
+                Err(DomainError::NumeroAllocataire),
+                "{zeros:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn leading_zeros_do_not_lengthen_the_numero_past_seven_digits() {
+        // The written form is bounded, zeros included, as the contract says.
+        assert!(NumeroAllocataire::parse("01000001").is_err());
+        assert!(NumeroAllocataire::parse("00000042").is_err());
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub enum BrokerError {
     /// The route exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
-    /// The CAF answered with an error or unreadable data.
+    /// The CAF answered with an error, unreadable data, or another dossier
+    /// than the one asked for.
     #[error("upstream error")]
     Upstream(#[source] anyhow::Error),
     /// The CAF did not answer in time.
@@ -166,7 +167,7 @@ impl BrokerError {
             BrokerError::RouteNotFound => "No such route; see /openapi.json.".into(),
             BrokerError::MethodNotAllowed { .. } => "This route does not accept this method.".into(),
             BrokerError::Upstream(_) => {
-                "The CAF answered with an error or unreadable data; retry later.".into()
+                "The CAF answered with an error or unusable data; retry later.".into()
             }
             BrokerError::UpstreamTimeout => "The CAF did not answer in time; retry later.".into(),
             BrokerError::UpstreamUnavailable { .. } => {

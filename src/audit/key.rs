@@ -50,7 +50,8 @@ impl AuditKey {
     }
 
     /// The dossier as it appears in the log: lowercase hex of
-    /// HMAC-SHA-256(key, `numero:<digits as written>` or `nir:<NIR, uppercase>`).
+    /// HMAC-SHA-256(key, `numero:<canonical digits, no leading zero>` or
+    /// `nir:<NIR, uppercase>`), so that `0000042` and `42` are one dossier here too.
     ///
     /// The kind is part of the input so that a numéro and a NIR never collide.
     pub fn pseudonymize(&self, lookup: &Lookup) -> String {

@@ -5,7 +5,9 @@
 //! below it, only the fields the record schema knows, for the same reason.
 //! Nothing here can panic whatever shape the upstream sends: wrong types release
 //! nothing, nulls release `null` (absence is information), missing keys release
-//! nothing. A key named `nir` is dropped at any depth, as a last line of defence.
+//! nothing. A key named `nir` is dropped at any depth, as a last line of defence,
+//! and a NIR written inside a released string is replaced by `[redacted]` (see
+//! `redact`).
 
 use serde_json::{Map, Value};
 
@@ -22,6 +24,8 @@ pub struct Filtered {
     /// a rule counts when its value appears in `data`, or when a `null`, object or
     /// array on its way does (the audit over-reports rather than under-reports).
     pub released: Vec<String>,
+    /// How many NIRs written inside released strings were replaced by `[redacted]`.
+    pub redacted: usize,
 }
 
 /// The key the filter never lets through, at any depth.
@@ -35,6 +39,8 @@ impl PurposeView {
         if let Value::Object(fields) = record {
             filter_fields(&self.root, fields, &mut data, &mut marks);
         }
+        let mut data = Value::Object(data);
+        let redacted = super::redact::redact_nirs(&mut data);
         let released = self
             .rules
             .iter()
@@ -43,8 +49,9 @@ impl PurposeView {
             .map(|(rule, _)| rule.path.clone())
             .collect();
         Filtered {
-            data: Value::Object(data),
+            data,
             released,
+            redacted,
         }
     }
 }

@@ -14,8 +14,8 @@
 //! [`ShadowPolicy`] measures how a candidate policy would answer differently.
 //!
 //! Layout: `file` reads the TOML shape, `schema` holds the record's fields,
-//! `compile` checks rules and builds the trie, `filter` applies it, `explain`
-//! renders `policy explain`, `policy_tests` runs `config/policy-tests/`,
+//! `compile` checks rules and builds the trie, `filter` applies it, `redact`
+//! replaces NIRs written in released text, `explain` renders `policy explain`, `policy_tests` runs `config/policy-tests/`,
 //! `reload` holds the live policy, `watch` follows its file, `drift` spots
 //! unknown upstream fields, `shadow` compares a candidate policy.
 
@@ -25,6 +25,7 @@ mod explain;
 mod file;
 mod filter;
 mod policy_tests;
+mod redact;
 mod reload;
 pub mod schema;
 mod shadow;
@@ -54,6 +55,7 @@ pub use drift::{DriftTracker, unknown_paths};
 pub use explain::{Explanation, FieldExplanation};
 pub use filter::Filtered;
 pub use policy_tests::{TestFailure, TestReport, run_policy_tests};
+pub use redact::REDACTED;
 pub use reload::{PolicyStore, ReloadCounts, ReloadOutcome};
 pub use schema::Kind;
 pub use shadow::{RefusalChange, ShadowDiff, ShadowPolicy};

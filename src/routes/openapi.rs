@@ -269,14 +269,15 @@ struct DataHeaders {
 
 /// Reads a dossier by its numéro allocataire.
 ///
-/// A numéro that is not 1 to 7 digits is answered `400 invalid-request`.
+/// A numéro that is not 1 to 7 digits, or is zeros only, is answered `400
+/// invalid-request`. Leading zeros are ignored: `0000042` is dossier `42`.
 #[utoipa::path(
     get,
     path = "/v1/allocataires/{numero}",
     tag = "allocataires",
     operation_id = "read_by_numero",
     params(
-        ("numero" = String, Path, description = "The numéro allocataire: 1 to 7 digits.",
+        ("numero" = String, Path, description = "The numéro allocataire: 1 to 7 digits, not all zeros; leading zeros are ignored (`0000042` is `42`).",
             pattern = "^[0-9]{1,7}$", example = "1000002"),
         DataHeaders
     ),
@@ -455,7 +456,7 @@ const PROBLEM_ANSWERS: [ProblemAnswer; 11] = [
     ProblemAnswer {
         name: "UpstreamError",
         status: 502,
-        description: "The CAF answered with an error or unreadable data.",
+        description: "The CAF answered with an error, unreadable data, or another dossier than the one asked for (nothing of it is released or cached).",
         headers: &[],
         body_only: false,
     },

@@ -31,6 +31,11 @@ pub mod names {
     pub const UPSTREAM_CIRCUIT_OPEN: &str = "caf_broker_upstream_circuit_open";
     /// Histogram: writing (and syncing) one audit record.
     pub const AUDIT_WRITE_DURATION_SECONDS: &str = "caf_broker_audit_write_duration_seconds";
+    /// Counter `{lookup = numero | nir}`: CAF answers that were another dossier
+    /// than the one asked for (refused `502`, never cached nor released).
+    pub const UPSTREAM_MISMATCH_TOTAL: &str = "caf_broker_upstream_mismatch_total";
+    /// Counter: NIRs found in released text and replaced by `[redacted]`.
+    pub const NIR_REDACTIONS_TOTAL: &str = "caf_broker_nir_redactions_total";
 }
 
 /// Request latencies, from 5 ms to 10 s.
@@ -155,6 +160,14 @@ fn describe() {
         Unit::Seconds,
         "Time to append and sync one audit record."
     );
+    describe_counter!(
+        names::UPSTREAM_MISMATCH_TOTAL,
+        "CAF answers holding another dossier than the one asked for, by lookup kind (numero or nir)."
+    );
+    describe_counter!(
+        names::NIR_REDACTIONS_TOTAL,
+        "NIRs found in released text fields and replaced by [redacted]."
+    );
 }
 
 /// One answered HTTP request, as the edge sees it.
@@ -259,6 +272,18 @@ pub fn record_upstream(result: UpstreamResult, elapsed: Duration) {
 
 pub fn set_upstream_circuit_open(open: bool) {
     gauge!(names::UPSTREAM_CIRCUIT_OPEN).set(if open { 1.0 } else { 0.0 });
+}
+
+/// A CAF answer that was another dossier; `lookup` is the lookup's kind
+/// (`numero` or `nir`), never its value.
+pub fn record_upstream_mismatch(lookup: &str) {
+    counter!(names::UPSTREAM_MISMATCH_TOTAL, "lookup" => safe_label(lookup).to_owned())
+        .increment(1);
+}
+
+/// NIRs replaced by `[redacted]` in one released answer.
+pub fn record_nir_redactions(count: usize) {
+    counter!(names::NIR_REDACTIONS_TOTAL).increment(u64::try_from(count).unwrap_or(u64::MAX));
 }
 
 pub fn record_audit_write(elapsed: Duration) {

@@ -41,6 +41,7 @@ pub use metrics::{
     CacheResult, HttpObservation, Metrics, UpstreamResult, names, record_audit_write, record_cache,
     record_http_request, record_quota_refusal, record_upstream, set_upstream_circuit_open,
 };
+pub use metrics::{record_nir_redactions, record_upstream_mismatch};
 pub use otel::{
     OtelLayer, batch_tracer_provider, current_trace_id, extract_parent_context, inject_context,
     layer, set_parent, simple_tracer_provider, trace_headers,

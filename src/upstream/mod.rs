@@ -2,13 +2,16 @@
 //!
 //! A connector answers a [`Lookup`] with the raw CAF record (`Some`), a clean
 //! "no such dossier" (`None`), or an [`UpstreamError`]. It never filters:
-//! the policy runs on every answer, in the broker.
+//! the policy runs on every answer, in the broker. [`check_answer`] tells
+//! whether a record is the dossier asked for; the broker applies it to every
+//! answer before the cache keeps it.
 //!
 //! Two connectors: [`EmbeddedCaf`] (the simulator's dataset in process) and
 //! [`HttpCaf`] (a CAF service over HTTPS with a client certificate, timeouts,
 //! bounded retries, a circuit breaker and a cap on concurrent calls).
 
 mod breaker;
+mod check;
 mod embedded;
 mod http;
 
@@ -22,6 +25,7 @@ use serde::Deserialize;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::Lookup;
 
+pub use check::{answers, check_answer};
 pub use embedded::EmbeddedCaf;
 pub use http::HttpCaf;
 
@@ -78,6 +82,10 @@ pub enum UpstreamError {
     /// repeated failures. `retry_after_secs` hints when it will be tried again.
     #[error("the CAF is not being called for now")]
     Unavailable { retry_after_secs: Option<u64> },
+    /// The CAF answered with a record that is not the dossier asked for (its
+    /// numéro, or its NIR for a search, differs): nothing of it may be used.
+    #[error("the CAF answered with another dossier than the one asked for")]
+    WrongDossier,
 }
 
 impl UpstreamError {
@@ -91,6 +99,7 @@ impl UpstreamError {
             UpstreamError::Unavailable { retry_after_secs } => UpstreamError::Unavailable {
                 retry_after_secs: *retry_after_secs,
             },
+            UpstreamError::WrongDossier => UpstreamError::WrongDossier,
         })
     }
 }

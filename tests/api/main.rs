@@ -17,3 +17,4 @@ mod spans;
 mod tls;
 mod tokens;
 mod upstream;
+mod upstream_check;
