@@ -109,6 +109,7 @@ fn settings(backend: Backend, redis_url: Option<String>) -> QuotaSettings {
             per_day: 1_000_000_000_000,
         },
         posts: Default::default(),
+        agent_error_budget: Default::default(),
     }
 }
 

@@ -63,6 +63,7 @@ fn settings(url: &str, default: Limits, on_failure: RedisFailure) -> QuotaSettin
         redis_timeout_ms: 500,
         default,
         posts: Default::default(),
+        agent_error_budget: Default::default(),
     }
 }
 

@@ -33,6 +33,7 @@ fn settings(default: Limits, posts: &[(&str, Limits)]) -> QuotaSettings {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), *v))
             .collect::<BTreeMap<_, _>>(),
+        agent_error_budget: Default::default(),
     }
 }
 

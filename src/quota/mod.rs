@@ -17,10 +17,14 @@
 //!   local limits of this process alone, or are refused if
 //!   `on_redis_failure = "refuse"` ([`fallback`]); never unlimited.
 //!
+//! Apart from the posts' quotas, [`ErrorBudget`] ([`budget`]) is a budget of
+//! refusals per agent (`quotas.agent_error_budget`), kept in each process.
+//!
 //! Time comes from an injected [`Clock`]; days from the configured time zone
 //! ([`day`]). The answer's state becomes the `RateLimit-Policy` and `RateLimit`
 //! header fields ([`headers`]).
 
+mod budget;
 mod clock;
 mod day;
 mod fallback;
@@ -36,6 +40,7 @@ use std::sync::Arc;
 
 use crate::domain::PostCode;
 
+pub use budget::{Admission, ErrorBudget, ErrorBudgetLimits, RefusalCounts};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use headers::{POLICY_HEADER, QuotaState, RATELIMIT_HEADER};
 pub use settings::{Backend, Limits, QuotaSettings, RedisFailure};

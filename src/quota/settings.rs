@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use crate::domain::PostCode;
 
+use super::budget::ErrorBudgetLimits;
 use super::day::Calendar;
 
 /// The `[quotas]` section of `config/broker.toml`.
@@ -33,6 +34,10 @@ pub struct QuotaSettings {
     /// Per-post overrides, keyed by post code (e.g. `TN-TUNIS`).
     #[serde(default)]
     pub posts: BTreeMap<String, Limits>,
+    /// Refusals (400, 403, 404, 429) each agent may cause before it is
+    /// refused at once; see [`super::budget`].
+    #[serde(default)]
+    pub agent_error_budget: ErrorBudgetLimits,
 }
 
 /// The limits of one consular post.
@@ -92,6 +97,8 @@ impl QuotaSettings {
                 self.time_zone
             ));
         }
+        self.agent_error_budget
+            .check("quotas.agent_error_budget", &mut problems);
         if self.redis_timeout_ms == 0 {
             problems.push("quotas.redis_timeout_ms: must be at least 1".to_owned());
         }
