@@ -9,6 +9,10 @@
 //! 6. filter: only the fields the purpose may see leave, NIRs in their text redacted;
 //! 7. audit: the access is recorded durably, whatever the outcome, before any data leaves.
 //!
+//! Around them, the agent's error budget: an agent whose recent requests were
+//! refused too often (400, 403, 404, 429) is refused at once, before stage 2,
+//! and those refusals are recorded as one summary per agent and minute.
+//!
 //! Each stage is a capability module that knows nothing of the others; this
 //! module is the only one that walks them.
 
@@ -22,7 +26,7 @@ use crate::cache::{CacheStatus, RecordCache};
 use crate::domain::{CaseReference, Lookup, Purpose};
 use crate::error::{BrokerError, Unauthenticated};
 use crate::policy::{DriftTracker, Policy, PolicyStore, ReloadCounts, ShadowPolicy};
-use crate::quota::{Decision, Quota, QuotaState};
+use crate::quota::{Admission, Decision, ErrorBudget, Quota, QuotaState, RefusalCounts};
 use crate::upstream::{CafClient, UpstreamError, UpstreamHealth};
 
 /// What the edge read of a data request from an authenticated caller. The
@@ -91,6 +95,8 @@ pub struct Stages {
     pub cache: RecordCache,
     pub upstream: Arc<dyn CafClient>,
     pub audit: Arc<AuditLog>,
+    /// Refusals each agent may cause; past it, refused at once.
+    pub error_budget: ErrorBudget,
 }
 
 pub struct Broker {
@@ -145,6 +151,15 @@ impl Broker {
             lookup,
             fresh,
         } = attempt;
+        // Before anything else: an agent past its error budget costs no quota,
+        // no CAF call and no audit line of its own (its minute's summary counts it).
+        // Admitted, the request holds one unit of the budget until its outcome.
+        if let Admission::Spent { retry_after_secs } =
+            self.stages.error_budget.admit(&caller.post, &caller.sub)
+        {
+            crate::telemetry::record_error_budget_refusal(caller.post.as_str());
+            return Err(BrokerError::ErrorBudgetSpent { retry_after_secs });
+        }
         let mut entry = AuditEntry::new(request_id, Outcome::InternalError, 500);
         entry.trace_id = crate::telemetry::current_trace_id();
         entry.post = Some(caller.post.clone());
@@ -189,8 +204,56 @@ impl Broker {
         } else {
             entry.policy_version = Some(policy.version().to_owned());
         }
-        self.record(entry).instrument(info_span!("audit")).await?;
+        // The unit of error budget this request held is kept by a refusal
+        // and given back otherwise, including when the record fails (503).
+        let budget = &self.stages.error_budget;
+        let refusal = match (is_refusal(entry.status), &entry.post, &entry.sub) {
+            (true, Some(post), Some(sub)) => Some((post.clone(), sub.clone())),
+            (_, Some(post), Some(sub)) => {
+                budget.refund(post, sub);
+                None
+            }
+            _ => None,
+        };
+        let recorded = self.record(entry).instrument(info_span!("audit")).await;
+        if let (Err(_), Some((post, sub))) = (&recorded, refusal) {
+            budget.refund(&post, &sub);
+        }
+        recorded?;
         result
+    }
+
+    /// Records the minutes of refusals past an error budget that have ended
+    /// (called every few seconds).
+    pub async fn record_closed_refusals(&self) {
+        self.record_refusals(self.stages.error_budget.take_closed())
+            .await;
+    }
+
+    /// Records every minute of refusals, ended or not (at shutdown).
+    pub async fn record_all_refusals(&self) {
+        self.record_refusals(self.stages.error_budget.take_all())
+            .await;
+    }
+
+    /// One `refusals_summary` record per agent and minute, appended together
+    /// so that they share a group commit.
+    async fn record_refusals(&self, minutes: Vec<RefusalCounts>) {
+        let appends = minutes.into_iter().map(|minute| async move {
+            let refused: u64 = minute.counts.values().sum();
+            let post = minute.post.clone();
+            let entry = AuditEntry::refusals_summary(
+                minute.post,
+                minute.sub,
+                &minute.counts,
+                minute.window_start_secs,
+            );
+            if let Err(error) = self.record(entry).await {
+                // The agent is not named in logs; the metric still counted each refusal.
+                tracing::error!(post = %post, refused, %error, "a refusals summary could not be recorded");
+            }
+        });
+        futures_util::future::join_all(appends).await;
     }
 
     /// Stage 7: appends the record and waits for it to be on disk.
@@ -339,6 +402,13 @@ fn upstream_result<T>(
     }
 }
 
+/// Whether an answer is a refusal that costs the agent one unit of its error
+/// budget: a malformed request, a purpose not permitted, a dossier not found,
+/// a quota spent. Failures of the broker or the CAF cost nothing.
+fn is_refusal(status: u16) -> bool {
+    matches!(status, 400 | 403 | 404 | 429)
+}
+
 /// How a failed request is recorded in the audit log.
 fn outcome_of(error: &BrokerError) -> Outcome {
     match error {
@@ -349,7 +419,9 @@ fn outcome_of(error: &BrokerError) -> Outcome {
         | BrokerError::MethodNotAllowed { .. } => Outcome::Invalid,
         BrokerError::Unauthenticated(_) => Outcome::Unauthenticated,
         BrokerError::PurposeNotPermitted => Outcome::Refused,
-        BrokerError::QuotaExceeded { .. } | BrokerError::QuotaUnavailable => Outcome::QuotaExceeded,
+        BrokerError::QuotaExceeded { .. }
+        | BrokerError::ErrorBudgetSpent { .. }
+        | BrokerError::QuotaUnavailable => Outcome::QuotaExceeded,
         BrokerError::NotFound => Outcome::NotFound,
         BrokerError::Upstream(_)
         | BrokerError::UpstreamTimeout

@@ -32,6 +32,10 @@ pub enum BrokerError {
         state: QuotaState,
         retry_after_secs: u64,
     },
+    /// The agent caused too many refusals lately: refused at once, without an
+    /// audit line of its own (its refusals are counted per minute).
+    #[error("agent error budget spent")]
+    ErrorBudgetSpent { retry_after_secs: u64 },
     /// The shared quota store cannot be reached and the broker is set to refuse then.
     #[error("quota store unavailable")]
     QuotaUnavailable,
@@ -83,6 +87,7 @@ impl BrokerError {
             BrokerError::Unauthenticated(_) => "unauthenticated",
             BrokerError::PurposeNotPermitted => "purpose-not-permitted",
             BrokerError::QuotaExceeded { .. } => "quota-exceeded",
+            BrokerError::ErrorBudgetSpent { .. } => "quota-exceeded",
             BrokerError::QuotaUnavailable => "quota-unavailable",
             BrokerError::NotFound => "allocataire-not-found",
             BrokerError::RouteNotFound => "route-not-found",
@@ -105,6 +110,7 @@ impl BrokerError {
             BrokerError::MethodNotAllowed { .. } => 405,
             BrokerError::PayloadTooLarge { .. } => 413,
             BrokerError::QuotaExceeded { .. } => 429,
+            BrokerError::ErrorBudgetSpent { .. } => 429,
             BrokerError::QuotaUnavailable => 503,
             BrokerError::UnsupportedMediaType => 415,
             BrokerError::Upstream(_) => 502,
@@ -124,6 +130,7 @@ impl BrokerError {
             BrokerError::Unauthenticated(_) => "Unauthenticated",
             BrokerError::PurposeNotPermitted => "Purpose not permitted",
             BrokerError::QuotaExceeded { .. } => "Quota exceeded",
+            BrokerError::ErrorBudgetSpent { .. } => "Quota exceeded",
             BrokerError::QuotaUnavailable => "Quota unavailable",
             BrokerError::NotFound => "Allocataire not found",
             BrokerError::RouteNotFound => "Route not found",
@@ -160,6 +167,9 @@ impl BrokerError {
             BrokerError::QuotaExceeded { retry_after_secs, .. } => format!(
                 "Your post's request quota is spent; retry in {retry_after_secs} seconds (see the RateLimit header)."
             ),
+            BrokerError::ErrorBudgetSpent { retry_after_secs } => format!(
+                "Too many of your recent requests were refused (malformed, not permitted, not found or over quota); retry in {retry_after_secs} seconds."
+            ),
             BrokerError::QuotaUnavailable => {
                 "The quota service cannot be reached, so no request is served; retry later.".into()
             }
@@ -180,6 +190,16 @@ impl BrokerError {
                 "The broker failed to process the request; quote the request id to the operators."
                     .into()
             }
+        }
+    }
+}
+
+impl BrokerError {
+    /// For a `429`, which limit refused the request (the problem's `limit`).
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            BrokerError::ErrorBudgetSpent { .. } => Some("agent-error-budget"),
+            _ => None,
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::broker::{Broker, Stages};
 use crate::cache::RecordCache;
 use crate::config::Settings;
 use crate::policy::{DriftTracker, PolicyStore, ShadowPolicy, WatchGuard};
-use crate::quota::{Clock, SystemClock};
+use crate::quota::{Clock, ErrorBudget, SystemClock};
 use crate::routes::{self, EdgeLimits};
 
 pub struct Application {
@@ -24,7 +24,13 @@ pub struct Application {
     _policy_watch: Option<WatchGuard>,
     port: u16,
     scheme: &'static str,
+    broker: web::Data<Broker>,
+    refusals: RefusalsTicker,
 }
+
+/// How often the minutes of refusals past an agent's error budget that have
+/// ended are written to the audit log.
+const REFUSALS_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Application {
     /// Builds every component from the settings and binds the listener; the
@@ -59,6 +65,7 @@ impl Application {
         let authenticator = Authenticator::connect(&settings.auth)
             .await
             .context("loading the token keys")?;
+        let error_budget = ErrorBudget::new(settings.quotas.agent_error_budget, clock.clone());
         let quota = crate::quota::build(&settings.quotas, clock)
             .await
             .context("building the quota stage")?;
@@ -78,7 +85,9 @@ impl Application {
             cache,
             upstream,
             audit: Arc::new(audit),
+            error_budget,
         }));
+        let refusals = RefusalsTicker::spawn(broker.clone(), REFUSALS_INTERVAL);
         let metrics = web::Data::new(
             crate::telemetry::Metrics::install().context("installing the metrics recorder")?,
         );
@@ -90,9 +99,10 @@ impl Application {
             .with_context(|| format!("binding {}", settings.server.listen))?;
         let port = listener.local_addr()?.port();
 
+        let app_broker = broker.clone();
         let mut server = HttpServer::new(move || {
             App::new()
-                .app_data(broker.clone())
+                .app_data(app_broker.clone())
                 .app_data(limits.clone())
                 .app_data(metrics.clone())
                 .configure(routes::configure)
@@ -119,6 +129,8 @@ impl Application {
             _policy_watch: policy_watch,
             port,
             scheme,
+            broker,
+            refusals,
         })
     }
 
@@ -136,9 +148,43 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM or a handle).
+    /// Serves until the server is stopped (SIGINT/SIGTERM or a handle), then
+    /// writes the summaries of refusals still counting, so that none is lost.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        self.refusals.stop().await;
+        self.broker.record_all_refusals().await;
+        served
+    }
+}
+
+/// The task that writes the ended minutes of refusals every few seconds.
+struct RefusalsTicker {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RefusalsTicker {
+    /// It stops when told to or when the sender is dropped with the application,
+    /// never in the middle of writing summaries.
+    fn spawn(broker: web::Data<Broker>, every: Duration) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = ticks.tick() => broker.record_closed_refusals().await,
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
     }
 }
 

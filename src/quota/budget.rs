@@ -1,24 +1,29 @@
 //! The per-agent error budget: refusals cost something, and an agent past its budget is refused at once.
 //!
-//! Every request of an agent (`post` + `sub`) that ends in a refusal (the
-//! broker decides which answers are refusals) is [`ErrorBudget::charge`]d one
-//! unit of a GCRA of `per_second` units a second up to `burst`, kept per agent
-//! like the burst limiter of the posts ([`super::gcra`]). Before anything else,
-//! [`ErrorBudget::admit`] asks whether the agent has a unit left: if not, the
-//! request is refused at once, counts nothing else, and is tallied in the
-//! agent's current minute instead of being written one audit line each. The
-//! broker takes the minutes back as plain data ([`RefusalCounts`]):
+//! Each agent (`post` + `sub`) has a GCRA of `per_second` units a second up to
+//! `burst`, kept like the burst limiter of the posts ([`super::gcra`]), whose
+//! units are spent by refusals (the broker decides which answers are refusals).
+//! Before anything else, [`ErrorBudget::admit`] asks whether the agent has a
+//! unit left. If not, the request is refused at once, counts nothing else, and
+//! is tallied in the agent's current minute instead of being written one audit
+//! line each. If so, the request holds the unit while it runs, and
+//! [`ErrorBudget::refund`] gives it back once the request ends in anything but
+//! a refusal.
+//!
+//! Holding the unit during the request, rather than charging refusals once
+//! they are known, is what keeps the budget exact under concurrency: an agent
+//! with a hundred requests in flight cannot have a hundred refusals answered in
+//! full each time one unit comes back. An honest agent never notices: it would
+//! need `burst` requests in flight at once. A request whose future is dropped
+//! (the client went away) keeps its unit, which comes back with time.
+//!
+//! The broker takes the minutes back as plain data ([`RefusalCounts`]):
 //! [`ErrorBudget::take_closed`] gives those that ended, [`ErrorBudget::take_all`]
 //! also those still open (at shutdown).
 //!
-//! The admission check and the charge are two steps (the outcome of a request
-//! is known only at its end), so an agent with `n` requests in flight when its
-//! budget runs out may see up to `n - 1` more refusals answered in full; they
-//! are charged too, and the budget cannot go below empty.
-//!
 //! State is per process and bounded: an agent is tracked only while its budget
 //! is not full again or a minute of refusals is waiting to be taken; past that
-//! it is forgotten (every [`PRUNE_EVERY`] charges and on every take), which
+//! it is forgotten (every [`PRUNE_EVERY`] admissions and on every take), which
 //! changes no later decision.
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,7 +45,7 @@ const MINUTE_SECS: u64 = 60;
 /// which [`ErrorBudget::admit`] counts it.
 pub const SPENT_STATUS: u16 = 429;
 
-/// Idle agents are forgotten every this many charges, besides every take.
+/// Idle agents are forgotten every this many admissions, besides every take.
 const PRUNE_EVERY: u32 = 4096;
 
 /// `quotas.agent_error_budget`: how many refusals an agent may cause.
@@ -84,8 +89,9 @@ impl ErrorBudgetLimits {
 /// Whether an agent may be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    /// The agent has budget left: serve the request.
-    Within,
+    /// The agent has budget left: serve the request, which holds one unit
+    /// until [`ErrorBudget::refund`].
+    Admitted,
     /// The budget is spent: refuse at once (the refusal is counted in the
     /// agent's minute), and retry after `retry_after_secs` (at least 1), when
     /// one unit comes back.
@@ -116,7 +122,7 @@ struct Inner {
     posts: HashMap<PostCode, HashMap<Subject, AgentState>>,
     /// Minutes that ended while the agent kept being refused, not yet taken.
     closed: Vec<RefusalCounts>,
-    charges_since_prune: u32,
+    admissions_since_prune: u32,
 }
 
 #[derive(Default)]
@@ -140,20 +146,32 @@ impl ErrorBudget {
         }
     }
 
-    /// Whether `post` + `sub` has budget left; a refusal is counted in the
-    /// agent's current minute.
+    /// Whether `post` + `sub` may be served. An admitted request holds one
+    /// unit of the budget until its outcome is known: [`ErrorBudget::refund`]
+    /// it unless the request ends in a refusal. A refusal for a spent budget
+    /// takes nothing and is counted in the agent's current minute.
     pub fn admit(&self, post: &PostCode, sub: &Subject) -> Admission {
         let now = self.now_ns();
         let (interval, burst) = (self.limits.interval_ns(), self.limits.burst);
         // Nothing below panics, so a poisoned lock still holds consistent state.
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.admissions_since_prune += 1;
+        if inner.admissions_since_prune >= PRUNE_EVERY {
+            inner.prune(now);
+        }
         let Inner { posts, closed, .. } = &mut *inner;
-        let Some(state) = posts.get_mut(post).and_then(|agents| agents.get_mut(sub)) else {
-            return Admission::Within;
+        let agents = match posts.get_mut(post) {
+            Some(agents) => agents,
+            None => posts.entry(post.clone()).or_default(),
+        };
+        let state = match agents.get_mut(sub) {
+            Some(state) => state,
+            None => agents.entry(sub.clone()).or_default(),
         };
         let (remaining, wait) = gcra::remaining_and_wait(now, state.tat, interval, burst);
         if remaining > 0 {
-            return Admission::Within;
+            state.tat = state.tat.max(now).saturating_add(interval);
+            return Admission::Admitted;
         }
         let start_secs = minute_of(now);
         let minute = match &mut state.minute {
@@ -174,26 +192,19 @@ impl ErrorBudget {
         }
     }
 
-    /// Charges one refusal to `post` + `sub`. Past an empty budget, the budget
-    /// stays empty: more refusals in flight do not push it further.
-    pub fn charge(&self, post: &PostCode, sub: &Subject) {
-        let now = self.now_ns();
+    /// Gives back the unit an admitted request of `post` + `sub` held: it did
+    /// not end in a refusal. (An agent forgotten meanwhile has a full budget:
+    /// nothing to give back.)
+    pub fn refund(&self, post: &PostCode, sub: &Subject) {
         let interval = self.limits.interval_ns();
-        let empty = now.saturating_add(interval.saturating_mul(u64::from(self.limits.burst)));
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        inner.charges_since_prune += 1;
-        if inner.charges_since_prune >= PRUNE_EVERY {
-            inner.prune(now);
+        if let Some(state) = inner
+            .posts
+            .get_mut(post)
+            .and_then(|agents| agents.get_mut(sub))
+        {
+            state.tat = state.tat.saturating_sub(interval);
         }
-        let agents = match inner.posts.get_mut(post) {
-            Some(agents) => agents,
-            None => inner.posts.entry(post.clone()).or_default(),
-        };
-        let state = match agents.get_mut(sub) {
-            Some(state) => state,
-            None => agents.entry(sub.clone()).or_default(),
-        };
-        state.tat = state.tat.max(now).saturating_add(interval).min(empty);
     }
 
     /// The minutes of refusals that ended before the current one, to be
@@ -246,7 +257,7 @@ impl Inner {
     /// Forgets agents whose budget is full again and who have no minute
     /// waiting: dropping them changes no later decision.
     fn prune(&mut self, now: u64) {
-        self.charges_since_prune = 0;
+        self.admissions_since_prune = 0;
         self.posts.retain(|_, agents| {
             agents.retain(|_, state| state.tat > now || state.minute.is_some());
             !agents.is_empty()
@@ -297,13 +308,27 @@ mod tests {
         START.parse::<jiff::Timestamp>().unwrap().as_second() as u64
     }
 
+    /// A request that will end in a refusal: admitted, its unit kept.
+    fn refused(budget: &ErrorBudget, post: &PostCode, sub: &Subject) {
+        assert_eq!(budget.admit(post, sub), Admission::Admitted);
+    }
+
+    /// A request that will be served: admitted, its unit given back.
+    fn served(budget: &ErrorBudget, post: &PostCode, sub: &Subject) {
+        assert_eq!(budget.admit(post, sub), Admission::Admitted);
+        budget.refund(post, sub);
+    }
+
+    fn is_spent(budget: &ErrorBudget, post: &PostCode, sub: &Subject) -> bool {
+        matches!(budget.admit(post, sub), Admission::Spent { .. })
+    }
+
     #[test]
-    fn an_agent_is_admitted_until_its_burst_of_refusals_is_charged() {
+    fn an_agent_is_admitted_until_its_burst_of_refusals_is_spent() {
         let (budget, _clock) = budget(1, 3);
         let (post, sub) = agent("agent-1");
         for _ in 0..3 {
-            assert_eq!(budget.admit(&post, &sub), Admission::Within);
-            budget.charge(&post, &sub);
+            refused(&budget, &post, &sub);
         }
         assert_eq!(
             budget.admit(&post, &sub),
@@ -311,39 +336,62 @@ mod tests {
                 retry_after_secs: 1
             }
         );
+    }
+
+    #[test]
+    fn requests_that_are_not_refusals_give_their_unit_back() {
+        let (budget, _clock) = budget(1, 2);
+        let (post, sub) = agent("agent-1");
+        for _ in 0..100 {
+            served(&budget, &post, &sub);
+        }
+        refused(&budget, &post, &sub);
+        refused(&budget, &post, &sub);
+        assert!(is_spent(&budget, &post, &sub));
+    }
+
+    #[test]
+    fn requests_in_flight_hold_their_unit_so_concurrency_cannot_overdraw_the_budget() {
+        let (budget, _clock) = budget(1, 3);
+        let (post, sub) = agent("agent-1");
+        // Three requests admitted, none answered yet: a fourth waits for one of them.
+        for _ in 0..3 {
+            assert_eq!(budget.admit(&post, &sub), Admission::Admitted);
+        }
+        assert!(is_spent(&budget, &post, &sub));
+        budget.refund(&post, &sub);
+        assert_eq!(budget.admit(&post, &sub), Admission::Admitted);
     }
 
     #[test]
     fn the_budget_refills_at_its_rate_and_says_when() {
         let (budget, clock) = budget(2, 2);
         let (post, sub) = agent("agent-1");
-        budget.charge(&post, &sub);
-        budget.charge(&post, &sub);
-        assert!(matches!(budget.admit(&post, &sub), Admission::Spent { .. }));
+        refused(&budget, &post, &sub);
+        refused(&budget, &post, &sub);
         // One unit comes back every half second.
         clock.advance(Duration::from_millis(499));
-        assert!(matches!(budget.admit(&post, &sub), Admission::Spent { .. }));
-        clock.advance(Duration::from_millis(1));
-        assert_eq!(budget.admit(&post, &sub), Admission::Within);
-        budget.charge(&post, &sub);
-        assert!(matches!(budget.admit(&post, &sub), Admission::Spent { .. }));
-    }
-
-    #[test]
-    fn charges_past_an_empty_budget_do_not_dig_it_deeper() {
-        let (budget, clock) = budget(1, 2);
-        let (post, sub) = agent("agent-1");
-        for _ in 0..50 {
-            budget.charge(&post, &sub);
-        }
         assert_eq!(
             budget.admit(&post, &sub),
             Admission::Spent {
                 retry_after_secs: 1
             }
         );
+        clock.advance(Duration::from_millis(1));
+        refused(&budget, &post, &sub);
+        assert!(is_spent(&budget, &post, &sub));
+    }
+
+    #[test]
+    fn refusals_for_a_spent_budget_take_nothing_from_it() {
+        let (budget, clock) = budget(1, 1);
+        let (post, sub) = agent("agent-1");
+        refused(&budget, &post, &sub);
+        for _ in 0..50 {
+            assert!(is_spent(&budget, &post, &sub));
+        }
         clock.advance(Duration::from_secs(1));
-        assert_eq!(budget.admit(&post, &sub), Admission::Within);
+        assert_eq!(budget.admit(&post, &sub), Admission::Admitted);
     }
 
     #[test]
@@ -351,25 +399,20 @@ mod tests {
         let (budget, _clock) = budget(1, 1);
         let (post, first) = agent("agent-1");
         let (_, second) = agent("agent-2");
-        budget.charge(&post, &first);
-        assert!(matches!(
-            budget.admit(&post, &first),
-            Admission::Spent { .. }
-        ));
-        assert_eq!(budget.admit(&post, &second), Admission::Within);
+        refused(&budget, &post, &first);
+        assert!(is_spent(&budget, &post, &first));
+        assert_eq!(budget.admit(&post, &second), Admission::Admitted);
         let other_post = PostCode::parse("MA-RABAT").unwrap();
-        assert_eq!(budget.admit(&other_post, &first), Admission::Within);
+        assert_eq!(budget.admit(&other_post, &first), Admission::Admitted);
     }
 
     #[test]
     fn refusals_are_counted_by_minute_and_taken_once_the_minute_ends() {
         let (budget, clock) = budget(1, 1);
         let (post, sub) = agent("agent-1");
-        budget.charge(&post, &sub);
+        refused(&budget, &post, &sub);
         for _ in 0..5 {
-            assert!(matches!(budget.admit(&post, &sub), Admission::Spent { .. }));
-            // A refusal for a spent budget is not charged again (the broker
-            // charges only answered refusals); the frozen clock keeps it spent.
+            assert!(is_spent(&budget, &post, &sub));
         }
         assert!(budget.take_closed().is_empty(), "the minute is still open");
         clock.advance(Duration::from_secs(60));
@@ -390,30 +433,29 @@ mod tests {
     fn a_refusal_in_a_new_minute_closes_the_previous_one() {
         let (budget, clock) = budget(1, 1);
         let (post, sub) = agent("agent-1");
-        budget.charge(&post, &sub);
-        assert!(matches!(budget.admit(&post, &sub), Admission::Spent { .. }));
+        refused(&budget, &post, &sub);
+        assert!(is_spent(&budget, &post, &sub));
         // 59.5 s later the agent has its budget back and spends it again.
         clock.advance(Duration::from_millis(59_500));
-        assert_eq!(budget.admit(&post, &sub), Admission::Within);
-        budget.charge(&post, &sub);
-        assert!(matches!(budget.admit(&post, &sub), Admission::Spent { .. }));
+        refused(&budget, &post, &sub);
+        assert!(is_spent(&budget, &post, &sub));
         clock.advance(Duration::from_secs(1));
-        budget.charge(&post, &sub);
+        refused(&budget, &post, &sub);
         for _ in 0..2 {
-            assert!(matches!(budget.admit(&post, &sub), Admission::Spent { .. }));
+            assert!(is_spent(&budget, &post, &sub));
         }
-        let taken = budget.take_closed();
-        let windows: Vec<(u64, u64)> = taken
-            .iter()
-            .map(|t| (t.window_start_secs - start_secs(), t.counts[&429]))
-            .collect();
-        assert_eq!(windows, vec![(0, 2)], "the second minute is still open");
-        let rest = budget.take_all();
-        let windows: Vec<(u64, u64)> = rest
-            .iter()
-            .map(|t| (t.window_start_secs - start_secs(), t.counts[&429]))
-            .collect();
-        assert_eq!(windows, vec![(60, 2)]);
+        let minutes = |taken: Vec<RefusalCounts>| -> Vec<(u64, u64)> {
+            taken
+                .iter()
+                .map(|t| (t.window_start_secs - start_secs(), t.counts[&429]))
+                .collect()
+        };
+        assert_eq!(
+            minutes(budget.take_closed()),
+            [(0, 2)],
+            "the second minute is still open"
+        );
+        assert_eq!(minutes(budget.take_all()), [(60, 2)]);
     }
 
     #[test]
@@ -422,8 +464,8 @@ mod tests {
         let (post, first) = agent("agent-1");
         let (_, second) = agent("agent-2");
         for sub in [&first, &second] {
-            budget.charge(&post, sub);
-            budget.admit(&post, sub);
+            refused(&budget, &post, sub);
+            assert!(is_spent(&budget, &post, sub));
         }
         let mut subs: Vec<String> = budget
             .take_all()
@@ -439,36 +481,34 @@ mod tests {
     fn idle_agents_are_forgotten_once_their_budget_is_full_and_their_minute_taken() {
         let (budget, clock) = budget(1, 30);
         for n in 0..100 {
-            let (post, sub) = agent(&format!("agent-{n}"));
-            budget.charge(&post, &sub);
+            let (post, sub) = agent(&format!("served-{n}"));
+            served(&budget, &post, &sub);
+            let (post, sub) = agent(&format!("refused-{n}"));
+            refused(&budget, &post, &sub);
         }
         let (post, spent) = agent("agent-spent");
-        budget.charge(&post, &spent);
+        for _ in 0..30 {
+            refused(&budget, &post, &spent);
+        }
+        assert!(is_spent(&budget, &post, &spent));
         clock.advance(Duration::from_millis(500));
         budget.take_closed();
         assert_eq!(
             budget.tracked_agents(),
             101,
-            "their budgets are not full yet"
+            "agents served in full are forgotten at once, the others once refilled"
         );
-        for _ in 0..30 {
-            budget.charge(&post, &spent);
-        }
-        assert!(matches!(
-            budget.admit(&post, &spent),
-            Admission::Spent { .. }
-        ));
         clock.advance(Duration::from_millis(500));
         budget.take_closed();
         assert_eq!(
             budget.tracked_agents(),
             1,
-            "only the agent with a budget to refill or a minute open is kept"
+            "only the agent with a budget to refill and a minute open is kept"
         );
         clock.advance(Duration::from_secs(60));
         assert_eq!(budget.take_closed().len(), 1);
         assert_eq!(budget.tracked_agents(), 0);
-        assert_eq!(budget.admit(&post, &spent), Admission::Within);
+        assert_eq!(budget.admit(&post, &spent), Admission::Admitted);
     }
 
     #[test]

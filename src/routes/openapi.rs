@@ -136,6 +136,11 @@ pub struct Problem {
     /// The request id (also in `X-Request-Id`), to quote to the operators.
     #[schema(format = "uuid")]
     pub request_id: String,
+    /// On some `429`s, the limit that refused the request:
+    /// `agent-error-budget` when the agent caused too many refusals lately.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "agent-error-budget")]
+    pub limit: Option<String>,
 }
 
 /// The stable problem codes.
@@ -442,7 +447,7 @@ const PROBLEM_ANSWERS: [ProblemAnswer; 11] = [
     ProblemAnswer {
         name: "QuotaExceeded",
         status: 429,
-        description: "The post's burst or daily quota is spent.",
+        description: "The post's burst or daily quota is spent, or the agent's error budget (`limit`: `agent-error-budget`; no `RateLimit` fields then).",
         headers: &["Retry-After", "RateLimit-Policy", "RateLimit"],
         body_only: false,
     },
@@ -709,6 +714,9 @@ mod tests {
             BrokerError::Unauthenticated(Unauthenticated::MissingToken),
             BrokerError::PurposeNotPermitted,
             BrokerError::QuotaUnavailable,
+            BrokerError::ErrorBudgetSpent {
+                retry_after_secs: 1,
+            },
             BrokerError::NotFound,
             BrokerError::RouteNotFound,
             BrokerError::MethodNotAllowed { allow: "GET" },

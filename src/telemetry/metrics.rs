@@ -23,6 +23,8 @@ pub mod names {
     pub const CACHE_REQUESTS_TOTAL: &str = "caf_broker_cache_requests_total";
     /// Counter `{post, window = burst | daily}`.
     pub const QUOTA_REFUSALS_TOTAL: &str = "caf_broker_quota_refusals_total";
+    /// Counter `{post}`: requests refused at once for an agent's spent error budget.
+    pub const ERROR_BUDGET_REFUSALS_TOTAL: &str = "caf_broker_error_budget_refusals_total";
     /// Counter `{result = found | not_found | error | timeout | unavailable}`.
     pub const UPSTREAM_REQUESTS_TOTAL: &str = "caf_broker_upstream_requests_total";
     /// Histogram `{result}`.
@@ -143,6 +145,10 @@ fn describe() {
         "Requests refused for quota, by post and exhausted window (burst or daily)."
     );
     describe_counter!(
+        names::ERROR_BUDGET_REFUSALS_TOTAL,
+        "Requests refused at once because the agent's error budget is spent, by post."
+    );
+    describe_counter!(
         names::UPSTREAM_REQUESTS_TOTAL,
         "Calls to the CAF, by result (found, not_found, error, timeout, unavailable)."
     );
@@ -236,6 +242,16 @@ pub fn record_quota_refusal(post: &str, window: &str) {
         names::QUOTA_REFUSALS_TOTAL,
         "post" => safe_label(post).to_owned(),
         "window" => safe_label(window).to_owned(),
+    )
+    .increment(1);
+}
+
+/// A request refused at once for its agent's spent error budget. The agent
+/// (`sub`) is not a label: it is in the audit log's summaries.
+pub fn record_error_budget_refusal(post: &str) {
+    counter!(
+        names::ERROR_BUDGET_REFUSALS_TOTAL,
+        "post" => safe_label(post).to_owned(),
     )
     .increment(1);
 }

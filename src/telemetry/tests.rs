@@ -304,6 +304,7 @@ fn metrics_render_with_their_labels_and_buckets() {
         record_cache(CacheResult::Hit);
         record_cache(CacheResult::Miss);
         record_quota_refusal("TN-TUNIS", "burst");
+        record_error_budget_refusal("TN-TUNIS");
         record_upstream(UpstreamResult::Timeout, Duration::from_secs(2));
         set_upstream_circuit_open(true);
         record_audit_write(Duration::from_micros(300));
@@ -316,6 +317,7 @@ fn metrics_render_with_their_labels_and_buckets() {
         r#"caf_broker_cache_requests_total{result="hit"} 1"#,
         r#"caf_broker_cache_requests_total{result="miss"} 1"#,
         r#"caf_broker_quota_refusals_total{post="TN-TUNIS",window="burst"} 1"#,
+        r#"caf_broker_error_budget_refusals_total{post="TN-TUNIS"} 1"#,
         r#"caf_broker_upstream_requests_total{result="timeout"} 1"#,
         r#"caf_broker_upstream_duration_seconds_bucket{result="timeout",le="2.5"} 1"#,
         "caf_broker_upstream_circuit_open 1",

@@ -34,6 +34,46 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 
 /// As [`spawn_app_with`], with the quota clock given (a frozen one makes quotas exact).
 pub async fn spawn_app_with_clock(overrides: &[(&str, &str)], clock: Arc<dyn Clock>) -> TestApp {
+    let (app, server) = build_app(overrides, clock).await;
+    tokio::spawn(server.run_until_stopped());
+    app
+}
+
+/// A broker that is stopped by the test: `stop` returns once the server and
+/// what it does on shutdown are done.
+pub struct StoppableApp {
+    pub app: TestApp,
+    handle: actix_web::dev::ServerHandle,
+    running: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl StoppableApp {
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        self.running
+            .await
+            .expect("the server task ends")
+            .expect("the server stops cleanly");
+    }
+}
+
+/// As [`spawn_app_with_clock`], keeping the means to stop the broker.
+pub async fn spawn_stoppable_app(
+    overrides: &[(&str, &str)],
+    clock: Arc<dyn Clock>,
+) -> StoppableApp {
+    let (app, server) = build_app(overrides, clock).await;
+    let handle = server.handle();
+    let running = tokio::spawn(server.run_until_stopped());
+    StoppableApp {
+        app,
+        handle,
+        running,
+    }
+}
+
+/// The test settings and the application built from them, not yet running.
+async fn build_app(overrides: &[(&str, &str)], clock: Arc<dyn Clock>) -> (TestApp, Application) {
     let audit_dir = fresh_dir("audit");
     let mut env = vec![
         (
@@ -67,13 +107,13 @@ pub async fn spawn_app_with_clock(overrides: &[(&str, &str)], clock: Arc<dyn Clo
         .await
         .expect("application builds");
     let address = format!("{}://localhost:{}", app.scheme(), app.port());
-    tokio::spawn(app.run_until_stopped());
-    TestApp {
+    let test_app = TestApp {
         audit_dir: settings.audit.dir.clone(),
         address,
         client: client(),
         settings,
-    }
+    };
+    (test_app, app)
 }
 
 /// An HTTPS client that trusts only the development CA.
