@@ -800,6 +800,14 @@ mod tests {
         );
         let too_many = &doc["components"]["responses"]["QuotaExceeded"];
         assert!(too_many["headers"]["Retry-After"].is_object());
+        let problem = &doc["components"]["schemas"]["Problem"];
+        assert!(problem["properties"]["limit"].is_object(), "{problem}");
+        assert!(
+            !problem["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("limit"))
+        );
         let codes = &doc["components"]["responses"]["Unavailable"]["content"][PROBLEM_JSON]["schema"]
             ["allOf"][1]["properties"]["code"]["enum"];
         assert_eq!(
