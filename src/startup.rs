@@ -9,13 +9,14 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
+use crate::alerts::{Detector, RedisLink};
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::broker::{Broker, Stages};
 use crate::cache::RecordCache;
 use crate::config::Settings;
 use crate::policy::{DriftTracker, PolicyStore, ShadowPolicy, WatchGuard};
-use crate::quota::{Clock, SystemClock};
+use crate::quota::{Backend, Clock, SystemClock};
 use crate::routes::{self, EdgeLimits};
 
 pub struct Application {
@@ -59,6 +60,7 @@ impl Application {
         let authenticator = Authenticator::connect(&settings.auth)
             .await
             .context("loading the token keys")?;
+        let alerts = alert_detector(&settings, clock.clone())?;
         let quota = crate::quota::build(&settings.quotas, clock)
             .await
             .context("building the quota stage")?;
@@ -78,6 +80,7 @@ impl Application {
             cache,
             upstream,
             audit: Arc::new(audit),
+            alerts,
         }));
         let metrics = web::Data::new(
             crate::telemetry::Metrics::install().context("installing the metrics recorder")?,
@@ -140,6 +143,23 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// The bulk-lookup detector: it reads the quota's wall clock and time zone,
+/// and shares its windows through the quota's Redis when that is the backend.
+fn alert_detector(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Detector> {
+    let shared = match (settings.quotas.backend, &settings.quotas.redis_url) {
+        (Backend::Redis, Some(url)) => Some(RedisLink {
+            // The URL may hold a password: the error names the setting, not the value.
+            client: redis::Client::open(url.as_str())
+                .map_err(|_| anyhow::anyhow!("quotas.redis_url: not a Redis URL"))?,
+            timeout: Duration::from_millis(settings.quotas.redis_timeout_ms),
+        }),
+        _ => None,
+    };
+    let now = Arc::new(move || clock.now());
+    Detector::new(&settings.alerts, &settings.quotas.time_zone, now, shared)
+        .context("building the bulk-lookup detector")
 }
 
 /// SIGHUP reloads the policy: checked and tested first, swapped only if sound.
