@@ -216,6 +216,9 @@ impl Broker {
         entry: &AuditEntry,
         result: &Result<Released, BrokerError>,
     ) -> Vec<Alert> {
+        if !self.stages.alerts.is_on() {
+            return Vec::new();
+        }
         let found = match result {
             Ok(_) => true,
             Err(BrokerError::NotFound) => false,

@@ -154,6 +154,11 @@ impl Detector {
         })
     }
 
+    /// Whether any rule is on: with none, lookups need not be observed.
+    pub fn is_on(&self) -> bool {
+        self.rules.any()
+    }
+
     /// Records one lookup and returns the alerts it raised: each rule fires
     /// once when crossed, then stays silent for that agent for a while.
     pub async fn observe(&self, observation: Observation<'_>) -> Vec<Alert> {

@@ -81,7 +81,7 @@ fn default_max_agents() -> usize {
 /// The largest count threshold accepted: the windows keep at most
 /// [`super::windows::MAX_EVENTS_PER_AGENT`] events per agent, and must hold
 /// more than any threshold so that trimming them never hides a crossing.
-pub(crate) const MAX_THRESHOLD: u32 = 10_000;
+pub(crate) const MAX_THRESHOLD: u32 = 1_000;
 
 /// The longest suspension accepted: a week.
 const MAX_BLOCK_SECS: u64 = 7 * 86_400;
@@ -207,7 +207,7 @@ mod tests {
     fn validation_reports_every_problem_at_once() {
         let s = parse(
             r#"
-            distinct_dossiers_per_hour = 10001
+            distinct_dossiers_per_hour = 1001
             not_found_ratio = 1.5
             off_hours = "22h-6h"
             block_secs = 0
@@ -217,7 +217,7 @@ mod tests {
         .unwrap();
         let problems = s.validate();
         let expected = [
-            "alerts.distinct_dossiers_per_hour: must be at most 10000",
+            "alerts.distinct_dossiers_per_hour: must be at most 1000",
             "alerts.not_found_ratio: must be between 0 (off) and 1",
             "alerts.off_hours: \"22h\" is not a time of day",
             "alerts.block_secs: must be between 1 and 604800",

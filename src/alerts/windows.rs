@@ -7,7 +7,9 @@
 //! injected clock); past `alerts.max_agents`, the least recently seen agent is
 //! dropped to make room.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use jiff::{SignedDuration, Timestamp};
@@ -18,7 +20,7 @@ use super::{Agent, LookupKind, Observation};
 /// The most events one window of an agent keeps; older ones are dropped. It is
 /// above every threshold ([`super::settings::MAX_THRESHOLD`]), so dropping
 /// never hides a crossing; it only bounds the memory of a runaway agent.
-pub(crate) const MAX_EVENTS_PER_AGENT: usize = 20_000;
+pub(crate) const MAX_EVENTS_PER_AGENT: usize = 2_048;
 
 /// How often idle agents are swept.
 const SWEEP_INTERVAL: SignedDuration = SignedDuration::from_mins(1);
@@ -37,11 +39,13 @@ struct Inner {
 /// One agent's last hour.
 #[derive(Default)]
 struct AgentState {
-    /// Each lookup's dossier pseudonym, oldest first.
-    dossiers: VecDeque<(Timestamp, Box<str>)>,
+    /// Each lookup's dossier, oldest first, as a 64-bit digest of its
+    /// pseudonym (8 bytes instead of 64; two dossiers of one agent collide
+    /// with a chance of about 2^-64 per pair).
+    dossiers: VecDeque<(Timestamp, u64)>,
     /// The last time each dossier in `dossiers` was looked up: its size is the
     /// distinct count.
-    latest: HashMap<Box<str>, Timestamp>,
+    latest: HashMap<u64, Timestamp>,
     /// Each lookup and whether it found a dossier, oldest first.
     lookups: VecDeque<(Timestamp, bool)>,
     /// How many of `lookups` found nothing.
@@ -174,8 +178,8 @@ impl AgentState {
     fn record(&mut self, observation: &Observation<'_>, now: Timestamp) {
         self.last_seen = Some(now);
         self.prune(now);
-        let dossier: Box<str> = observation.dossier.into();
-        self.latest.insert(dossier.clone(), now);
+        let dossier = digest(observation.dossier);
+        self.latest.insert(dossier, now);
         self.dossiers.push_back((now, dossier));
         self.lookups.push_back((now, observation.found));
         if !observation.found {
@@ -256,6 +260,14 @@ impl AgentState {
                 .all(|until| *until <= now)
             && self.blocked_until.is_none_or(|until| until <= now)
     }
+}
+
+/// A digest of a dossier pseudonym (itself a keyed HMAC): std's SipHash with
+/// fixed keys, the same for the life of the process.
+fn digest(pseudonym: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    pseudonym.hash(&mut hasher);
+    hasher.finish()
 }
 
 #[cfg(test)]

@@ -351,3 +351,25 @@ async fn a_suspension_decided_on_one_replica_holds_on_the_other() {
     let colleague = b.token_of("TN-TUNIS", "agent-43", AGENT);
     assert_eq!(status_of(&b, "1000001", &colleague).await, 200);
 }
+
+#[tokio::test]
+async fn a_replica_whose_redis_stops_judges_on_its_own_windows_and_keeps_serving() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let [a, _b] = replicas(&redis, &[]).await;
+    let token = a.token(AGENT);
+    assert_eq!(status_of(&a, DOSSIERS[0], &token).await, 200);
+    redis.stop();
+    // The lookup seen by Redis is not in this replica's windows: four more
+    // distinct dossiers reach the threshold, the fifth crosses it.
+    for numero in &DOSSIERS[1..5] {
+        assert_eq!(status_of(&a, numero, &token).await, 200);
+    }
+    assert!(alerts(&records(&a.audit_dir)).is_empty());
+    assert_eq!(status_of(&a, DOSSIERS[5], &token).await, 200);
+    let log = records(&a.audit_dir);
+    let raised = alerts(&log);
+    assert_eq!(raised.len(), 1);
+    assert_eq!(figure(raised[0], "distinct_dossiers"), json!(5));
+}
