@@ -295,7 +295,9 @@ impl Broker {
             sub: request.caller.sub.clone(),
         };
         if self.stages.alerts.is_blocked(&agent).await {
-            tracing::info!(post = %agent.post, "agent suspended by a bulk-lookup alert");
+            // Debug only: the request line and the audit record already say it,
+            // and a suspended agent that insists must not double the log.
+            tracing::debug!(post = %agent.post, "agent suspended by a bulk-lookup alert");
             return Err(BrokerError::AgentSuspended);
         }
 
