@@ -2,7 +2,8 @@
 //!
 //! A data request walks, in order:
 //! 1. authenticate: the bearer token becomes a [`Caller`] whose role the policy knows;
-//! 2. authorize: the caller's role may declare the purpose;
+//! 2. authorize: the caller's role may declare the purpose, and the agent is
+//!    not suspended by a bulk-lookup alert;
 //! 3. quota: the post's burst and daily allowance; every authorized request counts;
 //! 4. cache: a recent CAF answer for the same lookup, or one shared upstream call;
 //! 5. upstream: the CAF record, refused if it is not the dossier asked for;
@@ -11,7 +12,10 @@
 //!
 //! Around them, the agent's error budget: an agent whose recent requests were
 //! refused too often (400, 403, 404, 429) is refused at once, before stage 2,
-//! and those refusals are recorded as one summary per agent and minute.
+//! and those refusals are recorded as one summary per agent and minute. And
+//! a lookup that reached the cache or the CAF (found or not) is then shown to
+//! the bulk-lookup detector; the alerts it raises are logged, counted and
+//! recorded in the audit log after the access record.
 //!
 //! Each stage is a capability module that knows nothing of the others; this
 //! module is the only one that walks them.
@@ -20,6 +24,7 @@ use std::sync::Arc;
 
 use tracing::{Instrument, info_span, instrument};
 
+use crate::alerts::{Agent, Alert, Detector, LookupKind, Observation};
 use crate::audit::{AuditEntry, AuditLog, CacheUse, Outcome};
 use crate::auth::{Authenticator, Caller};
 use crate::cache::{CacheStatus, RecordCache};
@@ -97,6 +102,8 @@ pub struct Stages {
     pub audit: Arc<AuditLog>,
     /// Refusals each agent may cause; past it, refused at once.
     pub error_budget: ErrorBudget,
+    /// Bulk-lookup detection: per-agent windows, alerts, suspensions.
+    pub alerts: Detector,
 }
 
 pub struct Broker {
@@ -190,6 +197,7 @@ impl Broker {
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
         };
 
+        let alerts = self.observe(&entry, &result).await;
         (entry.outcome, entry.status) = match &result {
             Ok(_) => (Outcome::Released, 200),
             Err(e) => (outcome_of(e), e.status()),
@@ -215,7 +223,7 @@ impl Broker {
             }
             _ => None,
         };
-        let recorded = self.record(entry).instrument(info_span!("audit")).await;
+        let recorded = self.record_with_alerts(entry, alerts).await;
         if let (Err(_), Some((post, sub))) = (&recorded, refusal) {
             budget.refund(&post, &sub);
         }
@@ -256,6 +264,73 @@ impl Broker {
         futures_util::future::join_all(appends).await;
     }
 
+    /// Stage 7 for a request and the alerts it raised: the access record, then
+    /// one record per alert, right after it in the chain.
+    async fn record_with_alerts(
+        &self,
+        entry: AuditEntry,
+        alerts: Vec<Alert>,
+    ) -> Result<(), BrokerError> {
+        let alert_entries: Vec<AuditEntry> = alerts
+            .into_iter()
+            .map(|alert| AuditEntry::alert(&entry, alert.rule.as_str(), alert.figures))
+            .collect();
+        self.record(entry).instrument(info_span!("audit")).await?;
+        for alert in alert_entries {
+            self.record(alert).instrument(info_span!("audit")).await?;
+        }
+        Ok(())
+    }
+
+    /// Shows a lookup that reached the cache or the CAF to the bulk-lookup
+    /// detector; logs and counts the alerts it raises, and returns them.
+    async fn observe(
+        &self,
+        entry: &AuditEntry,
+        result: &Result<Released, BrokerError>,
+    ) -> Vec<Alert> {
+        if !self.stages.alerts.is_on() {
+            return Vec::new();
+        }
+        let found = match result {
+            Ok(_) => true,
+            Err(BrokerError::NotFound) => false,
+            Err(_) => return Vec::new(),
+        };
+        let (Some(post), Some(sub), Some(lookup)) = (&entry.post, &entry.sub, &entry.lookup) else {
+            return Vec::new();
+        };
+        let agent = Agent {
+            post: post.clone(),
+            sub: sub.clone(),
+        };
+        let dossier = self.stages.audit.pseudonymize(lookup);
+        let kind = match lookup {
+            Lookup::Numero(_) => LookupKind::Numero,
+            Lookup::Nir(_) => LookupKind::Nir,
+        };
+        let observation = Observation {
+            agent: &agent,
+            dossier: &dossier,
+            kind,
+            found,
+        };
+        let alerts = self.stages.alerts.observe(observation).await;
+        for alert in &alerts {
+            // Figures are numbers only: no dossier, NIR or name can ride along.
+            let figures = serde_json::to_string(&alert.figures).unwrap_or_default();
+            tracing::warn!(
+                post = %post,
+                sub = %sub,
+                rule = alert.rule.as_str(),
+                figures = %figures,
+                "bulk-lookup alert"
+            );
+            crate::telemetry::record_alert(alert.rule.as_str());
+        }
+        alerts
+    }
+
     /// Stage 7: appends the record and waits for it to be on disk.
     async fn record(&self, entry: AuditEntry) -> Result<(), BrokerError> {
         match tokio::time::timeout(AUDIT_TIMEOUT, self.stages.audit.append(entry)).await {
@@ -286,6 +361,18 @@ impl Broker {
         })?;
         // The policy knows the purpose now: it may label spans and metrics.
         tracing::Span::current().record("purpose", purpose.as_str());
+
+        // A suspended agent is refused before its request costs its post any quota.
+        let agent = Agent {
+            post: request.caller.post.clone(),
+            sub: request.caller.sub.clone(),
+        };
+        if self.stages.alerts.is_blocked(&agent).await {
+            // Debug only: the request line and the audit record already say it,
+            // and a suspended agent that insists must not double the log.
+            tracing::debug!(post = %agent.post, "agent suspended by a bulk-lookup alert");
+            return Err(BrokerError::AgentSuspended);
+        }
 
         // 3. quota: counted before the cache, so hits and misses, found or not, all count.
         let quota = match self
@@ -418,7 +505,7 @@ fn outcome_of(error: &BrokerError) -> Outcome {
         | BrokerError::RouteNotFound
         | BrokerError::MethodNotAllowed { .. } => Outcome::Invalid,
         BrokerError::Unauthenticated(_) => Outcome::Unauthenticated,
-        BrokerError::PurposeNotPermitted => Outcome::Refused,
+        BrokerError::PurposeNotPermitted | BrokerError::AgentSuspended => Outcome::Refused,
         BrokerError::QuotaExceeded { .. }
         | BrokerError::ErrorBudgetSpent { .. }
         | BrokerError::QuotaUnavailable => Outcome::QuotaExceeded,

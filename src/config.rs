@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::alerts::AlertSettings;
 use crate::audit::AuditSettings;
 use crate::auth::AuthSettings;
 use crate::cache::CacheSettings;
@@ -31,6 +32,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub audit: AuditSettings,
     pub telemetry: TelemetrySettings,
+    pub alerts: AlertSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +137,7 @@ impl Settings {
         let cache = sections.take::<CacheSettings>();
         let audit = sections.take::<AuditSettings>();
         let telemetry = sections.take::<TelemetrySettings>();
+        let alerts = sections.take::<AlertSettings>();
         let Sections {
             table,
             mut problems,
@@ -153,6 +156,7 @@ impl Settings {
                 cache: cache?,
                 audit: audit?,
                 telemetry: telemetry?,
+                alerts: alerts?,
             })
         })();
         match settings {
@@ -256,6 +260,7 @@ section!(QuotaSettings, "quotas");
 section!(CacheSettings, "cache", optional = true);
 section!(AuditSettings, "audit");
 section!(TelemetrySettings, "telemetry", optional = true);
+section!(AlertSettings, "alerts", optional = true);
 
 /// Applies `CAF_BROKER__SECTION__KEY=value` overrides. A value is read as a
 /// TOML value when it is one (`true`, `8443`, `["ES256"]`), else as a string.
@@ -395,6 +400,41 @@ mod tests {
             Settings::from_toml_with_env("[server\nlisten=1", "broker.toml", no_env()).unwrap_err();
         assert!(err.to_string().starts_with("broker.toml:"), "{err}");
         assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn the_alerts_section_may_be_left_out_and_is_checked_when_present() {
+        let mut table: toml::Table = toml::from_str(&shipped()).unwrap();
+        assert!(
+            table.remove("alerts").is_some(),
+            "the shipped config has [alerts]"
+        );
+        let without = toml::to_string(&table).unwrap();
+        let settings = Settings::from_toml_with_env(&without, "broker.toml", no_env()).unwrap();
+        assert_eq!(settings.alerts.distinct_dossiers_per_hour, 60);
+        let env = vec![
+            (
+                "CAF_BROKER__ALERTS__OFF_HOURS".to_string(),
+                "\"25:00-06:00\"".to_string(),
+            ),
+            (
+                "CAF_BROKER__ALERTS__BLOCK_SEC".to_string(),
+                "60".to_string(),
+            ),
+        ];
+        let err = Settings::from_toml_with_env(&shipped(), "broker.toml", env).unwrap_err();
+        let all = err.to_string();
+        assert!(all.contains("[alerts]: unknown field `block_sec`"), "{all}");
+        let env = vec![(
+            "CAF_BROKER__ALERTS__OFF_HOURS".to_string(),
+            "\"25:00-06:00\"".to_string(),
+        )];
+        let err = Settings::from_toml_with_env(&shipped(), "broker.toml", env).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("alerts.off_hours: \"25:00\" is not a time of day"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum BrokerError {
     /// The caller's role may not use the declared purpose.
     #[error("purpose not permitted")]
     PurposeNotPermitted,
+    /// The agent is suspended after a bulk-lookup alert (`alerts.block`).
+    #[error("agent suspended")]
+    AgentSuspended,
     /// The post's burst or daily quota is spent.
     #[error("quota exceeded")]
     QuotaExceeded {
@@ -86,6 +89,7 @@ impl BrokerError {
             BrokerError::UnsupportedMediaType => "unsupported-media-type",
             BrokerError::Unauthenticated(_) => "unauthenticated",
             BrokerError::PurposeNotPermitted => "purpose-not-permitted",
+            BrokerError::AgentSuspended => "agent-suspended",
             BrokerError::QuotaExceeded { .. } => "quota-exceeded",
             BrokerError::ErrorBudgetSpent { .. } => "quota-exceeded",
             BrokerError::QuotaUnavailable => "quota-unavailable",
@@ -105,7 +109,7 @@ impl BrokerError {
         match self {
             BrokerError::InvalidRequest(_) => 400,
             BrokerError::Unauthenticated(_) => 401,
-            BrokerError::PurposeNotPermitted => 403,
+            BrokerError::PurposeNotPermitted | BrokerError::AgentSuspended => 403,
             BrokerError::NotFound | BrokerError::RouteNotFound => 404,
             BrokerError::MethodNotAllowed { .. } => 405,
             BrokerError::PayloadTooLarge { .. } => 413,
@@ -129,6 +133,7 @@ impl BrokerError {
             BrokerError::UnsupportedMediaType => "Unsupported media type",
             BrokerError::Unauthenticated(_) => "Unauthenticated",
             BrokerError::PurposeNotPermitted => "Purpose not permitted",
+            BrokerError::AgentSuspended => "Agent suspended",
             BrokerError::QuotaExceeded { .. } => "Quota exceeded",
             BrokerError::ErrorBudgetSpent { .. } => "Quota exceeded",
             BrokerError::QuotaUnavailable => "Quota unavailable",
@@ -162,6 +167,10 @@ impl BrokerError {
             }
             BrokerError::PurposeNotPermitted => {
                 "Your role may not declare this purpose; see the policy for the purposes of your role."
+                    .into()
+            }
+            BrokerError::AgentSuspended => {
+                "Your data requests are suspended for a while after an unusual series of lookups; your security officer has been alerted."
                     .into()
             }
             BrokerError::QuotaExceeded { retry_after_secs, .. } => format!(

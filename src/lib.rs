@@ -11,6 +11,7 @@
 //! - [`policy`]: the policy file, compiled field rules, the pure filter, explain, policy tests.
 //! - [`auth`]: JWT verification against a JWKS, a cache of verified tokens, dev token minting.
 //! - [`quota`]: per-post burst and daily quotas, local or shared through Redis.
+//! - [`alerts`]: bulk-lookup detection: per-agent sliding windows, alerts, suspension.
 //! - [`upstream`]: the `CafClient` trait and its connectors (embedded simulator).
 //! - [`simulator`]: the synthetic CAF: deterministic dataset and standalone HTTP server.
 //! - [`broker`]: the pipeline, free of any HTTP framework.
@@ -22,6 +23,7 @@
 //! - [`startup`]: the composition root, `Application::build`.
 //! - [`cli`]: the command line.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod broker;

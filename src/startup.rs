@@ -9,13 +9,14 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
+use crate::alerts::{Detector, RedisLink};
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::broker::{Broker, Stages};
 use crate::cache::RecordCache;
 use crate::config::Settings;
 use crate::policy::{DriftTracker, PolicyStore, ShadowPolicy, WatchGuard};
-use crate::quota::{Clock, ErrorBudget, SystemClock};
+use crate::quota::{Backend, Clock, ErrorBudget, SystemClock};
 use crate::routes::{self, EdgeLimits};
 
 pub struct Application {
@@ -66,6 +67,7 @@ impl Application {
             .await
             .context("loading the token keys")?;
         let error_budget = ErrorBudget::new(settings.quotas.agent_error_budget, clock.clone());
+        let alerts = alert_detector(&settings, clock.clone())?;
         let quota = crate::quota::build(&settings.quotas, clock)
             .await
             .context("building the quota stage")?;
@@ -86,6 +88,7 @@ impl Application {
             upstream,
             audit: Arc::new(audit),
             error_budget,
+            alerts,
         }));
         let refusals = RefusalsTicker::spawn(broker.clone(), REFUSALS_INTERVAL);
         let metrics = web::Data::new(
@@ -186,6 +189,23 @@ impl RefusalsTicker {
         let _ = self.stop.send(());
         let _ = self.task.await;
     }
+}
+
+/// The bulk-lookup detector: it reads the quota's wall clock and time zone,
+/// and shares its windows through the quota's Redis when that is the backend.
+fn alert_detector(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Detector> {
+    let shared = match (settings.quotas.backend, &settings.quotas.redis_url) {
+        (Backend::Redis, Some(url)) => Some(RedisLink {
+            // The URL may hold a password: the error names the setting, not the value.
+            client: redis::Client::open(url.as_str())
+                .map_err(|_| anyhow::anyhow!("quotas.redis_url: not a Redis URL"))?,
+            timeout: Duration::from_millis(settings.quotas.redis_timeout_ms),
+        }),
+        _ => None,
+    };
+    let now = Arc::new(move || clock.now());
+    Detector::new(&settings.alerts, &settings.quotas.time_zone, now, shared)
+        .context("building the bulk-lookup detector")
 }
 
 /// SIGHUP reloads the policy: checked and tested first, swapped only if sound.

@@ -154,6 +154,11 @@ struct Broker {
 
 impl Broker {
     async fn start(otlp_endpoint: Option<&str>) -> Broker {
+        Broker::start_with(otlp_endpoint, &[]).await
+    }
+
+    /// As [`Broker::start`], with extra `CAF_BROKER__*` settings.
+    async fn start_with(otlp_endpoint: Option<&str>, extra: &[(&'static str, &str)]) -> Broker {
         let port = free_port();
         let audit_dir = std::env::temp_dir().join(format!(
             "caf-broker-telemetry-{}-{port}",
@@ -174,6 +179,7 @@ impl Broker {
                 "\"ci-telemetry\"".into(),
             ),
         ];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         if let Some(endpoint) = otlp_endpoint {
             env.push((
                 "CAF_BROKER__TELEMETRY__OTLP_ENDPOINT",
@@ -506,6 +512,55 @@ async fn without_an_endpoint_the_broker_exports_nothing() {
     assert_eq!(res.status(), 200);
     let logs = broker.stop();
     assert!(receiver.exports().is_empty());
+    assert_no_personal_data("the logs", logs.as_bytes(), &token);
+}
+
+#[tokio::test]
+async fn a_bulk_lookup_alert_is_a_warning_naming_the_agent_and_rule_but_no_dossier() {
+    let broker = Broker::start_with(
+        None,
+        &[
+            ("CAF_BROKER__ALERTS__DISTINCT_DOSSIERS_PER_HOUR", "3"),
+            // The run must not depend on the hour it is made at.
+            ("CAF_BROKER__ALERTS__OFF_HOURS", "\"\""),
+        ],
+    )
+    .await;
+    let token = broker.token();
+    let client = reqwest::Client::new();
+    for numero in NUMEROS {
+        let res = client
+            .get(broker.url(&format!("/v1/allocataires/{numero}")))
+            .bearer_auth(&token)
+            .header("X-Purpose", PURPOSE)
+            .header("X-Case-Reference", CASE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let logs = broker.stop();
+    let alerts: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["message"] == "bulk-lookup alert")
+        .collect();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one alert for five dossiers over a threshold of three:\n{logs}"
+    );
+    let alert = &alerts[0];
+    assert_eq!(alert["level"], "WARN");
+    assert_eq!(alert["post"], "TN-TUNIS");
+    assert_eq!(alert["sub"], "agent-42");
+    assert_eq!(alert["rule"], "distinct_dossiers");
+    let figures: Value = serde_json::from_str(alert["figures"].as_str().expect("figures")).unwrap();
+    assert_eq!(
+        figures,
+        json!({"distinct_dossiers": 4, "threshold": 3, "window_secs": 3600})
+    );
+    assert_no_personal_data("the alert", alert.to_string().as_bytes(), &token);
     assert_no_personal_data("the logs", logs.as_bytes(), &token);
 }
 

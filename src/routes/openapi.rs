@@ -150,6 +150,7 @@ pub enum ProblemCode {
     InvalidRequest,
     Unauthenticated,
     PurposeNotPermitted,
+    AgentSuspended,
     AllocataireNotFound,
     RouteNotFound,
     MethodNotAllowed,
@@ -166,10 +167,11 @@ pub enum ProblemCode {
 
 impl ProblemCode {
     /// Every code, with the status it is answered with.
-    pub const ALL: [(ProblemCode, u16); 15] = [
+    pub const ALL: [(ProblemCode, u16); 16] = [
         (ProblemCode::InvalidRequest, 400),
         (ProblemCode::Unauthenticated, 401),
         (ProblemCode::PurposeNotPermitted, 403),
+        (ProblemCode::AgentSuspended, 403),
         (ProblemCode::AllocataireNotFound, 404),
         (ProblemCode::RouteNotFound, 404),
         (ProblemCode::MethodNotAllowed, 405),
@@ -190,6 +192,7 @@ impl ProblemCode {
             ProblemCode::InvalidRequest => "invalid-request",
             ProblemCode::Unauthenticated => "unauthenticated",
             ProblemCode::PurposeNotPermitted => "purpose-not-permitted",
+            ProblemCode::AgentSuspended => "agent-suspended",
             ProblemCode::AllocataireNotFound => "allocataire-not-found",
             ProblemCode::RouteNotFound => "route-not-found",
             ProblemCode::MethodNotAllowed => "method-not-allowed",
@@ -419,7 +422,7 @@ const PROBLEM_ANSWERS: [ProblemAnswer; 11] = [
     ProblemAnswer {
         name: "PurposeNotPermitted",
         status: 403,
-        description: "The caller's role may not declare this purpose.",
+        description: "The caller's role may not declare this purpose (`purpose-not-permitted`), or the agent is suspended after a bulk-lookup alert (`agent-suspended`, with `alerts.block = true`).",
         headers: &[],
         body_only: false,
     },
@@ -713,6 +716,7 @@ mod tests {
             BrokerError::UnsupportedMediaType,
             BrokerError::Unauthenticated(Unauthenticated::MissingToken),
             BrokerError::PurposeNotPermitted,
+            BrokerError::AgentSuspended,
             BrokerError::QuotaUnavailable,
             BrokerError::ErrorBudgetSpent {
                 retry_after_secs: 1,

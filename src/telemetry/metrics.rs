@@ -38,6 +38,8 @@ pub mod names {
     pub const UPSTREAM_MISMATCH_TOTAL: &str = "caf_broker_upstream_mismatch_total";
     /// Counter: NIRs found in released text and replaced by `[redacted]`.
     pub const NIR_REDACTIONS_TOTAL: &str = "caf_broker_nir_redactions_total";
+    /// Counter `{rule}`: bulk-lookup alerts raised.
+    pub const ALERTS_TOTAL: &str = "caf_broker_alerts_total";
 }
 
 /// Request latencies, from 5 ms to 10 s.
@@ -174,6 +176,7 @@ fn describe() {
         names::NIR_REDACTIONS_TOTAL,
         "NIRs found in released text fields and replaced by [redacted]."
     );
+    describe_counter!(names::ALERTS_TOTAL, "Bulk-lookup alerts raised, by rule.");
 }
 
 /// One answered HTTP request, as the edge sees it.
@@ -304,6 +307,11 @@ pub fn record_nir_redactions(count: usize) {
 
 pub fn record_audit_write(elapsed: Duration) {
     histogram!(names::AUDIT_WRITE_DURATION_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// A bulk-lookup alert; `rule` is the rule's name (`distinct_dossiers`, ...).
+pub fn record_alert(rule: &str) {
+    counter!(names::ALERTS_TOTAL, "rule" => safe_label(rule).to_owned()).increment(1);
 }
 
 /// The standard methods as they are, anything else as `_OTHER` (as the HTTP

@@ -95,6 +95,12 @@ async fn build_app(overrides: &[(&str, &str)], clock: Arc<dyn Clock>) -> (TestAp
             "CAF_BROKER__UPSTREAM__RECORDS".to_string(),
             "300".to_string(),
         ),
+        // Tests run at any hour: the off-hours rule is on only where a test
+        // turns it on, with a frozen clock.
+        (
+            "CAF_BROKER__ALERTS__OFF_HOURS".to_string(),
+            "\"\"".to_string(),
+        ),
     ];
     env.extend(
         overrides
@@ -132,8 +138,13 @@ impl TestApp {
     }
 
     pub fn token_for(&self, post: &str, role: &str) -> String {
+        self.token_of(post, "agent-42", role)
+    }
+
+    /// A valid dev token for agent `sub` of `post`.
+    pub fn token_of(&self, post: &str, sub: &str, role: &str) -> String {
         let claims = DevClaims {
-            sub: "agent-42".into(),
+            sub: sub.into(),
             post: post.into(),
             role: role.into(),
             ttl_secs: 600,

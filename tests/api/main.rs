@@ -1,6 +1,7 @@
 //! Integration tests through the public HTTPS surface, on port 0, with the
 //! embedded simulator as the CAF.
 
+mod alerts;
 mod audit;
 #[path = "../support/audit_files.rs"]
 mod audit_files;
