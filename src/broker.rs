@@ -22,7 +22,7 @@ use crate::cache::{CacheStatus, RecordCache};
 use crate::domain::{CaseReference, Lookup, Purpose};
 use crate::error::{BrokerError, Unauthenticated};
 use crate::policy::{DriftTracker, Policy, PolicyStore, ReloadCounts, ShadowPolicy};
-use crate::quota::{Decision, Quota, QuotaState};
+use crate::quota::{Agent, Decision, Quota, QuotaState};
 use crate::upstream::{CafClient, UpstreamError, UpstreamHealth};
 
 /// What the edge read of a data request from an authenticated caller. The
@@ -224,11 +224,22 @@ impl Broker {
         // The policy knows the purpose now: it may label spans and metrics.
         tracing::Span::current().record("purpose", purpose.as_str());
 
+        // A post the quota table does not know (with `quotas.known_posts_only`)
+        // is refused before anything counts.
+        let caller = &request.caller;
+        if !self.stages.quota.is_registered(&caller.post) {
+            return Err(BrokerError::PostNotRegistered);
+        }
+
         // 3. quota: counted before the cache, so hits and misses, found or not, all count.
+        let agent = Agent {
+            post: &caller.post,
+            sub: &caller.sub,
+        };
         let quota = match self
             .stages
             .quota
-            .acquire(&request.caller.post)
+            .acquire(agent)
             .instrument(info_span!("quota", post = %request.caller.post))
             .await
         {
@@ -246,6 +257,7 @@ impl Broker {
                 return Err(BrokerError::QuotaExceeded {
                     state,
                     retry_after_secs,
+                    limit: exhausted,
                 });
             }
             Decision::Unavailable => return Err(BrokerError::QuotaUnavailable),
@@ -330,7 +342,7 @@ fn outcome_of(error: &BrokerError) -> Outcome {
         | BrokerError::RouteNotFound
         | BrokerError::MethodNotAllowed { .. } => Outcome::Invalid,
         BrokerError::Unauthenticated(_) => Outcome::Unauthenticated,
-        BrokerError::PurposeNotPermitted => Outcome::Refused,
+        BrokerError::PurposeNotPermitted | BrokerError::PostNotRegistered => Outcome::Refused,
         BrokerError::QuotaExceeded { .. } | BrokerError::QuotaUnavailable => Outcome::QuotaExceeded,
         BrokerError::NotFound => Outcome::NotFound,
         BrokerError::Upstream(_)

@@ -7,7 +7,7 @@
 
 use crate::auth::AuthError;
 use crate::policy::Refusal;
-use crate::quota::QuotaState;
+use crate::quota::{QuotaState, Window};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -26,11 +26,16 @@ pub enum BrokerError {
     /// The caller's role may not use the declared purpose.
     #[error("purpose not permitted")]
     PurposeNotPermitted,
-    /// The post's burst or daily quota is spent.
+    /// The caller's post has no `[quotas.posts.<code>]` entry and
+    /// `quotas.known_posts_only` is set.
+    #[error("post not registered")]
+    PostNotRegistered,
+    /// The post's or the agent's burst or daily quota is spent; `limit` says which.
     #[error("quota exceeded")]
     QuotaExceeded {
         state: QuotaState,
         retry_after_secs: u64,
+        limit: Window,
     },
     /// The shared quota store cannot be reached and the broker is set to refuse then.
     #[error("quota store unavailable")]
@@ -81,6 +86,7 @@ impl BrokerError {
             BrokerError::UnsupportedMediaType => "unsupported-media-type",
             BrokerError::Unauthenticated(_) => "unauthenticated",
             BrokerError::PurposeNotPermitted => "purpose-not-permitted",
+            BrokerError::PostNotRegistered => "post-not-registered",
             BrokerError::QuotaExceeded { .. } => "quota-exceeded",
             BrokerError::QuotaUnavailable => "quota-unavailable",
             BrokerError::NotFound => "allocataire-not-found",
@@ -99,7 +105,7 @@ impl BrokerError {
         match self {
             BrokerError::InvalidRequest(_) => 400,
             BrokerError::Unauthenticated(_) => 401,
-            BrokerError::PurposeNotPermitted => 403,
+            BrokerError::PurposeNotPermitted | BrokerError::PostNotRegistered => 403,
             BrokerError::NotFound | BrokerError::RouteNotFound => 404,
             BrokerError::MethodNotAllowed { .. } => 405,
             BrokerError::PayloadTooLarge { .. } => 413,
@@ -122,6 +128,7 @@ impl BrokerError {
             BrokerError::UnsupportedMediaType => "Unsupported media type",
             BrokerError::Unauthenticated(_) => "Unauthenticated",
             BrokerError::PurposeNotPermitted => "Purpose not permitted",
+            BrokerError::PostNotRegistered => "Post not registered",
             BrokerError::QuotaExceeded { .. } => "Quota exceeded",
             BrokerError::QuotaUnavailable => "Quota unavailable",
             BrokerError::NotFound => "Allocataire not found",
@@ -156,9 +163,25 @@ impl BrokerError {
                 "Your role may not declare this purpose; see the policy for the purposes of your role."
                     .into()
             }
-            BrokerError::QuotaExceeded { retry_after_secs, .. } => format!(
-                "Your post's request quota is spent; retry in {retry_after_secs} seconds (see the RateLimit header)."
-            ),
+            BrokerError::PostNotRegistered => {
+                "Your post is not registered with this broker; its operators must add it before any request is served."
+                    .into()
+            }
+            BrokerError::QuotaExceeded {
+                retry_after_secs,
+                limit,
+                ..
+            } => {
+                let spent = match limit {
+                    Window::Burst => "Your post's burst quota (shared by its agents) is spent",
+                    Window::Daily => "Your post's daily quota (shared by its agents) is spent",
+                    Window::AgentBurst => "Your own burst quota is spent",
+                    Window::AgentDaily => "Your own daily quota is spent",
+                };
+                format!(
+                    "{spent}; retry in {retry_after_secs} seconds (see `limit` and the RateLimit header)."
+                )
+            }
             BrokerError::QuotaUnavailable => {
                 "The quota service cannot be reached, so no request is served; retry later.".into()
             }
@@ -179,6 +202,14 @@ impl BrokerError {
                 "The broker failed to process the request; quote the request id to the operators."
                     .into()
             }
+        }
+    }
+
+    /// The limit a `429` names in its problem body (`limit`), if any.
+    pub fn quota_limit(&self) -> Option<&'static str> {
+        match self {
+            BrokerError::QuotaExceeded { limit, .. } => Some(limit.as_str()),
+            _ => None,
         }
     }
 }

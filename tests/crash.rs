@@ -38,6 +38,10 @@ async fn a_killed_broker_has_recorded_every_request_it_answered() {
             "CAF_BROKER__QUOTAS__DEFAULT",
             "{ per_second = 100000, burst = 100000, per_day = 1000000 }".into(),
         ),
+        (
+            "CAF_BROKER__QUOTAS__AGENT_DEFAULT",
+            "{ per_second = 100000, burst = 100000, per_day = 1000000 }".into(),
+        ),
     ];
     let mut child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_caf-broker"))

@@ -43,6 +43,9 @@ struct Problem<'a> {
     detail: String,
     code: &'a str,
     request_id: String,
+    /// On `429 quota-exceeded`: the spent limit (`burst`, `daily`, `agent-burst`, `agent-daily`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<&'static str>,
 }
 
 impl ResponseError for ApiError {
@@ -64,6 +67,7 @@ impl ResponseError for ApiError {
             detail: self.error.detail(),
             code,
             request_id: self.request_id.to_string(),
+            limit: self.error.quota_limit(),
         };
         let mut res = HttpResponse::build(status);
         res.content_type("application/problem+json");
@@ -77,6 +81,7 @@ impl ResponseError for ApiError {
             BrokerError::QuotaExceeded {
                 state,
                 retry_after_secs,
+                ..
             } => {
                 res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
                 super::quota_headers(&mut res, state);

@@ -55,6 +55,12 @@ pub async fn spawn_app_with_clock(overrides: &[(&str, &str)], clock: Arc<dyn Clo
             "CAF_BROKER__UPSTREAM__RECORDS".to_string(),
             "300".to_string(),
         ),
+        // Tests of other stages send more than an agent's burst with one token;
+        // the tests of per-agent limits set their own.
+        (
+            "CAF_BROKER__QUOTAS__AGENT_DEFAULT".to_string(),
+            "{ per_second = 1000, burst = 1000, per_day = 1000000 }".to_string(),
+        ),
     ];
     env.extend(
         overrides
