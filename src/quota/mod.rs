@@ -170,6 +170,15 @@ pub async fn build(
     }
 }
 
+/// What `caf-broker check` adds to the settings' validation: the Redis CA and
+/// password files are read and the client built, without connecting.
+pub fn check_files(settings: &QuotaSettings) -> Vec<String> {
+    match (settings.backend, settings.redis_url.as_deref()) {
+        (Backend::Redis, Some(url)) => redis::client(url, settings).err().unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
 impl Quota for LocalQuota {
     fn acquire<'a>(
         &'a self,
