@@ -104,11 +104,7 @@ impl LocalQuota {
         // Nothing below panics, so a poisoned lock still holds consistent counters.
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let day = inner.day_of(&self.calendar, now);
-        inner.decisions_since_prune += 1;
-        if inner.decisions_since_prune >= PRUNE_EVERY {
-            inner.decisions_since_prune = 0;
-            inner.prune(now_us, day.date);
-        }
+        inner.tick(now_us, day.date);
         let share = self.share;
         let (post_meter, agent_meter, refused) =
             self.with_counters(&mut inner, agent, day.date, |post, sub| {
@@ -144,6 +140,9 @@ impl LocalQuota {
     ) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let day = inner.day_of(&self.calendar, now);
+        // Redis answers every request while it is up: the fallback's maps must
+        // be pruned then too.
+        inner.tick(epoch_micros(now), day.date);
         self.with_counters(&mut inner, agent, day.date, |post, sub| {
             post.seen_shared = post_used;
             sub.seen_shared = agent_used;
@@ -198,6 +197,15 @@ impl Inner {
                 self.today = Some(day);
                 day
             }
+        }
+    }
+
+    /// Counts one use of the maps, and prunes them every [`PRUNE_EVERY`] uses.
+    fn tick(&mut self, now_us: u64, today: Date) {
+        self.decisions_since_prune += 1;
+        if self.decisions_since_prune >= PRUNE_EVERY {
+            self.decisions_since_prune = 0;
+            self.prune(now_us, today);
         }
     }
 

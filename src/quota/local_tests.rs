@@ -644,3 +644,23 @@ fn a_fallback_that_saw_nothing_grants_its_share_of_the_whole_day_and_the_next_da
         .count();
     assert_eq!(granted, 25, "100 / 4, yesterday's count forgotten");
 }
+
+#[test]
+fn what_the_fallback_remembers_of_redis_is_pruned_while_redis_answers() {
+    let (quota, clock) = build_local(settings(DEFAULT, &[]), "2026-01-15T10:00:00Z", 2);
+    for i in 0..10 {
+        quota.observe(
+            agent("TN-TUNIS", &format!("agent-{i}")).agent(),
+            clock.now(),
+            1,
+            1,
+        );
+    }
+    assert_eq!(quota.tracked(), (1, 10));
+    clock.set(at("2026-01-16T10:00:00Z"));
+    let busy = agent("MA-RABAT", "agent-1");
+    for _ in 0..PRUNE_EVERY {
+        quota.observe(busy.agent(), clock.now(), 1, 1);
+    }
+    assert_eq!(quota.tracked(), (1, 1));
+}

@@ -187,6 +187,15 @@ impl QuotaSettings {
         if self.redis_username.as_deref() == Some("") {
             problems.push("quotas.redis_username: must not be empty".to_owned());
         }
+        let has_user = self.redis_username.is_some() || settings.username().is_some();
+        let has_password = self.redis_password_file.is_some() || settings.password().is_some();
+        if has_user && !has_password {
+            // Redis would silently log in as the default user instead.
+            problems.push(
+                "quotas.redis_username: needs a password, in the URL or quotas.redis_password_file"
+                    .to_owned(),
+            );
+        }
         if self.redis_password_file.is_some() && settings.password().is_some() {
             problems.push(
                 "quotas.redis_password_file: the URL already carries a password; set it in one place"
@@ -418,6 +427,22 @@ mod tests {
         assert!(problems[0].starts_with("quotas.redis_username: the URL already names a user"));
         assert!(problems[1].starts_with("quotas.redis_password_file: the URL already carries"));
         assert!(problems.iter().all(|p| !p.contains("s3cret")));
+    }
+
+    #[test]
+    fn an_acl_user_without_a_password_is_refused() {
+        let s = parse(
+            r#"
+            backend = "redis"
+            redis_url = "rediss://redis.internal:6380/0"
+            redis_username = "caf-broker"
+            default = { per_second = 5, burst = 20, per_day = 2000 }
+            "#,
+        )
+        .unwrap();
+        let problems = s.validate();
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].starts_with("quotas.redis_username: needs a password"));
     }
 
     #[test]
