@@ -3,7 +3,7 @@
 //! A data request walks, in order:
 //! 1. authenticate: the bearer token becomes a [`Caller`] whose role the policy knows;
 //! 2. authorize: the caller's role may declare the purpose;
-//! 3. quota: the post's burst and daily allowance; every authorized request counts;
+//! 3. quota: the post's and the agent's burst and daily allowance; every authorized request counts;
 //! 4. cache: a recent CAF answer for the same lookup, or one shared upstream call;
 //! 5. upstream: the CAF record;
 //! 6. filter: only the fields the purpose may see leave;
