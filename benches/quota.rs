@@ -3,7 +3,8 @@
 //! `cargo bench --bench quota` (add `-- --quick` for a short run). The Redis
 //! half starts its own `redis-server` on a free loopback port and is skipped
 //! with a message when the binary is not installed. Limits are set high so
-//! that every decision does the full work (daily check, GCRA, count).
+//! that every decision does the full work (daily checks, both GCRAs, counts)
+//! for one agent of each post.
 
 use std::hint::black_box;
 use std::io::{Read, Write};
@@ -13,8 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use caf_broker::domain::PostCode;
-use caf_broker::quota::{self, Backend, Limits, Quota, QuotaSettings, RedisFailure, SystemClock};
+use caf_broker::domain::{PostCode, Subject};
+use caf_broker::quota::{
+    self, Agent, Backend, Limits, Quota, QuotaSettings, RedisFailure, SystemClock,
+};
 use criterion::{
     BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
 };
@@ -110,13 +113,29 @@ fn settings(backend: Backend, redis_url: Option<String>) -> QuotaSettings {
         },
         posts: Default::default(),
         agent_error_budget: Default::default(),
+        known_posts_only: false,
+        agent_default: Limits {
+            per_second: 1_000_000,
+            burst: 1_000_000,
+            per_day: 1_000_000_000_000,
+        },
+        agents: Default::default(),
+        redis_ca_file: None,
+        redis_username: None,
+        redis_password_file: None,
+        replicas_hint: 1,
     }
 }
 
-fn posts() -> Arc<Vec<PostCode>> {
+/// One agent in each post.
+fn posts() -> Arc<Vec<(PostCode, Subject)>> {
     Arc::new(
         (0..POSTS)
-            .filter_map(|i| PostCode::parse(&format!("XX-POST{i}")).ok())
+            .filter_map(|i| {
+                let post = PostCode::parse(&format!("XX-POST{i}")).ok()?;
+                let sub = Subject::parse(&format!("agent-{i}")).ok()?;
+                Some((post, sub))
+            })
             .collect(),
     )
 }
@@ -145,8 +164,8 @@ fn bench_backend(
                             let posts = posts.clone();
                             tokio::spawn(async move {
                                 for i in 0..per_task {
-                                    let post = &posts[(t + i as usize) % posts.len()];
-                                    black_box(quota.acquire(post).await);
+                                    let (post, sub) = &posts[(t + i as usize) % posts.len()];
+                                    black_box(quota.acquire(Agent { post, sub }).await);
                                 }
                             })
                         })

@@ -2,9 +2,10 @@
 //!
 //! A data request walks, in order:
 //! 1. authenticate: the bearer token becomes a [`Caller`] whose role the policy knows;
-//! 2. authorize: the caller's role may declare the purpose, and the agent is
-//!    not suspended by a bulk-lookup alert;
-//! 3. quota: the post's burst and daily allowance; every authorized request counts;
+//! 2. authorize: the caller's role may declare the purpose, its post is known
+//!    (with `quotas.known_posts_only`), and the agent is not suspended by a
+//!    bulk-lookup alert;
+//! 3. quota: the post's and the agent's burst and daily allowance; every authorized request counts;
 //! 4. cache: a recent CAF answer for the same lookup, or one shared upstream call;
 //! 5. upstream: the CAF record, refused if it is not the dossier asked for;
 //! 6. filter: only the fields the purpose may see leave, NIRs in their text redacted;
@@ -24,14 +25,14 @@ use std::sync::Arc;
 
 use tracing::{Instrument, info_span, instrument};
 
-use crate::alerts::{Agent, Alert, Detector, LookupKind, Observation};
+use crate::alerts::{self, Alert, Detector, LookupKind, Observation};
 use crate::audit::{AuditEntry, AuditLog, CacheUse, Outcome};
 use crate::auth::{Authenticator, Caller};
 use crate::cache::{CacheStatus, RecordCache};
 use crate::domain::{CaseReference, Lookup, Purpose};
 use crate::error::{BrokerError, Unauthenticated};
 use crate::policy::{DriftTracker, Policy, PolicyStore, ReloadCounts, ShadowPolicy};
-use crate::quota::{Admission, Decision, ErrorBudget, Quota, QuotaState, RefusalCounts};
+use crate::quota::{Admission, Agent, Decision, ErrorBudget, Quota, QuotaState, RefusalCounts};
 use crate::upstream::{CafClient, UpstreamError, UpstreamHealth};
 
 /// What the edge read of a data request from an authenticated caller. The
@@ -300,7 +301,7 @@ impl Broker {
         let (Some(post), Some(sub), Some(lookup)) = (&entry.post, &entry.sub, &entry.lookup) else {
             return Vec::new();
         };
-        let agent = Agent {
+        let agent = alerts::Agent {
             post: post.clone(),
             sub: sub.clone(),
         };
@@ -362,23 +363,33 @@ impl Broker {
         // The policy knows the purpose now: it may label spans and metrics.
         tracing::Span::current().record("purpose", purpose.as_str());
 
+        // A post the quota table does not know (with `quotas.known_posts_only`)
+        // is refused before anything counts.
+        let caller = &request.caller;
+        if !self.stages.quota.is_registered(&caller.post) {
+            return Err(BrokerError::PostNotRegistered);
+        }
         // A suspended agent is refused before its request costs its post any quota.
-        let agent = Agent {
-            post: request.caller.post.clone(),
-            sub: request.caller.sub.clone(),
+        let watched = alerts::Agent {
+            post: caller.post.clone(),
+            sub: caller.sub.clone(),
         };
-        if self.stages.alerts.is_blocked(&agent).await {
+        if self.stages.alerts.is_blocked(&watched).await {
             // Debug only: the request line and the audit record already say it,
             // and a suspended agent that insists must not double the log.
-            tracing::debug!(post = %agent.post, "agent suspended by a bulk-lookup alert");
+            tracing::debug!(post = %caller.post, "agent suspended by a bulk-lookup alert");
             return Err(BrokerError::AgentSuspended);
         }
 
         // 3. quota: counted before the cache, so hits and misses, found or not, all count.
+        let agent = Agent {
+            post: &caller.post,
+            sub: &caller.sub,
+        };
         let quota = match self
             .stages
             .quota
-            .acquire(&request.caller.post)
+            .acquire(agent)
             .instrument(info_span!("quota", post = %request.caller.post))
             .await
         {
@@ -396,6 +407,7 @@ impl Broker {
                 return Err(BrokerError::QuotaExceeded {
                     state,
                     retry_after_secs,
+                    limit: exhausted,
                 });
             }
             Decision::Unavailable => return Err(BrokerError::QuotaUnavailable),
@@ -505,7 +517,9 @@ fn outcome_of(error: &BrokerError) -> Outcome {
         | BrokerError::RouteNotFound
         | BrokerError::MethodNotAllowed { .. } => Outcome::Invalid,
         BrokerError::Unauthenticated(_) => Outcome::Unauthenticated,
-        BrokerError::PurposeNotPermitted | BrokerError::AgentSuspended => Outcome::Refused,
+        BrokerError::PurposeNotPermitted
+        | BrokerError::AgentSuspended
+        | BrokerError::PostNotRegistered => Outcome::Refused,
         BrokerError::QuotaExceeded { .. }
         | BrokerError::ErrorBudgetSpent { .. }
         | BrokerError::QuotaUnavailable => Outcome::QuotaExceeded,

@@ -212,6 +212,7 @@ async fn check(config: &Path) -> ExitCode {
     if let Err(e) = AuditKey::from_file(&settings.audit.hmac_key_file) {
         problems.push(e.to_string());
     }
+    problems.extend(crate::quota::check_files(&settings.quotas));
     if settings.server.tls
         && let (Some(cert), Some(key)) = (
             &settings.server.tls_cert_file,

@@ -7,7 +7,7 @@
 
 use crate::auth::AuthError;
 use crate::policy::Refusal;
-use crate::quota::QuotaState;
+use crate::quota::{QuotaState, Window};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -29,11 +29,16 @@ pub enum BrokerError {
     /// The agent is suspended after a bulk-lookup alert (`alerts.block`).
     #[error("agent suspended")]
     AgentSuspended,
-    /// The post's burst or daily quota is spent.
+    /// The caller's post has no `[quotas.posts.<code>]` entry and
+    /// `quotas.known_posts_only` is set.
+    #[error("post not registered")]
+    PostNotRegistered,
+    /// The post's or the agent's burst or daily quota is spent; `limit` says which.
     #[error("quota exceeded")]
     QuotaExceeded {
         state: QuotaState,
         retry_after_secs: u64,
+        limit: Window,
     },
     /// The agent caused too many refusals lately: refused at once, without an
     /// audit line of its own (its refusals are counted per minute).
@@ -90,6 +95,7 @@ impl BrokerError {
             BrokerError::Unauthenticated(_) => "unauthenticated",
             BrokerError::PurposeNotPermitted => "purpose-not-permitted",
             BrokerError::AgentSuspended => "agent-suspended",
+            BrokerError::PostNotRegistered => "post-not-registered",
             BrokerError::QuotaExceeded { .. } => "quota-exceeded",
             BrokerError::ErrorBudgetSpent { .. } => "quota-exceeded",
             BrokerError::QuotaUnavailable => "quota-unavailable",
@@ -109,7 +115,9 @@ impl BrokerError {
         match self {
             BrokerError::InvalidRequest(_) => 400,
             BrokerError::Unauthenticated(_) => 401,
-            BrokerError::PurposeNotPermitted | BrokerError::AgentSuspended => 403,
+            BrokerError::PurposeNotPermitted
+            | BrokerError::AgentSuspended
+            | BrokerError::PostNotRegistered => 403,
             BrokerError::NotFound | BrokerError::RouteNotFound => 404,
             BrokerError::MethodNotAllowed { .. } => 405,
             BrokerError::PayloadTooLarge { .. } => 413,
@@ -134,6 +142,7 @@ impl BrokerError {
             BrokerError::Unauthenticated(_) => "Unauthenticated",
             BrokerError::PurposeNotPermitted => "Purpose not permitted",
             BrokerError::AgentSuspended => "Agent suspended",
+            BrokerError::PostNotRegistered => "Post not registered",
             BrokerError::QuotaExceeded { .. } => "Quota exceeded",
             BrokerError::ErrorBudgetSpent { .. } => "Quota exceeded",
             BrokerError::QuotaUnavailable => "Quota unavailable",
@@ -173,9 +182,25 @@ impl BrokerError {
                 "Your data requests are suspended for a while after an unusual series of lookups; your security officer has been alerted."
                     .into()
             }
-            BrokerError::QuotaExceeded { retry_after_secs, .. } => format!(
-                "Your post's request quota is spent; retry in {retry_after_secs} seconds (see the RateLimit header)."
-            ),
+            BrokerError::PostNotRegistered => {
+                "Your post is not registered with this broker; its operators must add it before any request is served."
+                    .into()
+            }
+            BrokerError::QuotaExceeded {
+                retry_after_secs,
+                limit,
+                ..
+            } => {
+                let spent = match limit {
+                    Window::Burst => "Your post's burst quota (shared by its agents) is spent",
+                    Window::Daily => "Your post's daily quota (shared by its agents) is spent",
+                    Window::AgentBurst => "Your own burst quota is spent",
+                    Window::AgentDaily => "Your own daily quota is spent",
+                };
+                format!(
+                    "{spent}; retry in {retry_after_secs} seconds (see `limit` and the RateLimit header)."
+                )
+            }
             BrokerError::ErrorBudgetSpent { retry_after_secs } => format!(
                 "Too many of your recent requests were refused (malformed, not permitted, not found or over quota); retry in {retry_after_secs} seconds."
             ),
@@ -201,12 +226,11 @@ impl BrokerError {
             }
         }
     }
-}
 
-impl BrokerError {
-    /// For a `429`, which limit refused the request (the problem's `limit`).
+    /// The limit a `429` names in its problem body (`limit`), if any.
     pub fn limit(&self) -> Option<&'static str> {
         match self {
+            BrokerError::QuotaExceeded { limit, .. } => Some(limit.as_str()),
             BrokerError::ErrorBudgetSpent { .. } => Some("agent-error-budget"),
             _ => None,
         }

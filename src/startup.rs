@@ -16,7 +16,7 @@ use crate::broker::{Broker, Stages};
 use crate::cache::RecordCache;
 use crate::config::Settings;
 use crate::policy::{DriftTracker, PolicyStore, ShadowPolicy, WatchGuard};
-use crate::quota::{Backend, Clock, ErrorBudget, SystemClock};
+use crate::quota::{Clock, ErrorBudget, SystemClock};
 use crate::routes::{self, EdgeLimits};
 
 pub struct Application {
@@ -194,15 +194,13 @@ impl RefusalsTicker {
 /// The bulk-lookup detector: it reads the quota's wall clock and time zone,
 /// and shares its windows through the quota's Redis when that is the backend.
 fn alert_detector(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Detector> {
-    let shared = match (settings.quotas.backend, &settings.quotas.redis_url) {
-        (Backend::Redis, Some(url)) => Some(RedisLink {
-            // The URL may hold a password: the error names the setting, not the value.
-            client: redis::Client::open(url.as_str())
-                .map_err(|_| anyhow::anyhow!("quotas.redis_url: not a Redis URL"))?,
+    // The same Redis as the quotas, reached the same way (TLS, ACL user, password file).
+    let shared = crate::quota::shared_redis_client(&settings.quotas)
+        .context("building the bulk-lookup detector's Redis client")?
+        .map(|client| RedisLink {
+            client,
             timeout: Duration::from_millis(settings.quotas.redis_timeout_ms),
-        }),
-        _ => None,
-    };
+        });
     let now = Arc::new(move || clock.now());
     Detector::new(&settings.alerts, &settings.quotas.time_zone, now, shared)
         .context("building the bulk-lookup detector")

@@ -54,6 +54,33 @@ fn check_reports_every_problem_of_a_broken_configuration_and_fails() {
 }
 
 #[test]
+fn check_reads_the_redis_ca_and_password_files_without_showing_the_url() {
+    let dir = tempdir("check-redis");
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/broker.toml"))
+            .unwrap();
+    let missing = dir.join("missing.pem");
+    let broken = shipped.replace(
+        "backend = \"local\"",
+        &format!(
+            "backend = \"redis\"\nredis_url = \"rediss://:s3cret@127.0.0.1:6380/0\"\n\
+             redis_ca_file = \"{}\"",
+            missing.display()
+        ),
+    );
+    let config = dir.join("broker.toml");
+    std::fs::write(&config, broken).unwrap();
+    let out = broker(&["check", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("quotas.redis_ca_file: cannot read"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}
+
+#[test]
 fn check_fails_on_a_policy_naming_a_field_the_caf_record_does_not_have() {
     let dir = tempdir("check-policy");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -40,6 +40,10 @@ async fn a_killed_broker_has_recorded_every_request_it_answered() {
         ),
         // One record per request id: no off-hours alert when run at night.
         ("CAF_BROKER__ALERTS__OFF_HOURS", "\"\"".into()),
+        (
+            "CAF_BROKER__QUOTAS__AGENT_DEFAULT",
+            "{ per_second = 100000, burst = 100000, per_day = 1000000 }".into(),
+        ),
     ];
     let mut child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_caf-broker"))

@@ -171,6 +171,11 @@ impl Broker {
             ("CAF_BROKER__SERVER__SHUTDOWN_TIMEOUT_SECS", "0".into()),
             ("CAF_BROKER__UPSTREAM__RECORDS", "50".into()),
             ("CAF_BROKER__AUDIT__DIR", audit_dir.display().to_string()),
+            // One agent reads every fixed dossier at once: more than an agent's burst.
+            (
+                "CAF_BROKER__QUOTAS__AGENT_DEFAULT",
+                "{ per_second = 1000, burst = 1000, per_day = 1000000 }".into(),
+            ),
             ("CAF_BROKER__TELEMETRY__LOG_FORMAT", "\"json\"".into()),
             ("CAF_BROKER__TELEMETRY__LOG_LEVEL", "\"debug\"".into()),
             ("CAF_BROKER__TELEMETRY__SAMPLING_RATIO", "1".into()),

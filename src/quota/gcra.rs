@@ -1,13 +1,26 @@
-//! What a GCRA state means for the client: requests left and time to the next one.
+//! The GCRA burst limiter: when a request conforms, what it moves, and what the client is told.
 //!
-//! Both backends keep the burst limiter as a "theoretical arrival time" (TAT):
+//! Both backends keep a burst limiter as a "theoretical arrival time" (TAT):
 //! with an emission interval `T = 1 / per_second` and a capacity of `burst`, a
 //! request at `now` conforms when `max(tat, now) + T <= now + burst * T`, and
-//! then moves the TAT to `max(tat, now) + T`. Governor does this locally and
-//! the Lua script in [`super::redis`] does it in Redis; this module only reads
-//! a TAT, in any time unit, as long as all arguments share it.
+//! then moves the TAT to `max(tat, now) + T`. The local backend runs these
+//! functions; the Lua script in [`super::redis`] runs the same arithmetic in
+//! Redis. Any time unit works as long as all arguments share it (both
+//! backends use microseconds since the Unix epoch).
 
 use super::headers::BurstView;
+
+/// How long until a request conforms (0: it conforms now).
+pub(crate) fn wait_to_conform(now: u64, tat: u64, interval: u64, burst: u32) -> u64 {
+    let tat = tat.max(now);
+    let room_after_first = interval.saturating_mul(u64::from(burst.saturating_sub(1)));
+    tat.saturating_sub(room_after_first).saturating_sub(now)
+}
+
+/// The TAT after one more conforming request.
+pub(crate) fn after_one(now: u64, tat: u64, interval: u64) -> u64 {
+    tat.max(now).saturating_add(interval)
+}
 
 /// Requests available at `now` and time until one more comes back (0 when the
 /// burst is full), in the unit of the arguments.
@@ -25,14 +38,6 @@ pub(crate) fn remaining_and_wait(now: u64, tat: u64, interval: u64, burst: u32) 
             .saturating_sub(room)
     };
     (u32::try_from(remaining).unwrap_or(burst), wait)
-}
-
-/// The TAT that a limiter holds when it reports `remaining` requests left and
-/// the next one `wait` away; the inverse of [`remaining_and_wait`].
-pub(crate) fn tat_from(now: u64, remaining: u32, wait: u64, interval: u64, burst: u32) -> u64 {
-    let after_next = u64::from(burst.saturating_sub(remaining).saturating_sub(1));
-    now.saturating_add(wait)
-        .saturating_add(after_next.saturating_mul(interval))
 }
 
 /// The burst half of the headers, with times in whole seconds rounded up.
@@ -73,15 +78,36 @@ mod tests {
     }
 
     #[test]
-    fn tat_from_inverts_remaining_and_wait() {
-        for (now, tat) in [(1_000, 1_200), (1_000, 5_000), (1_030, 2_000), (0, 4_000)] {
+    fn a_request_conforms_while_the_burst_has_room_and_waits_one_interval_after() {
+        let now = 1_000;
+        let mut tat = 0;
+        for _ in 0..20 {
+            assert_eq!(wait_to_conform(now, tat, T, 20), 0);
+            tat = after_one(now, tat, T);
+        }
+        assert_eq!(tat, now + 20 * T);
+        assert_eq!(wait_to_conform(now, tat, T, 20), T);
+        assert_eq!(wait_to_conform(now + T, tat, T, 20), 0);
+    }
+
+    #[test]
+    fn the_wait_to_conform_is_the_wait_for_one_more_request() {
+        for (now, tat) in [(1_000, 1_200), (1_000, 5_000), (1_030, 5_000), (0, 4_000)] {
             let (remaining, wait) = remaining_and_wait(now, tat, T, 20);
+            let expected = if remaining == 0 { wait } else { 0 };
             assert_eq!(
-                tat_from(now, remaining, wait, T, 20),
-                tat,
+                wait_to_conform(now, tat, T, 20),
+                expected,
                 "now={now} tat={tat}"
             );
         }
+    }
+
+    #[test]
+    fn a_burst_of_one_conforms_only_once_the_previous_interval_is_over() {
+        let tat = after_one(1_000, 0, T);
+        assert_eq!(wait_to_conform(1_000, tat, T, 1), T);
+        assert_eq!(wait_to_conform(1_000 + T, tat, T, 1), 0);
     }
 
     #[test]

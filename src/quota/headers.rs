@@ -2,24 +2,27 @@
 //!
 //! The form is the one of the IETF httpapi draft "RateLimit header fields for
 //! HTTP" (draft-ietf-httpapi-ratelimit-headers-11, May 2026), where both fields
-//! are Structured Field Lists (RFC 9651) of items named by a String:
+//! are Structured Field Lists (RFC 9651) of items named by a String. Four
+//! policies apply to every data request: the post's `burst` and `daily`, and
+//! the agent's own `agent-burst` and `agent-daily`.
 //!
-//! - `RateLimit-Policy: "burst";q=20;w=4, "daily";q=2000;w=86400`: `q` is the
-//!   quota and `w` its window in seconds. For `burst`, `w` is the time an empty
-//!   burst takes to refill (`burst / per_second`, rounded up). For `daily`, `w`
+//! - `RateLimit-Policy: "burst";q=20;w=4, "daily";q=2000;w=86400,
+//!   "agent-burst";q=10;w=5, "agent-daily";q=500;w=86400`: `q` is the quota
+//!   and `w` its window in seconds. For a burst, `w` is the time an empty burst
+//!   takes to refill (`burst / per_second`, rounded up). For a daily quota, `w`
 //!   is the nominal day; on daylight-saving days the real day lasts 23 or 25
 //!   hours and the `t` of the `RateLimit` field gives the exact time left.
-//! - `RateLimit: "burst";r=19;t=1, "daily";r=1999;t=43200`: `r` is the quota
-//!   still available and `t` the effective window, the seconds during which
-//!   the client can use no more than `r`. For `burst` that is the time until
-//!   the next request's worth of capacity comes back (0 when the burst is
-//!   full); for `daily` it is the time to the next local midnight. Both are
-//!   rounded up, so `Retry-After` is never earlier than the end of `t`, as the
-//!   draft asks.
+//! - `RateLimit: "burst";r=19;t=1, "daily";r=1999;t=43200, "agent-burst";r=9;t=1,
+//!   "agent-daily";r=499;t=43200`: `r` is the quota still available and `t`
+//!   the effective window, the seconds during which the client can use no more
+//!   than `r`. For a burst that is the time until the next request's worth of
+//!   capacity comes back (0 when the burst is full); for a daily quota it is
+//!   the time to the next local midnight. Both are rounded up, so
+//!   `Retry-After` is never earlier than the end of `t`, as the draft asks.
 //!
 //! The older drafts' `RateLimit-Limit` / `-Remaining` / `-Reset` fields and the
 //! token-named policies of drafts 08 to 10 are not emitted. No `pk` (partition
-//! key) is sent: the partition is the caller's own post.
+//! key) is sent: the partitions are the caller's own post and own identity.
 
 use super::day::NOMINAL_DAY_SECS;
 use super::settings::Limits;
@@ -29,10 +32,21 @@ pub const POLICY_HEADER: &str = "RateLimit-Policy";
 /// Name of the field carrying [`QuotaState::ratelimit_header`].
 pub const RATELIMIT_HEADER: &str = "RateLimit";
 
-/// A post's quotas as they stand after a decision.
+/// The quotas of a request's post and agent as they stand after a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaState {
-    /// `burst` of the post's limits.
+    /// The post's limits, shared by all its agents: `burst` and `daily`.
+    pub post: Allowance,
+    /// The agent's own limits: `agent-burst` and `agent-daily`.
+    pub agent: Allowance,
+    /// Seconds to the next local midnight, when both daily quotas reset.
+    pub daily_reset_secs: u64,
+}
+
+/// One party's (a post's or an agent's) burst and daily quota after a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// `burst` of the limits.
     pub burst_limit: u32,
     /// Seconds an empty burst takes to refill.
     pub burst_window_secs: u64,
@@ -40,53 +54,62 @@ pub struct QuotaState {
     pub burst_remaining: u32,
     /// Seconds until one more request's worth comes back; 0 when the burst is full.
     pub burst_reset_secs: u64,
-    /// `per_day` of the post's limits.
+    /// `per_day` of the limits.
     pub daily_limit: u64,
     /// Requests left today.
     pub daily_remaining: u64,
-    /// Seconds to the next local midnight.
-    pub daily_reset_secs: u64,
 }
 
-impl QuotaState {
-    pub(crate) fn new(
-        limits: Limits,
-        burst: BurstView,
-        used_today: u64,
-        daily_reset_secs: u64,
-    ) -> Self {
+impl Allowance {
+    /// `daily_cap` is what may be granted today at most: `per_day`, or less
+    /// while the Redis backend decides without Redis.
+    pub(crate) fn new(limits: Limits, burst: BurstView, used_today: u64, daily_cap: u64) -> Self {
         Self {
             burst_limit: limits.burst,
             burst_window_secs: limits.burst_window_secs(),
             burst_remaining: burst.remaining,
             burst_reset_secs: burst.reset_secs,
             daily_limit: limits.per_day,
-            daily_remaining: limits.per_day.saturating_sub(used_today),
-            daily_reset_secs,
+            daily_remaining: daily_cap.min(limits.per_day).saturating_sub(used_today),
         }
     }
+}
 
-    /// The value of `RateLimit-Policy`, e.g. `"burst";q=20;w=4, "daily";q=2000;w=86400`.
+impl QuotaState {
+    /// The value of `RateLimit-Policy`, e.g.
+    /// `"burst";q=20;w=4, "daily";q=2000;w=86400, "agent-burst";q=10;w=5, "agent-daily";q=500;w=86400`.
     pub fn policy_header(&self) -> String {
+        let (post, agent) = (&self.post, &self.agent);
         format!(
-            "\"burst\";q={};w={}, \"daily\";q={};w={NOMINAL_DAY_SECS}",
-            self.burst_limit, self.burst_window_secs, self.daily_limit
+            "\"burst\";q={};w={}, \"daily\";q={};w={NOMINAL_DAY_SECS}, \
+             \"agent-burst\";q={};w={}, \"agent-daily\";q={};w={NOMINAL_DAY_SECS}",
+            post.burst_limit,
+            post.burst_window_secs,
+            post.daily_limit,
+            agent.burst_limit,
+            agent.burst_window_secs,
+            agent.daily_limit,
         )
     }
 
-    /// The value of `RateLimit`, e.g. `"burst";r=19;t=1, "daily";r=1999;t=43200`.
+    /// The value of `RateLimit`, e.g.
+    /// `"burst";r=19;t=1, "daily";r=1999;t=43200, "agent-burst";r=9;t=1, "agent-daily";r=499;t=43200`.
     pub fn ratelimit_header(&self) -> String {
+        let (post, agent, day) = (&self.post, &self.agent, self.daily_reset_secs);
         format!(
-            "\"burst\";r={};t={}, \"daily\";r={};t={}",
-            self.burst_remaining,
-            self.burst_reset_secs,
-            self.daily_remaining,
-            self.daily_reset_secs
+            "\"burst\";r={};t={}, \"daily\";r={};t={day}, \
+             \"agent-burst\";r={};t={}, \"agent-daily\";r={};t={day}",
+            post.burst_remaining,
+            post.burst_reset_secs,
+            post.daily_remaining,
+            agent.burst_remaining,
+            agent.burst_reset_secs,
+            agent.daily_remaining,
         )
     }
 }
 
-/// The burst part of a [`QuotaState`].
+/// The burst part of an [`Allowance`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BurstView {
     pub(crate) remaining: u32,
@@ -97,54 +120,59 @@ pub(crate) struct BurstView {
 mod tests {
     use super::*;
 
-    fn state() -> QuotaState {
-        QuotaState::new(
-            Limits {
-                per_second: 5,
-                burst: 20,
-                per_day: 2000,
-            },
-            BurstView {
-                remaining: 19,
-                reset_secs: 1,
-            },
-            1,
-            43_200,
-        )
+    const POST: Limits = Limits {
+        per_second: 5,
+        burst: 20,
+        per_day: 2000,
+    };
+    const AGENT: Limits = Limits {
+        per_second: 2,
+        burst: 10,
+        per_day: 500,
+    };
+
+    fn one_request_each() -> QuotaState {
+        let burst = |remaining| BurstView {
+            remaining,
+            reset_secs: 1,
+        };
+        QuotaState {
+            post: Allowance::new(POST, burst(19), 1, POST.per_day),
+            agent: Allowance::new(AGENT, burst(9), 1, AGENT.per_day),
+            daily_reset_secs: 43_200,
+        }
     }
 
     #[test]
-    fn the_policy_field_lists_a_burst_and_a_daily_policy() {
+    fn the_policy_field_lists_the_post_and_agent_policies() {
         assert_eq!(
-            state().policy_header(),
-            r#""burst";q=20;w=4, "daily";q=2000;w=86400"#
+            one_request_each().policy_header(),
+            r#""burst";q=20;w=4, "daily";q=2000;w=86400, "agent-burst";q=10;w=5, "agent-daily";q=500;w=86400"#
         );
     }
 
     #[test]
     fn the_ratelimit_field_gives_what_is_left_and_when_it_comes_back() {
         assert_eq!(
-            state().ratelimit_header(),
-            r#""burst";r=19;t=1, "daily";r=1999;t=43200"#
+            one_request_each().ratelimit_header(),
+            r#""burst";r=19;t=1, "daily";r=1999;t=43200, "agent-burst";r=9;t=1, "agent-daily";r=499;t=43200"#
         );
     }
 
     #[test]
-    fn daily_remaining_never_goes_below_zero() {
-        let s = QuotaState::new(
-            Limits {
-                per_second: 1,
-                burst: 1,
-                per_day: 3,
-            },
-            BurstView {
-                remaining: 0,
-                reset_secs: 1,
-            },
-            7,
-            10,
-        );
-        assert_eq!(s.daily_remaining, 0);
-        assert_eq!(s.ratelimit_header(), r#""burst";r=0;t=1, "daily";r=0;t=10"#);
+    fn daily_remaining_never_goes_below_zero_nor_above_the_cap() {
+        let limits = Limits {
+            per_second: 1,
+            burst: 1,
+            per_day: 3,
+        };
+        let empty = BurstView {
+            remaining: 0,
+            reset_secs: 1,
+        };
+        assert_eq!(Allowance::new(limits, empty, 7, 3).daily_remaining, 0);
+        // A cap under per_day (the Redis fallback's share) bounds what is left.
+        assert_eq!(Allowance::new(limits, empty, 0, 2).daily_remaining, 2);
+        assert_eq!(Allowance::new(limits, empty, 0, 9).daily_remaining, 3);
     }
 }

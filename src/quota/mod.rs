@@ -1,21 +1,25 @@
-//! Per-post quotas: a burst rate (GCRA) and a daily allowance reset at local midnight.
+//! Per-post and per-agent quotas: a burst rate (GCRA) and a daily allowance reset at local midnight.
 //!
-//! Every call to [`Quota::acquire`] is one authorised data request of a post
-//! and counts, whatever happens to the request afterwards. Each post has its
-//! own limits (`quotas.posts.<code>`, else `quotas.default`) and its own
-//! counters; agents of one post share them.
+//! Every call to [`Quota::acquire`] is one authorised data request of an
+//! [`Agent`] (a `sub` within a post) and counts, whatever happens to the
+//! request afterwards. Each post has its own limits (`quotas.posts.<code>`,
+//! else `quotas.default`) shared by all its agents, and each agent its own
+//! (`quotas.agents."<post>/<sub>"`, else `quotas.agent_default`).
 //!
-//! A decision checks the daily counter first, then the burst limiter, then
-//! counts the request for the day, atomically: a request refused by either
-//! limit consumes nothing from the other (see [`local`] and [`redis`]).
+//! A decision weighs the four limits at once ([`meter`]): the daily counts
+//! first, then the bursts, and counts the request in all four only if none
+//! refuses, atomically: a request refused by one limit consumes nothing of
+//! the others (see [`local`] and [`redis`]). With `quotas.known_posts_only`,
+//! [`Quota::is_registered`] tells the pipeline which posts may ask at all.
 //!
 //! Two backends sit behind the [`Quota`] trait, chosen by `quotas.backend`:
 //! - `local` ([`local`]): one state per process, built once and shared by
 //!   every worker;
 //! - `redis` ([`redis`]): one state shared by every replica, each decision one
 //!   Lua script run. While Redis does not answer, decisions fall back to the
-//!   local limits of this process alone, or are refused if
-//!   `on_redis_failure = "refuse"` ([`fallback`]); never unlimited.
+//!   local limits of this process alone, with a share of what remained of each
+//!   daily quota, or are refused if `on_redis_failure = "refuse"`
+//!   ([`fallback`]); never unlimited.
 //!
 //! Apart from the posts' quotas, [`ErrorBudget`] ([`budget`]) is a budget of
 //! refusals per agent (`quotas.agent_error_budget`), kept in each process.
@@ -31,6 +35,7 @@ mod fallback;
 mod gcra;
 mod headers;
 mod local;
+mod meter;
 mod redis;
 mod settings;
 
@@ -38,24 +43,36 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::domain::PostCode;
+use crate::domain::{PostCode, Subject};
 
 pub use budget::{Admission, ErrorBudget, ErrorBudgetLimits, RefusalCounts};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use headers::{POLICY_HEADER, QuotaState, RATELIMIT_HEADER};
-pub use settings::{Backend, Limits, QuotaSettings, RedisFailure};
+pub use headers::{Allowance, POLICY_HEADER, QuotaState, RATELIMIT_HEADER};
+pub use settings::{Backend, Limits, QuotaSettings, RedisFailure, redacted_url};
 
 use day::Calendar;
 use local::LocalQuota;
 use settings::LimitTable;
 
+/// Who a request counts against: an agent is its `sub` within its post (the
+/// same `sub` in two posts is two agents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Agent<'a> {
+    pub post: &'a PostCode,
+    pub sub: &'a Subject,
+}
+
 /// The quota stage: one decision per authorised data request.
 pub trait Quota: Send + Sync {
-    /// Counts one request of `post` if its quotas allow it.
+    /// Counts one request of `agent` if its post's and its own quotas allow it.
     fn acquire<'a>(
         &'a self,
-        post: &'a PostCode,
+        agent: Agent<'a>,
     ) -> Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
+
+    /// Whether `post` may make data requests at all: every post may, unless
+    /// `quotas.known_posts_only` asks for a `[quotas.posts.<code>]` entry.
+    fn is_registered(&self, post: &PostCode) -> bool;
 }
 
 /// The outcome of [`Quota::acquire`].
@@ -67,7 +84,7 @@ pub enum Decision {
     Refused {
         state: QuotaState,
         /// Seconds to the next burst token (rounded up, at least 1), or to local
-        /// midnight when the daily quota is spent.
+        /// midnight when a daily quota is spent.
         retry_after_secs: u64,
         exhausted: Window,
     },
@@ -78,16 +95,25 @@ pub enum Decision {
 /// Which quota refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
+    /// The post's burst.
     Burst,
+    /// The post's daily quota.
     Daily,
+    /// The agent's own burst.
+    AgentBurst,
+    /// The agent's own daily quota.
+    AgentDaily,
 }
 
 impl Window {
-    /// The policy's name in the headers, also usable as a metric label.
+    /// The policy's name in the headers; also the `limit` of a 429 problem and
+    /// a metric label. Stable: clients may match on it.
     pub fn as_str(self) -> &'static str {
         match self {
             Window::Burst => "burst",
             Window::Daily => "daily",
+            Window::AgentBurst => "agent-burst",
+            Window::AgentDaily => "agent-daily",
         }
     }
 }
@@ -120,26 +146,68 @@ pub async fn build(
             settings.time_zone
         )])
     })?;
-    let local = LocalQuota::new(LimitTable::new(settings), calendar.clone(), clock.clone());
+    let table = LimitTable::new(settings);
     match (settings.backend, settings.redis_url.as_deref()) {
         (Backend::Redis, Some(url)) => {
-            let quota = redis::RedisQuota::connect(url, settings, calendar, clock, local)
+            let client = redis::client(url, settings).map_err(QuotaError::Invalid)?;
+            let fallback = LocalQuota::sharing(
+                table,
+                calendar.clone(),
+                clock.clone(),
+                settings.replicas_hint,
+            );
+            let quota = redis::RedisQuota::connect(client, settings, calendar, clock, fallback)
                 .await
                 .map_err(|_| {
-                    QuotaError::Invalid(vec!["quotas.redis_url: not a Redis URL".to_owned()])
+                    QuotaError::Invalid(vec![
+                        "quotas.redis_url: no Redis connection can be set up with these settings"
+                            .to_owned(),
+                    ])
                 })?;
+            tracing::info!(
+                redis = %redacted_url(url),
+                replicas_hint = settings.replicas_hint,
+                "quota: counters shared in Redis"
+            );
             Ok(Arc::new(quota))
         }
-        _ => Ok(Arc::new(local)),
+        _ => Ok(Arc::new(LocalQuota::new(table, calendar, clock))),
+    }
+}
+
+/// The client of the shared Redis (`quotas.backend = "redis"`: URL, ACL user,
+/// password file, CA bundle), for the composition root to hand to other stages
+/// that keep per-agent state beside the quotas; `None` with the local backend.
+pub fn shared_redis_client(
+    settings: &QuotaSettings,
+) -> Result<Option<::redis::Client>, QuotaError> {
+    match (settings.backend, settings.redis_url.as_deref()) {
+        (Backend::Redis, Some(url)) => redis::client(url, settings)
+            .map(Some)
+            .map_err(QuotaError::Invalid),
+        _ => Ok(None),
+    }
+}
+
+/// What `caf-broker check` adds to the settings' validation: the Redis CA and
+/// password files are read and the client built, without connecting.
+pub fn check_files(settings: &QuotaSettings) -> Vec<String> {
+    match (settings.backend, settings.redis_url.as_deref()) {
+        (Backend::Redis, Some(url)) => redis::client(url, settings).err().unwrap_or_default(),
+        _ => Vec::new(),
     }
 }
 
 impl Quota for LocalQuota {
     fn acquire<'a>(
         &'a self,
-        post: &'a PostCode,
+        agent: Agent<'a>,
     ) -> Pin<Box<dyn Future<Output = Decision> + Send + 'a>> {
-        Box::pin(std::future::ready(self.decide(post)))
+        Box::pin(std::future::ready(self.decide(agent)))
+    }
+
+    fn is_registered(&self, post: &PostCode) -> bool {
+        LocalQuota::is_registered(self, post)
     }
 }
 
@@ -169,6 +237,24 @@ mod tests {
         let start = "2026-01-15T10:00:00Z".parse().unwrap();
         let quota = build(&s, Arc::new(ManualClock::new(start))).await.unwrap();
         let post = PostCode::parse("TN-TUNIS").unwrap();
-        assert!(matches!(quota.acquire(&post).await, Decision::Allowed(_)));
+        let sub = Subject::parse("agent-42").unwrap();
+        let agent = Agent {
+            post: &post,
+            sub: &sub,
+        };
+        assert!(matches!(quota.acquire(agent).await, Decision::Allowed(_)));
+        assert!(quota.is_registered(&post));
+    }
+
+    #[tokio::test]
+    async fn with_known_posts_only_a_post_without_an_entry_is_not_registered() {
+        let s = settings(
+            "known_posts_only = true\n\
+             default = { per_second = 5, burst = 20, per_day = 2000 }\n\
+             [posts.TN-TUNIS]\nper_second = 1\nburst = 1\nper_day = 1",
+        );
+        let quota = build(&s, Arc::new(SystemClock)).await.unwrap();
+        assert!(quota.is_registered(&PostCode::parse("TN-TUNIS").unwrap()));
+        assert!(!quota.is_registered(&PostCode::parse("MA-RABAT").unwrap()));
     }
 }

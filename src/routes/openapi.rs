@@ -59,6 +59,7 @@ unknown path is answered `404 route-not-found`, a known path with another method
         SearchBody,
         Problem,
         ProblemCode,
+        QuotaLimit,
         Health,
         Readiness,
         ReadinessCheck
@@ -136,11 +137,22 @@ pub struct Problem {
     /// The request id (also in `X-Request-Id`), to quote to the operators.
     #[schema(format = "uuid")]
     pub request_id: String,
-    /// On some `429`s, the limit that refused the request:
-    /// `agent-error-budget` when the agent caused too many refusals lately.
+    /// On `429 quota-exceeded` only: the spent limit, named as in the `RateLimit`
+    /// fields, or `agent-error-budget` when the agent caused too many refusals lately.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(example = "agent-error-budget")]
-    pub limit: Option<String>,
+    pub limit: Option<QuotaLimit>,
+}
+
+/// The limit a `429 quota-exceeded` names: the post's `burst` or `daily`
+/// quota (shared by its agents), or the agent's own `agent-burst` or `agent-daily`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuotaLimit {
+    Burst,
+    Daily,
+    AgentBurst,
+    AgentDaily,
+    AgentErrorBudget,
 }
 
 /// The stable problem codes.
@@ -151,6 +163,7 @@ pub enum ProblemCode {
     Unauthenticated,
     PurposeNotPermitted,
     AgentSuspended,
+    PostNotRegistered,
     AllocataireNotFound,
     RouteNotFound,
     MethodNotAllowed,
@@ -167,11 +180,12 @@ pub enum ProblemCode {
 
 impl ProblemCode {
     /// Every code, with the status it is answered with.
-    pub const ALL: [(ProblemCode, u16); 16] = [
+    pub const ALL: [(ProblemCode, u16); 17] = [
         (ProblemCode::InvalidRequest, 400),
         (ProblemCode::Unauthenticated, 401),
         (ProblemCode::PurposeNotPermitted, 403),
         (ProblemCode::AgentSuspended, 403),
+        (ProblemCode::PostNotRegistered, 403),
         (ProblemCode::AllocataireNotFound, 404),
         (ProblemCode::RouteNotFound, 404),
         (ProblemCode::MethodNotAllowed, 405),
@@ -193,6 +207,7 @@ impl ProblemCode {
             ProblemCode::Unauthenticated => "unauthenticated",
             ProblemCode::PurposeNotPermitted => "purpose-not-permitted",
             ProblemCode::AgentSuspended => "agent-suspended",
+            ProblemCode::PostNotRegistered => "post-not-registered",
             ProblemCode::AllocataireNotFound => "allocataire-not-found",
             ProblemCode::RouteNotFound => "route-not-found",
             ProblemCode::MethodNotAllowed => "method-not-allowed",
@@ -422,7 +437,7 @@ const PROBLEM_ANSWERS: [ProblemAnswer; 11] = [
     ProblemAnswer {
         name: "PurposeNotPermitted",
         status: 403,
-        description: "The caller's role may not declare this purpose (`purpose-not-permitted`), or the agent is suspended after a bulk-lookup alert (`agent-suspended`, with `alerts.block = true`).",
+        description: "The caller's role may not declare this purpose (`purpose-not-permitted`), with `quotas.known_posts_only` the caller's post has no quota entry (`post-not-registered`), or the agent is suspended after a bulk-lookup alert (`agent-suspended`, with `alerts.block = true`).",
         headers: &[],
         body_only: false,
     },
@@ -450,7 +465,7 @@ const PROBLEM_ANSWERS: [ProblemAnswer; 11] = [
     ProblemAnswer {
         name: "QuotaExceeded",
         status: 429,
-        description: "The post's burst or daily quota is spent, or the agent's error budget (`limit`: `agent-error-budget`; no `RateLimit` fields then).",
+        description: "A quota is spent: the post's burst or daily quota (shared by its agents), the agent's own, or the agent's error budget. The body's `limit` names it (`burst`, `daily`, `agent-burst`, `agent-daily`, `agent-error-budget`; no `RateLimit` fields with the last).",
         headers: &["Retry-After", "RateLimit-Policy", "RateLimit"],
         body_only: false,
     },
@@ -528,14 +543,14 @@ fn headers() -> [(&'static str, utoipa::openapi::Header); 7] {
         (
             "RateLimit-Policy",
             header(
-                "The post's quota policies (IETF httpapi RateLimit header fields draft), e.g. `\"burst\";q=20;w=4, \"daily\";q=2000;w=86400`.",
+                "The post's and the agent's quota policies (IETF httpapi RateLimit header fields draft), e.g. `\"burst\";q=20;w=4, \"daily\";q=2000;w=86400, \"agent-burst\";q=10;w=5, \"agent-daily\";q=500;w=86400`.",
                 ObjectBuilder::new(),
             ),
         ),
         (
             "RateLimit",
             header(
-                "What is left of each policy, e.g. `\"burst\";r=19;t=0, \"daily\";r=1999;t=43200`.",
+                "What is left of each policy, e.g. `\"burst\";r=19;t=0, \"daily\";r=1999;t=43200, \"agent-burst\";r=9;t=1, \"agent-daily\";r=499;t=43200`.",
                 ObjectBuilder::new(),
             ),
         ),
@@ -675,6 +690,7 @@ impl Modify for SharedAnswers {
 mod tests {
     use super::*;
     use crate::error::{BrokerError, Unauthenticated};
+    use crate::quota::Window;
     use serde_json::Value;
 
     fn doc() -> Value {
@@ -717,6 +733,7 @@ mod tests {
             BrokerError::Unauthenticated(Unauthenticated::MissingToken),
             BrokerError::PurposeNotPermitted,
             BrokerError::AgentSuspended,
+            BrokerError::PostNotRegistered,
             BrokerError::QuotaUnavailable,
             BrokerError::ErrorBudgetSpent {
                 retry_after_secs: 1,
@@ -740,6 +757,22 @@ mod tests {
                 "{} {} is not documented",
                 error.status(),
                 error.code()
+            );
+        }
+        let limits = &doc()["components"]["schemas"]["QuotaLimit"]["enum"];
+        for window in [
+            Window::Burst,
+            Window::Daily,
+            Window::AgentBurst,
+            Window::AgentDaily,
+        ] {
+            assert!(
+                limits
+                    .as_array()
+                    .unwrap()
+                    .contains(&Value::from(window.as_str())),
+                "the 429 limit {} is not documented",
+                window.as_str()
             );
         }
         let schema = &doc()["components"]["schemas"]["ProblemCode"]["enum"];

@@ -43,7 +43,8 @@ struct Problem<'a> {
     detail: String,
     code: &'a str,
     request_id: String,
-    /// Which limit refused a `429`.
+    /// On `429 quota-exceeded`: the spent limit (`burst`, `daily`, `agent-burst`,
+    /// `agent-daily`, `agent-error-budget`).
     #[serde(skip_serializing_if = "Option::is_none")]
     limit: Option<&'static str>,
 }
@@ -81,6 +82,7 @@ impl ResponseError for ApiError {
             BrokerError::QuotaExceeded {
                 state,
                 retry_after_secs,
+                ..
             } => {
                 res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
                 super::quota_headers(&mut res, state);

@@ -144,7 +144,7 @@ fn describe() {
     );
     describe_counter!(
         names::QUOTA_REFUSALS_TOTAL,
-        "Requests refused for quota, by post and exhausted window (burst or daily)."
+        "Requests refused for quota, by post and exhausted window (burst, daily, agent-burst, agent-daily)."
     );
     describe_counter!(
         names::ERROR_BUDGET_REFUSALS_TOTAL,
@@ -239,7 +239,7 @@ pub fn record_cache(result: CacheResult) {
     counter!(names::CACHE_REQUESTS_TOTAL, "result" => result.as_str()).increment(1);
 }
 
-/// A quota refusal; `window` is the exhausted one (`burst` or `daily`).
+/// A quota refusal; `window` is the exhausted one (`burst`, `daily`, `agent-burst`, `agent-daily`).
 pub fn record_quota_refusal(post: &str, window: &str) {
     counter!(
         names::QUOTA_REFUSALS_TOTAL,

@@ -101,6 +101,12 @@ async fn build_app(overrides: &[(&str, &str)], clock: Arc<dyn Clock>) -> (TestAp
             "CAF_BROKER__ALERTS__OFF_HOURS".to_string(),
             "\"\"".to_string(),
         ),
+        // Tests of other stages send more than an agent's burst with one token;
+        // the tests of per-agent limits set their own.
+        (
+            "CAF_BROKER__QUOTAS__AGENT_DEFAULT".to_string(),
+            "{ per_second = 1000, burst = 1000, per_day = 1000000 }".to_string(),
+        ),
     ];
     env.extend(
         overrides

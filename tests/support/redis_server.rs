@@ -1,16 +1,22 @@
 //! A `redis-server` child process on a free loopback port, for tests that need
 //! a real Redis. Without `redis-server` a test is skipped with a line on
-//! stderr, except under `CI=true`, where it fails.
+//! stderr, except under `CI=true`, where it fails. [`RedisServer::start_tls`]
+//! adds a TLS port (the development server certificate) and extra settings
+//! such as ACL users.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A `redis-server` child process, killed when dropped.
 pub struct RedisServer {
     pub port: u16,
+    /// The TLS port, for a server from [`RedisServer::start_tls`].
+    pub tls_port: Option<u16>,
+    /// Further `redis-server` arguments, kept for restarts.
+    args: Vec<String>,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -19,6 +25,33 @@ impl RedisServer {
     /// Starts a server, or returns `None` (test skipped) when `redis-server`
     /// is not installed and `CI` is not `true`.
     pub fn start() -> Option<Self> {
+        Self::start_with(None, &[])
+    }
+
+    /// A server that also speaks TLS on a second port, with the development
+    /// server certificate (`localhost`, `127.0.0.1`), and the further
+    /// `redis-server` arguments `args` (e.g. `--user ...`). The plain port
+    /// stays, bound to loopback, so that readiness is checked without TLS.
+    pub fn start_tls(args: &[&str]) -> Option<Self> {
+        let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev");
+        let tls_port = free_port();
+        let mut all: Vec<String> = vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            certs.join("server.pem").display().to_string(),
+            "--tls-key-file".into(),
+            certs.join("server.key.pem").display().to_string(),
+            "--tls-ca-cert-file".into(),
+            certs.join("ca.pem").display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        Self::start_with(Some(tls_port), &all)
+    }
+
+    fn start_with(tls_port: Option<u16>, args: &[String]) -> Option<Self> {
         if Command::new("redis-server")
             .arg("--version")
             .output()
@@ -32,16 +65,14 @@ impl RedisServer {
             eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("caf-broker-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut server = Self {
             port,
+            tls_port,
+            args: args.to_vec(),
             dir,
             child: None,
         };
@@ -60,6 +91,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -82,6 +114,8 @@ impl RedisServer {
         }
     }
 
+    /// Whether the server answers on its plain port: `PONG`, or a refusal to
+    /// an unauthenticated client, which is an answer too.
     pub fn answers_ping(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
@@ -90,7 +124,7 @@ impl RedisServer {
         let mut reply = [0u8; 7];
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+            && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
     }
 
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
@@ -100,6 +134,14 @@ impl RedisServer {
             .await
             .unwrap()
     }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Drop for RedisServer {
