@@ -54,6 +54,22 @@ pub struct ServerSettings {
     /// How long a graceful shutdown waits for open connections.
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
+    /// The deadline of a whole request, head and body: a slower client gets
+    /// `408 request-timeout` and its connection is closed.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: a stream opened beyond it is
+    /// reset with `REFUSED_STREAM`.
+    #[serde(default = "default_h2_max_concurrent_streams")]
+    pub h2_max_concurrent_streams: u32,
+    /// The largest header list of a request (names, values and 32 bytes per
+    /// field, as HTTP/2 counts it); larger is answered `431`.
+    #[serde(default = "default_max_header_list_bytes")]
+    pub max_header_list_bytes: u32,
+    /// Live connections accepted from one client address (an IPv6 client is
+    /// counted by its /64); more are closed at once.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +99,18 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_shutdown_timeout_secs() -> u64 {
     5
+}
+fn default_request_timeout_secs() -> u64 {
+    10
+}
+fn default_h2_max_concurrent_streams() -> u32 {
+    100
+}
+fn default_max_header_list_bytes() -> u32 {
+    16 * 1024
+}
+fn default_max_connections_per_ip() -> usize {
+    256
 }
 
 /// Every problem found in the settings, one per line, each naming where it is.
@@ -175,6 +203,18 @@ impl ServerSettings {
         }
         if !(64..=1_048_576).contains(&self.max_body_bytes) {
             problems.push("server.max_body_bytes: must be between 64 and 1048576".into());
+        }
+        if !(1..=300).contains(&self.request_timeout_secs) {
+            problems.push("server.request_timeout_secs: must be between 1 and 300".into());
+        }
+        if !(1..=10_000).contains(&self.h2_max_concurrent_streams) {
+            problems.push("server.h2_max_concurrent_streams: must be between 1 and 10000".into());
+        }
+        if !(4096..=1_048_576).contains(&self.max_header_list_bytes) {
+            problems.push("server.max_header_list_bytes: must be between 4096 and 1048576".into());
+        }
+        if !(1..=1_000_000).contains(&self.max_connections_per_ip) {
+            problems.push("server.max_connections_per_ip: must be between 1 and 1000000".into());
         }
         problems
     }

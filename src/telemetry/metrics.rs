@@ -38,6 +38,9 @@ pub mod names {
     pub const UPSTREAM_MISMATCH_TOTAL: &str = "caf_broker_upstream_mismatch_total";
     /// Counter: NIRs found in released text and replaced by `[redacted]`.
     pub const NIR_REDACTIONS_TOTAL: &str = "caf_broker_nir_redactions_total";
+    /// Counter: connections closed at accept because their client address
+    /// already holds `server.max_connections_per_ip`.
+    pub const CONNECTIONS_REFUSED_TOTAL: &str = "caf_broker_connections_refused_total";
 }
 
 /// Request latencies, from 5 ms to 10 s.
@@ -174,6 +177,15 @@ fn describe() {
         names::NIR_REDACTIONS_TOTAL,
         "NIRs found in released text fields and replaced by [redacted]."
     );
+    describe_counter!(
+        names::CONNECTIONS_REFUSED_TOTAL,
+        "Connections closed at accept: their client address already held the most allowed."
+    );
+}
+
+/// A connection closed at accept for `server.max_connections_per_ip`.
+pub fn record_connection_refused() {
+    counter!(names::CONNECTIONS_REFUSED_TOTAL).increment(1);
 }
 
 /// One answered HTTP request, as the edge sees it.
