@@ -94,6 +94,8 @@ impl Application {
         );
         let limits = web::Data::new(EdgeLimits {
             max_body_bytes: settings.server.max_body_bytes,
+            request_timeout: Duration::from_secs(settings.server.request_timeout_secs),
+            max_header_list_bytes: settings.server.max_header_list_bytes,
         });
 
         let listener = TcpListener::bind(settings.server.listen)
