@@ -154,7 +154,9 @@ pub async fn request_context(
 /// A header list larger than `server.max_header_list_bytes`, counted as
 /// HTTP/2 counts it (RFC 9113, 6.5.2): name, value and 32 bytes per field.
 fn headers_over_limit(req: &ServiceRequest) -> Option<BrokerError> {
-    let limit = req.app_data::<web::Data<EdgeLimits>>()?.max_header_list_bytes;
+    let limit = req
+        .app_data::<web::Data<EdgeLimits>>()?
+        .max_header_list_bytes;
     let size: usize = req
         .headers()
         .iter()

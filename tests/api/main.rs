@@ -4,6 +4,7 @@
 mod audit;
 #[path = "../support/audit_files.rs"]
 mod audit_files;
+mod edge;
 mod error_budget;
 mod errors;
 mod helpers;
