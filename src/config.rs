@@ -423,6 +423,31 @@ mod tests {
     }
 
     #[test]
+    fn edge_limits_have_defaults_and_each_bad_one_is_reported() {
+        let settings = Settings::from_toml_with_env(&shipped(), "broker.toml", no_env()).unwrap();
+        assert_eq!(settings.server.request_timeout_secs, 10);
+        assert_eq!(settings.server.h2_max_concurrent_streams, 100);
+        assert_eq!(settings.server.max_header_list_bytes, 16384);
+        assert_eq!(settings.server.max_connections_per_ip, 256);
+        let env = [
+            ("REQUEST_TIMEOUT_SECS", "0"),
+            ("H2_MAX_CONCURRENT_STREAMS", "0"),
+            ("MAX_HEADER_LIST_BYTES", "100"),
+            ("MAX_CONNECTIONS_PER_IP", "0"),
+        ]
+        .map(|(k, v)| (format!("CAF_BROKER__SERVER__{k}"), v.to_string()));
+        let err = Settings::from_toml_with_env(&shipped(), "broker.toml", env).unwrap_err();
+        for key in [
+            "server.request_timeout_secs",
+            "server.h2_max_concurrent_streams",
+            "server.max_header_list_bytes",
+            "server.max_connections_per_ip",
+        ] {
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
     fn security_settings_have_no_default() {
         let text = shipped().replace("issuer =", "# issuer =");
         let err = Settings::from_toml_with_env(&text, "broker.toml", no_env()).unwrap_err();

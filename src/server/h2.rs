@@ -20,6 +20,7 @@ use actix_http::body::{BodySize, BoxBody, MessageBody};
 use actix_http::error::PayloadError;
 use actix_http::header::HttpDate;
 use actix_http::{Payload, Request, Response};
+use actix_server::GracefulShutdownSignal;
 use actix_service::Service;
 use bytes::Bytes;
 use futures_util::future::poll_fn;
@@ -42,9 +43,16 @@ pub struct H2Limits {
     pub idle_timeout: Duration,
 }
 
-/// Serves one HTTP/2 connection until the client or the idle timeout closes it.
-pub async fn serve<T, S>(io: T, app: Rc<S>, peer: Option<SocketAddr>, limits: H2Limits)
-where
+/// Serves one HTTP/2 connection until the client, the idle timeout or the
+/// server's graceful shutdown closes it (the last two with GOAWAY, letting
+/// open streams finish).
+pub async fn serve<T, S>(
+    io: T,
+    app: Rc<S>,
+    peer: Option<SocketAddr>,
+    limits: H2Limits,
+    shutdown: GracefulShutdownSignal,
+) where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
     S: Service<Request, Response = Response<BoxBody>, Error = Response<BoxBody>> + 'static,
 {
@@ -85,6 +93,10 @@ where
                 }
                 None => break,
             },
+            () = shutdown.notified(), if !closing => {
+                connection.graceful_shutdown();
+                closing = true;
+            }
             () = idle.as_mut(), if !closing => {
                 if open.get() == 0 {
                     // GOAWAY; `accept` then returns `None` once the client is told.

@@ -66,8 +66,8 @@ pub struct ServerOptions {
 trait Io: AsyncRead + AsyncWrite + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
 
-/// The server for `listener`, serving the application `factory` builds once
-/// per worker. It accepts nothing until it is awaited.
+/// The server for `listener`, serving the application that `factory` builds
+/// once per worker; await it to serve until stopped.
 pub fn serve<F, I, S, B>(
     listener: TcpListener,
     options: ServerOptions,
@@ -112,6 +112,7 @@ where
             let tls = tls.clone();
             let shutdown = shutdown.clone();
             async move {
+                let shutdown_h2 = shutdown.clone();
                 let app = || {
                     map_config(
                         factory()
@@ -141,6 +142,7 @@ where
                     .await
                     .map_err(|e| tracing::error!(error = ?e, "HTTP/2 service not built"))?;
                 let worker = Rc::new(Worker {
+                    shutdown: shutdown_h2,
                     http1,
                     http2: Rc::new(Boxed(http2, PhantomData::<B>)),
                     tls,
@@ -167,6 +169,7 @@ struct Worker<H1, H2> {
     tls: Option<tokio_rustls::TlsAcceptor>,
     peers: Arc<Peers>,
     h2_limits: H2Limits,
+    shutdown: actix_server::GracefulShutdownSignal,
 }
 
 impl<H1, H2> Worker<H1, H2>
@@ -202,7 +205,8 @@ where
             }
         };
         if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-            h2::serve(stream, self.http2.clone(), peer, self.h2_limits).await;
+            let shutdown = self.shutdown.clone();
+            h2::serve(stream, self.http2.clone(), peer, self.h2_limits, shutdown).await;
         } else {
             self.http1_connection(Box::new(stream), peer).await;
         }
