@@ -200,6 +200,66 @@ async fn an_http2_header_list_over_the_limit_is_answered_431_before_any_route() 
     assert_eq!(response.status().as_u16(), 431);
 }
 
+#[tokio::test]
+async fn an_http2_body_trickled_past_the_deadline_is_answered_408_and_the_connection_serves_on() {
+    let app = spawn_app_with(&[("CAF_BROKER__SERVER__REQUEST_TIMEOUT_SECS", "1")]).await;
+    let token = app.token(AGENT);
+    let tls = connect(&app, b"h2").await.expect("TLS connection");
+    let (client, connection) = h2::client::handshake(tls).await.expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post(format!("https://localhost{SEARCH}"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-purpose", RADIATION)
+        .header("x-case-reference", "TN-2026/0042")
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    let trickle = tokio::spawn(async move {
+        for byte in br#"{"nir": "295109912611193"}"# {
+            if body
+                .send_data(bytes::Bytes::copy_from_slice(&[*byte]), false)
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let response = tokio::time::timeout(PATIENCE, response)
+        .await
+        .expect("an answer once the deadline passes")
+        .expect("an answer, not a reset");
+    trickle.abort();
+    assert_eq!(response.status().as_u16(), 408);
+    let mut problem = Vec::new();
+    let mut stream = response.into_body();
+    while let Some(chunk) = stream.data().await {
+        match chunk {
+            Ok(chunk) => problem.extend_from_slice(&chunk),
+            // After a complete answer the server stops the unfinished upload
+            // with RST_STREAM(NO_ERROR) (RFC 9113, 8.1): the answer stands.
+            Err(e) if e.reason() == Some(h2::Reason::NO_ERROR) => break,
+            Err(e) => panic!("the answer's body failed: {e}"),
+        }
+    }
+    let problem: serde_json::Value = serde_json::from_slice(&problem).unwrap();
+    assert_eq!(problem["code"], "request-timeout");
+
+    // Only the late stream ended: the connection answers the next request.
+    let mut client = client.ready().await.expect("the connection is still open");
+    let healthz = http::Request::get("https://localhost/healthz")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(healthz, true).unwrap();
+    let response = tokio::time::timeout(PATIENCE, response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
 // ---------------------------------------------------------------- HTTP/1.1
 
 /// Everything the server sends until it closes the connection; `None` if it
