@@ -1,5 +1,6 @@
-//! The request context: a fresh request id per request, and the headers every
-//! answer carries (`X-Request-Id`, `Cache-Control: no-store`).
+//! The request context: a fresh request id and the arrival time per request,
+//! the header list limit, and the headers every answer carries
+//! (`X-Request-Id`, `Cache-Control: no-store`).
 
 use std::fmt;
 
@@ -107,13 +108,13 @@ pub async fn request_context(
             let _entered = span.enter();
             let (http_req, _) = req.into_parts();
             let answer = ApiError::new(error, &http_req).error_response();
-            ServiceResponse::new(http_req, answer)
+            ServiceResponse::new(http_req, answer).map_into_right_body()
         }
         None => next
             .call(req)
             .instrument(span.clone())
             .await?
-            .map_into_boxed_body(),
+            .map_into_left_body(),
     };
     let status = res.status().as_u16();
     span.record("http.response.status_code", status);
