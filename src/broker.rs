@@ -514,6 +514,8 @@ fn outcome_of(error: &BrokerError) -> Outcome {
         BrokerError::InvalidRequest(_)
         | BrokerError::PayloadTooLarge { .. }
         | BrokerError::UnsupportedMediaType
+        | BrokerError::RequestTimeout { .. }
+        | BrokerError::HeadersTooLarge { .. }
         | BrokerError::RouteNotFound
         | BrokerError::MethodNotAllowed { .. } => Outcome::Invalid,
         BrokerError::Unauthenticated(_) => Outcome::Unauthenticated,

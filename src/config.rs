@@ -56,6 +56,22 @@ pub struct ServerSettings {
     /// How long a graceful shutdown waits for open connections.
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
+    /// The deadline of a whole request, head and body: a slower client gets
+    /// `408 request-timeout` and its connection is closed.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: a stream opened beyond it is
+    /// reset with `REFUSED_STREAM`.
+    #[serde(default = "default_h2_max_concurrent_streams")]
+    pub h2_max_concurrent_streams: u32,
+    /// The largest header list of a request (names, values and 32 bytes per
+    /// field, as HTTP/2 counts it); larger is answered `431`.
+    #[serde(default = "default_max_header_list_bytes")]
+    pub max_header_list_bytes: u32,
+    /// Live connections accepted from one client address (an IPv6 client is
+    /// counted by its /64); more are closed at once.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,6 +101,18 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_shutdown_timeout_secs() -> u64 {
     5
+}
+fn default_request_timeout_secs() -> u64 {
+    10
+}
+fn default_h2_max_concurrent_streams() -> u32 {
+    100
+}
+fn default_max_header_list_bytes() -> u32 {
+    16 * 1024
+}
+fn default_max_connections_per_ip() -> usize {
+    256
 }
 
 /// Every problem found in the settings, one per line, each naming where it is.
@@ -179,6 +207,18 @@ impl ServerSettings {
         }
         if !(64..=1_048_576).contains(&self.max_body_bytes) {
             problems.push("server.max_body_bytes: must be between 64 and 1048576".into());
+        }
+        if !(1..=300).contains(&self.request_timeout_secs) {
+            problems.push("server.request_timeout_secs: must be between 1 and 300".into());
+        }
+        if !(1..=10_000).contains(&self.h2_max_concurrent_streams) {
+            problems.push("server.h2_max_concurrent_streams: must be between 1 and 10000".into());
+        }
+        if !(4096..=1_048_576).contains(&self.max_header_list_bytes) {
+            problems.push("server.max_header_list_bytes: must be between 4096 and 1048576".into());
+        }
+        if !(1..=1_000_000).contains(&self.max_connections_per_ip) {
+            problems.push("server.max_connections_per_ip: must be between 1 and 1000000".into());
         }
         problems
     }
@@ -385,6 +425,31 @@ mod tests {
         assert!(all.contains("[nonsense]: unknown section"), "{all}");
         assert!(all.contains("auth.algorithms"), "{all}");
         assert!(err.problems.len() >= 4, "{all}");
+    }
+
+    #[test]
+    fn edge_limits_have_defaults_and_each_bad_one_is_reported() {
+        let settings = Settings::from_toml_with_env(&shipped(), "broker.toml", no_env()).unwrap();
+        assert_eq!(settings.server.request_timeout_secs, 10);
+        assert_eq!(settings.server.h2_max_concurrent_streams, 100);
+        assert_eq!(settings.server.max_header_list_bytes, 16384);
+        assert_eq!(settings.server.max_connections_per_ip, 256);
+        let env = [
+            ("REQUEST_TIMEOUT_SECS", "0"),
+            ("H2_MAX_CONCURRENT_STREAMS", "0"),
+            ("MAX_HEADER_LIST_BYTES", "100"),
+            ("MAX_CONNECTIONS_PER_IP", "0"),
+        ]
+        .map(|(k, v)| (format!("CAF_BROKER__SERVER__{k}"), v.to_string()));
+        let err = Settings::from_toml_with_env(&shipped(), "broker.toml", env).unwrap_err();
+        for key in [
+            "server.request_timeout_secs",
+            "server.h2_max_concurrent_streams",
+            "server.max_header_list_bytes",
+            "server.max_connections_per_ip",
+        ] {
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -20,6 +20,12 @@ pub enum BrokerError {
     /// The request body is not declared as JSON.
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    /// The request was not received in full within `server.request_timeout_secs`.
+    #[error("request not received within {limit_secs} s")]
+    RequestTimeout { limit_secs: u64 },
+    /// The request's header list is larger than `server.max_header_list_bytes`.
+    #[error("header list over {limit_bytes} bytes")]
+    HeadersTooLarge { limit_bytes: u32 },
     /// The bearer token is missing or was rejected.
     #[error("unauthenticated: {0}")]
     Unauthenticated(Unauthenticated),
@@ -92,6 +98,8 @@ impl BrokerError {
             BrokerError::InvalidRequest(_) => "invalid-request",
             BrokerError::PayloadTooLarge { .. } => "payload-too-large",
             BrokerError::UnsupportedMediaType => "unsupported-media-type",
+            BrokerError::RequestTimeout { .. } => "request-timeout",
+            BrokerError::HeadersTooLarge { .. } => "headers-too-large",
             BrokerError::Unauthenticated(_) => "unauthenticated",
             BrokerError::PurposeNotPermitted => "purpose-not-permitted",
             BrokerError::AgentSuspended => "agent-suspended",
@@ -120,6 +128,8 @@ impl BrokerError {
             | BrokerError::PostNotRegistered => 403,
             BrokerError::NotFound | BrokerError::RouteNotFound => 404,
             BrokerError::MethodNotAllowed { .. } => 405,
+            BrokerError::RequestTimeout { .. } => 408,
+            BrokerError::HeadersTooLarge { .. } => 431,
             BrokerError::PayloadTooLarge { .. } => 413,
             BrokerError::QuotaExceeded { .. } => 429,
             BrokerError::ErrorBudgetSpent { .. } => 429,
@@ -139,6 +149,8 @@ impl BrokerError {
             BrokerError::InvalidRequest(_) => "Invalid request",
             BrokerError::PayloadTooLarge { .. } => "Payload too large",
             BrokerError::UnsupportedMediaType => "Unsupported media type",
+            BrokerError::RequestTimeout { .. } => "Request timeout",
+            BrokerError::HeadersTooLarge { .. } => "Request header fields too large",
             BrokerError::Unauthenticated(_) => "Unauthenticated",
             BrokerError::PurposeNotPermitted => "Purpose not permitted",
             BrokerError::AgentSuspended => "Agent suspended",
@@ -167,6 +179,12 @@ impl BrokerError {
             BrokerError::UnsupportedMediaType => {
                 "The request body must be JSON, sent with Content-Type: application/json.".into()
             }
+            BrokerError::RequestTimeout { limit_secs } => format!(
+                "The request must be sent in full within {limit_secs} seconds; the connection is closed."
+            ),
+            BrokerError::HeadersTooLarge { limit_bytes } => format!(
+                "The request's header fields must not exceed {limit_bytes} bytes (names, values and 32 bytes per field)."
+            ),
             BrokerError::Unauthenticated(Unauthenticated::MissingToken) => {
                 "Send a token from the identity provider as `Authorization: Bearer <JWT>`.".into()
             }

@@ -17,6 +17,7 @@
 //! - [`broker`]: the pipeline, free of any HTTP framework.
 //! - [`error`]: `BrokerError`, classified by who caused it.
 //! - [`routes`]: the HTTP edge: route table, extractors, errors to problem+json.
+//! - [`server`]: connections: the cap per client, TLS and ALPN, HTTP/1.1, HTTP/2 with its limits.
 //! - [`config`]: typed, layered settings (file + `CAF_BROKER__*` env), all errors at once.
 //! - [`tls`]: rustls server configuration.
 //! - [`telemetry`]: tracing subscriber.
@@ -36,6 +37,7 @@ pub mod error;
 pub mod policy;
 pub mod quota;
 pub mod routes;
+pub mod server;
 pub mod simulator;
 pub mod startup;
 pub mod telemetry;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::Context;
 
 use crate::alerts::{Detector, RedisLink};
@@ -18,6 +18,7 @@ use crate::config::Settings;
 use crate::policy::{DriftTracker, PolicyStore, ShadowPolicy, WatchGuard};
 use crate::quota::{Clock, ErrorBudget, SystemClock};
 use crate::routes::{self, EdgeLimits};
+use crate::server::ServerOptions;
 
 pub struct Application {
     server: Server,
@@ -96,6 +97,8 @@ impl Application {
         );
         let limits = web::Data::new(EdgeLimits {
             max_body_bytes: settings.server.max_body_bytes,
+            request_timeout: Duration::from_secs(settings.server.request_timeout_secs),
+            max_header_list_bytes: settings.server.max_header_list_bytes,
         });
 
         let listener = TcpListener::bind(settings.server.listen)
@@ -103,32 +106,34 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let app_broker = broker.clone();
-        let mut server = HttpServer::new(move || {
+        let tls = match (
+            &settings.server.tls_cert_file,
+            &settings.server.tls_key_file,
+        ) {
+            (Some(cert), Some(key)) if settings.server.tls => {
+                Some(crate::tls::server_config(cert, key)?)
+            }
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let options = ServerOptions {
+            workers: settings.server.workers,
+            shutdown_timeout_secs: settings.server.shutdown_timeout_secs,
+            request_timeout: Duration::from_secs(settings.server.request_timeout_secs),
+            h2_max_concurrent_streams: settings.server.h2_max_concurrent_streams,
+            max_header_list_bytes: settings.server.max_header_list_bytes,
+            max_connections_per_ip: settings.server.max_connections_per_ip,
+            tls,
+        };
+        let server = crate::server::serve(listener, options, move || {
             App::new()
                 .app_data(app_broker.clone())
                 .app_data(limits.clone())
                 .app_data(metrics.clone())
                 .configure(routes::configure)
-        })
-        .shutdown_timeout(settings.server.shutdown_timeout_secs)
-        .client_request_timeout(Duration::from_secs(10))
-        // Small answers must not wait for a delayed ACK (about 40 ms with HTTP/2).
-        .tcp_nodelay(true);
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
-        let (server, scheme) = match (
-            &settings.server.tls_cert_file,
-            &settings.server.tls_key_file,
-        ) {
-            (Some(cert), Some(key)) if settings.server.tls => {
-                let tls = crate::tls::server_config(cert, key)?;
-                (server.listen_rustls_0_23(listener, tls)?, "https")
-            }
-            _ => (server.listen(listener)?, "http"),
-        };
+        })?;
         Ok(Application {
-            server: server.run(),
+            server,
             _policy_watch: policy_watch,
             port,
             scheme,

@@ -379,6 +379,88 @@ fn concurrent_appends_share_fsyncs_and_keep_the_chain_continuous() {
     assert_eq!(verify_dir(&settings.dir).unwrap().records, 500);
 }
 
+/// A clock the writer thread stops on while the gate is closed: a disk that
+/// does not keep up, held exactly as long as the test says.
+#[derive(Clone)]
+struct Gate(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    fn open() -> Gate {
+        Gate(Arc::new((
+            std::sync::Mutex::new(true),
+            std::sync::Condvar::new(),
+        )))
+    }
+
+    /// A clock that blocks while the gate is closed, telling `stopped` once it does.
+    fn clock(&self, stopped: std::sync::mpsc::Sender<()>) -> AuditClock {
+        let gate = self.0.clone();
+        Arc::new(move || {
+            let (open, changed) = &*gate;
+            let mut open = open.lock().unwrap();
+            if !*open {
+                let _ = stopped.send(());
+                while !*open {
+                    open = changed.wait(open).unwrap();
+                }
+            }
+            UNIX_EPOCH + Duration::from_secs(START_SECS as u64)
+        })
+    }
+
+    fn set(&self, value: bool) {
+        let (open, changed) = &*self.0;
+        *open.lock().unwrap() = value;
+        changed.notify_all();
+    }
+}
+
+#[test]
+fn a_full_queue_refuses_at_once_and_what_was_queued_is_still_written() {
+    use std::future::Future;
+
+    let scratch = Scratch::new("queue-full");
+    let mut settings = scratch.settings();
+    settings.queue_capacity = 1;
+    let gate = Gate::open();
+    let (stopped, writer_stopped) = std::sync::mpsc::channel();
+    let rt = runtime();
+    let log = Arc::new(AuditLog::open_with_clock(&settings, gate.clock(stopped)).unwrap());
+
+    gate.set(false);
+    let in_batch = rt.spawn({
+        let log = log.clone();
+        async move { log.append(released(1, numero(1))).await }
+    });
+    // The writer holds the first record and waits on the disk (the gate).
+    writer_stopped.recv().unwrap();
+    // The second record takes the one place in the queue (its first poll
+    // hands it over) and waits; a third finds the queue full.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut queued = Box::pin(log.append(released(2, numero(2))));
+    assert!(queued.as_mut().poll(&mut cx).is_pending());
+    let mut refused = Box::pin(log.append(released(3, numero(3))));
+    match refused.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Err(AuditError::QueueFull)) => {}
+        other => panic!("a full queue must refuse at once, got {other:?}"),
+    }
+    drop(refused);
+    assert!(log.is_healthy(), "a full queue is not a broken log");
+
+    gate.set(true);
+    let first = rt.block_on(in_batch).unwrap().unwrap();
+    let second = rt.block_on(queued).unwrap();
+    assert_eq!((first.seq, second.seq), (1, 2));
+    assert_eq!(log.stats().records, 2);
+    let fourth = append(&rt, &log, 4);
+    assert_eq!(
+        fourth.seq, 3,
+        "the queue has room again once the writer catches up"
+    );
+    drop(log);
+    assert_eq!(verify_dir(&settings.dir).unwrap().records, 3);
+}
+
 #[test]
 fn a_second_writer_on_the_same_directory_is_refused() {
     let scratch = Scratch::new("locked");

@@ -24,7 +24,10 @@
 //! [`AuditLog::append`] resolves only once the record is written and
 //! `fdatasync`ed. A single writer thread commits in groups: all records
 //! pending when it starts a batch share one write and one fsync (see
-//! [`writer`]). If a batch cannot be written, every request in it gets
+//! [`writer`]). At most `queue_capacity` records wait for the writer; past
+//! that, `append` fails at once with [`AuditError::QueueFull`] (the broker
+//! answers 503 `audit-unavailable`), so a slow disk costs refusals, never
+//! unbounded memory. If a batch cannot be written, every request in it gets
 //! [`AuditError::Unavailable`] (the broker answers 503 `audit-unavailable` and
 //! releases nothing), [`AuditLog::is_healthy`] turns false, what the batch
 //! left on disk is removed, and the log retries every `retry_interval_ms` and
@@ -97,7 +100,7 @@ pub type AuditClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// The audit log of this process: built once, shared in an `Arc`.
 pub struct AuditLog {
     key: AuditKey,
-    sender: Option<mpsc::Sender<Pending>>,
+    sender: Option<mpsc::SyncSender<Pending>>,
     shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
 }
@@ -120,6 +123,10 @@ pub enum AuditError {
     Unavailable(#[source] Arc<WriteFailure>),
     #[error("the audit writer has stopped")]
     Stopped,
+    /// `audit.queue_capacity` records already wait for the writer: the disk
+    /// is behind, and the request is refused at once rather than queued.
+    #[error("the audit queue is full")]
+    QueueFull,
 }
 
 /// The I/O failure behind [`AuditError::Unavailable`]: what was being done, and to which file.
@@ -191,7 +198,7 @@ impl AuditLog {
         let key = AuditKey::from_file(&settings.hmac_key_file)?;
         let shared = Arc::new(Shared::new());
         let writer = Writer::open(settings, clock, shared.clone())?;
-        let (sender, receiver) = mpsc::channel();
+        let (sender, receiver) = mpsc::sync_channel(settings.queue_capacity);
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(receiver))
@@ -207,18 +214,24 @@ impl AuditLog {
     /// Records one request; resolves once the record is durable, with its
     /// place in the chain. On error, no data may be released.
     ///
-    /// Dropping the future does not withdraw the record.
+    /// When `audit.queue_capacity` records already wait for the writer, fails
+    /// at once with [`AuditError::QueueFull`]: memory stays bounded however far
+    /// behind the disk is. Dropping the future does not withdraw the record.
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditReceipt, AuditError> {
         let dossier = entry.lookup.as_ref().map(|l| self.key.pseudonymize(l));
         let record = Record::unsealed(entry, dossier);
         let (reply, receipt) = oneshot::channel();
-        let sent = self
-            .sender
-            .as_ref()
-            .is_some_and(|s| s.send(Pending { record, reply }).is_ok());
-        if !sent {
-            self.shared.healthy.store(false, Ordering::Release);
-            return Err(AuditError::Stopped);
+        let sent = match &self.sender {
+            Some(sender) => sender.try_send(Pending { record, reply }),
+            None => Err(mpsc::TrySendError::Disconnected(Pending { record, reply })),
+        };
+        match sent {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) => return Err(AuditError::QueueFull),
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                self.shared.healthy.store(false, Ordering::Release);
+                return Err(AuditError::Stopped);
+            }
         }
         receipt.await.unwrap_or_else(|_| {
             self.shared.healthy.store(false, Ordering::Release);

@@ -20,7 +20,8 @@ pub enum Outcome {
     Refused,
     /// No valid token, or a role unknown to the policy (401).
     Unauthenticated,
-    /// The request was malformed: identifier, NIR key, headers, body (400, 413, 415).
+    /// The request was malformed: identifier, NIR key, headers, body (400, 413, 415),
+    /// or its body arrived too late (408).
     Invalid,
     /// The post's rate or daily quota is spent (429), or the quota state is unavailable (503).
     QuotaExceeded,

@@ -33,6 +33,10 @@ pub struct AuditSettings {
     /// `/readyz` recovers even when no request arrives).
     #[serde(default = "default_retry_interval_ms")]
     pub retry_interval_ms: u64,
+    /// The most records waiting for the writer; a request finding the queue
+    /// full is refused at once with `503 audit-unavailable`.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
 }
 
 fn default_retention_days() -> u32 {
@@ -51,6 +55,12 @@ fn default_retry_interval_ms() -> u64 {
     1000
 }
 
+/// Four full group commits: far more than a healthy disk ever lets wait,
+/// and about 4 MiB of records at most.
+fn default_queue_capacity() -> usize {
+    4096
+}
+
 impl AuditSettings {
     /// Settings with every optional key at its default.
     pub fn new(dir: impl Into<PathBuf>, hmac_key_file: impl Into<PathBuf>) -> AuditSettings {
@@ -61,6 +71,7 @@ impl AuditSettings {
             max_file_bytes: default_max_file_bytes(),
             max_batch_records: default_max_batch_records(),
             retry_interval_ms: default_retry_interval_ms(),
+            queue_capacity: default_queue_capacity(),
         }
     }
 
@@ -103,6 +114,12 @@ impl AuditSettings {
                 self.retry_interval_ms
             ));
         }
+        if !(1..=1_048_576).contains(&self.queue_capacity) {
+            problems.push(format!(
+                "audit.queue_capacity: {} is out of range; use 1 to 1048576",
+                self.queue_capacity
+            ));
+        }
         problems
     }
 }
@@ -137,6 +154,7 @@ mod tests {
         settings.max_file_bytes = 10;
         settings.max_batch_records = 0;
         settings.retry_interval_ms = 0;
+        settings.queue_capacity = 0;
         let problems = settings.validate();
         for key in [
             "audit.dir",
@@ -145,6 +163,7 @@ mod tests {
             "audit.max_file_bytes",
             "audit.max_batch_records",
             "audit.retry_interval_ms",
+            "audit.queue_capacity",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(key)),

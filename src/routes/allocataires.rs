@@ -38,9 +38,7 @@ pub async fn search_by_nir(
     declared: Declared,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let lookup = read_nir(&req, payload, limits.max_body_bytes)
-        .await
-        .map(Lookup::Nir);
+    let lookup = read_nir(&req, payload, &limits).await.map(Lookup::Nir);
     answer(&req, &broker, caller, declared, lookup).await
 }
 
@@ -48,12 +46,19 @@ pub async fn search_by_nir(
 async fn read_nir(
     req: &HttpRequest,
     payload: web::Payload,
-    limit: usize,
+    limits: &EdgeLimits,
 ) -> Result<Nir, BrokerError> {
     if !is_json(req) {
         return Err(BrokerError::UnsupportedMediaType);
     }
-    let body = read_body(req, payload, limit).await?;
+    // The deadline runs from the request's arrival, so a body trickled in
+    // byte by byte cannot hold a worker's attention past it.
+    let deadline = super::context::Arrival::of(req).instant() + limits.request_timeout;
+    let body = tokio::time::timeout_at(deadline, read_body(req, payload, limits.max_body_bytes))
+        .await
+        .map_err(|_| BrokerError::RequestTimeout {
+            limit_secs: limits.request_timeout.as_secs(),
+        })??;
     let search: SearchBody = serde_json::from_slice(&body).map_err(|e| {
         // serde's message may quote the input; only its category and position are sent back.
         let why = match e.classify() {

@@ -1,5 +1,6 @@
-//! The request context: a fresh request id per request, and the headers every
-//! answer carries (`X-Request-Id`, `Cache-Control: no-store`).
+//! The request context: a fresh request id and the arrival time per request,
+//! the header list limit, and the headers every answer carries
+//! (`X-Request-Id`, `Cache-Control: no-store`).
 
 use std::fmt;
 
@@ -7,10 +8,12 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage, HttpRequest};
+use actix_web::{Error, HttpMessage, HttpRequest, ResponseError, web};
 use tracing::Instrument;
 
+use super::{ApiError, EdgeLimits};
 use crate::domain::{PostCode, Purpose};
+use crate::error::BrokerError;
 use crate::telemetry;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -43,12 +46,32 @@ impl fmt::Display for RequestId {
     }
 }
 
+/// When the request's head was received: the deadline of its body runs from here.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(tokio::time::Instant);
+
+impl Arrival {
+    /// The arrival of the request, or now if the context middleware did not run.
+    pub fn of(req: &HttpRequest) -> Arrival {
+        req.extensions()
+            .get::<Arrival>()
+            .copied()
+            .unwrap_or_else(|| Arrival(tokio::time::Instant::now()))
+    }
+
+    pub fn instant(self) -> tokio::time::Instant {
+        self.0
+    }
+}
+
 pub async fn request_context(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let id = RequestId::new();
     req.extensions_mut().insert(id);
+    req.extensions_mut()
+        .insert(Arrival(tokio::time::Instant::now()));
     let method = req.method().clone();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     // The server span, named by the route template: the raw path may hold a numéro.
@@ -79,7 +102,20 @@ pub async fn request_context(
     );
     telemetry::set_parent(&span, parent);
     let started = std::time::Instant::now();
-    let mut res = next.call(req).instrument(span.clone()).await?;
+    let mut res = match headers_over_limit(&req) {
+        // HTTP/2 refuses such a header list before it gets here; HTTP/1.1 does not.
+        Some(error) => {
+            let _entered = span.enter();
+            let (http_req, _) = req.into_parts();
+            let answer = ApiError::new(error, &http_req).error_response();
+            ServiceResponse::new(http_req, answer).map_into_right_body()
+        }
+        None => next
+            .call(req)
+            .instrument(span.clone())
+            .await?
+            .map_into_left_body(),
+    };
     let status = res.status().as_u16();
     span.record("http.response.status_code", status);
     if status >= 500 {
@@ -114,6 +150,20 @@ pub async fn request_context(
         "request"
     );
     Ok(res)
+}
+
+/// A header list larger than `server.max_header_list_bytes`, counted as
+/// HTTP/2 counts it (RFC 9113, 6.5.2): name, value and 32 bytes per field.
+fn headers_over_limit(req: &ServiceRequest) -> Option<BrokerError> {
+    let limit = req
+        .app_data::<web::Data<EdgeLimits>>()?
+        .max_header_list_bytes;
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    (size > limit as usize).then_some(BrokerError::HeadersTooLarge { limit_bytes: limit })
 }
 
 /// What the handler learned of the request, for its metric labels: the

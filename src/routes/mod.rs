@@ -22,6 +22,11 @@ pub use problem::ApiError;
 #[derive(Debug, Clone, Copy)]
 pub struct EdgeLimits {
     pub max_body_bytes: usize,
+    /// The deadline of a whole request; a body still arriving past it is
+    /// answered `408` and its connection closed.
+    pub request_timeout: std::time::Duration,
+    /// The largest header list (RFC 9113 size: names, values, 32 per field).
+    pub max_header_list_bytes: u32,
 }
 
 /// The whole route table. The caller provides `web::Data<Broker>` and

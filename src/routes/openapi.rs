@@ -169,6 +169,8 @@ pub enum ProblemCode {
     MethodNotAllowed,
     PayloadTooLarge,
     UnsupportedMediaType,
+    RequestTimeout,
+    HeadersTooLarge,
     QuotaExceeded,
     InternalError,
     UpstreamError,
@@ -180,7 +182,7 @@ pub enum ProblemCode {
 
 impl ProblemCode {
     /// Every code, with the status it is answered with.
-    pub const ALL: [(ProblemCode, u16); 17] = [
+    pub const ALL: [(ProblemCode, u16); 19] = [
         (ProblemCode::InvalidRequest, 400),
         (ProblemCode::Unauthenticated, 401),
         (ProblemCode::PurposeNotPermitted, 403),
@@ -190,8 +192,10 @@ impl ProblemCode {
         (ProblemCode::RouteNotFound, 404),
         (ProblemCode::MethodNotAllowed, 405),
         (ProblemCode::PayloadTooLarge, 413),
+        (ProblemCode::RequestTimeout, 408),
         (ProblemCode::UnsupportedMediaType, 415),
         (ProblemCode::QuotaExceeded, 429),
+        (ProblemCode::HeadersTooLarge, 431),
         (ProblemCode::InternalError, 500),
         (ProblemCode::UpstreamError, 502),
         (ProblemCode::QuotaUnavailable, 503),
@@ -213,6 +217,8 @@ impl ProblemCode {
             ProblemCode::MethodNotAllowed => "method-not-allowed",
             ProblemCode::PayloadTooLarge => "payload-too-large",
             ProblemCode::UnsupportedMediaType => "unsupported-media-type",
+            ProblemCode::RequestTimeout => "request-timeout",
+            ProblemCode::HeadersTooLarge => "headers-too-large",
             ProblemCode::QuotaExceeded => "quota-exceeded",
             ProblemCode::InternalError => "internal-error",
             ProblemCode::UpstreamError => "upstream-error",
@@ -419,7 +425,7 @@ struct ProblemAnswer {
     body_only: bool,
 }
 
-const PROBLEM_ANSWERS: [ProblemAnswer; 11] = [
+const PROBLEM_ANSWERS: [ProblemAnswer; 13] = [
     ProblemAnswer {
         name: "InvalidRequest",
         status: 400,
@@ -456,6 +462,13 @@ const PROBLEM_ANSWERS: [ProblemAnswer; 11] = [
         body_only: true,
     },
     ProblemAnswer {
+        name: "RequestTimeout",
+        status: 408,
+        description: "The body did not arrive in full within `server.request_timeout_secs` of the request's head; the connection is closed (`Connection: close` over HTTP/1.1).",
+        headers: &[],
+        body_only: true,
+    },
+    ProblemAnswer {
         name: "UnsupportedMediaType",
         status: 415,
         description: "The body is not sent as `Content-Type: application/json`.",
@@ -467,6 +480,13 @@ const PROBLEM_ANSWERS: [ProblemAnswer; 11] = [
         status: 429,
         description: "A quota is spent: the post's burst or daily quota (shared by its agents), the agent's own, or the agent's error budget. The body's `limit` names it (`burst`, `daily`, `agent-burst`, `agent-daily`, `agent-error-budget`; no `RateLimit` fields with the last).",
         headers: &["Retry-After", "RateLimit-Policy", "RateLimit"],
+        body_only: false,
+    },
+    ProblemAnswer {
+        name: "HeadersTooLarge",
+        status: 431,
+        description: "The header fields (names, values and 32 bytes per field) exceed `server.max_header_list_bytes`. Over HTTP/2 the connection itself answers 431, without a problem body.",
+        headers: &[],
         body_only: false,
     },
     ProblemAnswer {
@@ -730,6 +750,8 @@ mod tests {
             BrokerError::InvalidRequest("x".into()),
             BrokerError::PayloadTooLarge { limit_bytes: 1 },
             BrokerError::UnsupportedMediaType,
+            BrokerError::RequestTimeout { limit_secs: 1 },
+            BrokerError::HeadersTooLarge { limit_bytes: 4096 },
             BrokerError::Unauthenticated(Unauthenticated::MissingToken),
             BrokerError::PurposeNotPermitted,
             BrokerError::AgentSuspended,
@@ -831,6 +853,9 @@ mod tests {
         assert!(get["responses"]["413"].is_null());
         assert!(post["responses"]["413"].is_object());
         assert!(post["responses"]["415"].is_object());
+        assert!(get["responses"]["408"].is_null());
+        assert!(post["responses"]["408"].is_object());
+        assert!(get["responses"]["431"].is_object());
         assert_eq!(
             post["requestBody"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/SearchBody"

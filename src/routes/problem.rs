@@ -93,6 +93,10 @@ impl ResponseError for ApiError {
             BrokerError::MethodNotAllowed { allow } => {
                 res.insert_header((header::ALLOW, *allow));
             }
+            BrokerError::RequestTimeout { .. } => {
+                // The rest of a late body would be read as the next request: close.
+                res.force_close();
+            }
             BrokerError::UpstreamUnavailable {
                 retry_after_secs: Some(secs),
             } => {

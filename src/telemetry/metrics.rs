@@ -40,6 +40,9 @@ pub mod names {
     pub const NIR_REDACTIONS_TOTAL: &str = "caf_broker_nir_redactions_total";
     /// Counter `{rule}`: bulk-lookup alerts raised.
     pub const ALERTS_TOTAL: &str = "caf_broker_alerts_total";
+    /// Counter: connections closed at accept because their client address
+    /// already holds `server.max_connections_per_ip`.
+    pub const CONNECTIONS_REFUSED_TOTAL: &str = "caf_broker_connections_refused_total";
 }
 
 /// Request latencies, from 5 ms to 10 s.
@@ -177,6 +180,15 @@ fn describe() {
         "NIRs found in released text fields and replaced by [redacted]."
     );
     describe_counter!(names::ALERTS_TOTAL, "Bulk-lookup alerts raised, by rule.");
+    describe_counter!(
+        names::CONNECTIONS_REFUSED_TOTAL,
+        "Connections closed at accept: their client address already held the most allowed."
+    );
+}
+
+/// A connection closed at accept for `server.max_connections_per_ip`.
+pub fn record_connection_refused() {
+    counter!(names::CONNECTIONS_REFUSED_TOTAL).increment(1);
 }
 
 /// One answered HTTP request, as the edge sees it.

@@ -39,8 +39,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 pub use metrics::{
     CacheResult, HttpObservation, Metrics, UpstreamResult, names, record_alert, record_audit_write,
-    record_cache, record_error_budget_refusal, record_http_request, record_quota_refusal,
-    record_upstream, set_upstream_circuit_open,
+    record_cache, record_connection_refused, record_error_budget_refusal, record_http_request,
+    record_quota_refusal, record_upstream, set_upstream_circuit_open,
 };
 pub use metrics::{record_nir_redactions, record_upstream_mismatch};
 pub use otel::{
