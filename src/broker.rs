@@ -370,11 +370,14 @@ impl Broker {
             return Err(BrokerError::PostNotRegistered);
         }
         // A suspended agent is refused before its request costs its post any quota.
-        let watched = alerts::Agent {
-            post: caller.post.clone(),
-            sub: caller.sub.clone(),
+        let suspended = self.stages.alerts.blocks() && {
+            let watched = alerts::Agent {
+                post: caller.post.clone(),
+                sub: caller.sub.clone(),
+            };
+            self.stages.alerts.is_blocked(&watched).await
         };
-        if self.stages.alerts.is_blocked(&watched).await {
+        if suspended {
             // Debug only: the request line and the audit record already say it,
             // and a suspended agent that insists must not double the log.
             tracing::debug!(post = %caller.post, "agent suspended by a bulk-lookup alert");

@@ -600,8 +600,8 @@ async fn a_broker_started_while_redis_is_down_grants_its_share_of_the_whole_day(
 
 // ---------------------------------------------------------------- TLS and ACL
 
-/// The least a quota user needs, as README.md documents it.
-const ACL_USER: [&str; 10] = [
+/// The least the broker's user needs, as README.md documents it.
+const ACL_USER: [&str; 11] = [
     "--user",
     "default",
     "off",
@@ -610,6 +610,7 @@ const ACL_USER: [&str; 10] = [
     "on",
     ">s3cret-pass",
     "~caf-broker:quota:*",
+    "~caf-broker:alerts:*",
     "+@all",
     "-@dangerous",
 ];

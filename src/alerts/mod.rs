@@ -218,9 +218,15 @@ impl Detector {
         alerts
     }
 
+    /// Whether an alert may suspend an agent (`alerts.block`): without it, no
+    /// agent is ever suspended and [`Detector::is_blocked`] need not be asked.
+    pub fn blocks(&self) -> bool {
+        self.block.is_some()
+    }
+
     /// Whether the agent is suspended now (always false unless `alerts.block`).
     pub async fn is_blocked(&self, agent: &Agent) -> bool {
-        if self.block.is_none() {
+        if !self.blocks() {
             return false;
         }
         let now = (self.clock)();

@@ -39,8 +39,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use self::h2::H2Limits;
 pub use self::peers::{Peers, Slot};
 
-/// How long a client has to finish its TLS handshake (actix-web's default).
+/// How long a client has to finish its TLS handshake, waiting for a turn
+/// included (actix-web's default).
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// TLS handshakes one worker runs at once (actix-web's default): past it, a
+/// new connection waits its turn within its handshake timeout, so a flood of
+/// handshakes from many addresses holds bounded memory and CPU.
+const MAX_CONCURRENT_HANDSHAKES: usize = 256;
 /// How long an idle connection is kept open (actix-web's default keep-alive).
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// How long the server waits for a client to read the end of an answer
@@ -142,6 +147,7 @@ where
                     .await
                     .map_err(|e| tracing::error!(error = ?e, "HTTP/2 service not built"))?;
                 let worker = Rc::new(Worker {
+                    handshakes: tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES),
                     shutdown: shutdown_h2,
                     http1,
                     http2: Rc::new(Boxed(http2, PhantomData::<B>)),
@@ -167,6 +173,8 @@ struct Worker<H1, H2> {
     http1: H1,
     http2: Rc<H2>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Turns for TLS handshakes on this worker.
+    handshakes: tokio::sync::Semaphore,
     peers: Arc<Peers>,
     h2_limits: H2Limits,
     shutdown: actix_server::GracefulShutdownSignal,
@@ -193,7 +201,12 @@ where
             self.http1_connection(Box::new(tcp), peer).await;
             return;
         };
-        let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+        let handshake = async {
+            // The semaphore is never closed: a permit always comes, if late.
+            let _turn = self.handshakes.acquire().await;
+            tls.accept(tcp).await
+        };
+        let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "TLS handshake failed");
