@@ -1,4 +1,4 @@
-//! Loading: the shipped policy matches default-policy.md, and bad files report every problem with its line.
+//! Loading: the shipped policy releases what README documents, and bad files report every problem with its line.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! The CAF record schema (`caf-record.md`) as a static table of field paths and kinds.
+//! The CAF record schema as a static table of field paths and kinds.
 //!
 //! Policy rules are checked against this table at load time: a rule must name a
 //! field that exists, with the `[]` notation exactly where the record holds an
@@ -122,7 +122,7 @@ const INDU_STATUTS: &[&str] = &["NOTIFIE", "EN_RECOUVREMENT", "SOLDE"];
 const SITUATIONS: &[&str] = &["CELIBATAIRE", "COUPLE", "PARENT_ISOLE", "VEUF"];
 const SEXES: &[&str] = &["F", "M"];
 
-/// Every field of `caf-record.md`. `suspension` is shaped like `radiation`
+/// Every field of the CAF record. `suspension` is shaped like `radiation`
 /// with its own list of motives, and `conjoint` has the `allocataire` shape.
 pub static FIELDS: &[FieldSpec] = &[
     f("schema_version", Kind::Text),
@@ -267,8 +267,8 @@ pub fn split(path: &str) -> Result<Vec<Segment<'_>>, String> {
     Ok(segments)
 }
 
-/// A path without its trailing `[]`: `indus[]` (all items, as `default-policy.md`
-/// writes it) names the same field as `indus`.
+/// A path without its trailing `[]`: `indus[]` (all items, as the shipped policy's
+/// documentation writes it) names the same field as `indus`.
 pub fn normalized(path: &str) -> &str {
     path.strip_suffix("[]").unwrap_or(path)
 }

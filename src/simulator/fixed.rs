@@ -1,5 +1,5 @@
 //! The five fixed dossiers (`1000001` to `1000005`) that docs, tests and
-//! acceptance checks name; the same whatever the seed (table in `spec/caf-record.md`).
+//! acceptance checks name; the same whatever the seed (listed in README).
 
 use super::calendar::{Date, Month, Timestamp};
 use super::record::{
@@ -281,7 +281,7 @@ fn actif_en_france() -> Record {
     r
 }
 
-/// `1000002`: the example record of `spec/caf-record.md`: radiated for
+/// `1000002`: the reference example of a radiated dossier: radiated for
 /// residence abroad (Tunisia), RSA and AF closed, an overpayment being
 /// recovered, a fraud report.
 fn radie_residence_tunisie() -> Record {

@@ -1,5 +1,5 @@
 //! The typed CAF dossier record (schema version 1), serialised exactly as
-//! `spec/caf-record.md` describes: every top-level key present, `null` where absent.
+//! the CAF record schema ([`crate::policy::schema`]) describes: every top-level key present, `null` where absent.
 
 use serde::Serialize;
 

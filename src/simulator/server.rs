@@ -1,4 +1,4 @@
-//! The standalone CAF simulator: the CAF protocol of `CONTRACT.md` section 9
+//! The standalone CAF simulator: the CAF protocol (README, "The CAF connector")
 //! over HTTP or HTTPS (optionally requiring a client certificate from a given
 //! CA, as the real CAF does), with injectable latency and failures for fault tests.
 //!

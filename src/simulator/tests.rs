@@ -1,4 +1,4 @@
-//! Dataset-wide checks of the rules in `spec/caf-record.md`, over the fixed and generated dossiers.
+//! Dataset-wide checks of the CAF record's rules (NIR keys, payment days, residence abroad), over the fixed and generated dossiers.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::OnceLock;

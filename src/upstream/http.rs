@@ -1,4 +1,4 @@
-//! The HTTP connector: the CAF protocol of `CONTRACT.md` section 9 over HTTPS
+//! The HTTP connector: the CAF protocol (README, "The CAF connector") over HTTPS
 //! with a client certificate (reqwest on rustls with aws-lc-rs, no OpenSSL).
 //!
 //! One lookup is: breaker admission, then within `timeout_ms` in all, up to

@@ -1,8 +1,8 @@
-//! Every role x purpose of `default-policy.md` on the fixed dossiers, over HTTPS:
+//! Every role x purpose of the shipped policy on the fixed dossiers, over HTTPS:
 //! exactly the documented fields come back, and nothing else.
 //!
-//! The expected answer is computed here by an oracle written from the policy
-//! document's table, independently of the broker's filter, from the raw record
+//! The expected answer is computed here by an oracle written from the policy's
+//! documented table (README, "For security teams"), independently of the broker's filter, from the raw record
 //! the simulator holds.
 
 use serde_json::{Map, Value, json};
