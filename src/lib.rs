@@ -10,7 +10,8 @@
 //! - [`domain`]: identifiers parsed once (numéro, NIR, purpose, role, post, case reference).
 //! - [`policy`]: the policy file, compiled field rules, the pure filter, explain, policy tests.
 //! - [`auth`]: JWT verification against a JWKS, a cache of verified tokens, dev token minting.
-//! - [`quota`]: per-post burst and daily quotas, local or shared through Redis.
+//! - [`quota`]: per-post and per-agent quotas and the error budget, local or shared through Redis.
+//! - [`redis_link`]: how stages that keep state in Redis open it.
 //! - [`alerts`]: bulk-lookup detection: per-agent sliding windows, alerts, suspension.
 //! - [`upstream`]: the `CafClient` trait and its connectors (embedded simulator).
 //! - [`simulator`]: the synthetic CAF: deterministic dataset and standalone HTTP server.
@@ -36,6 +37,7 @@ pub mod domain;
 pub mod error;
 pub mod policy;
 pub mod quota;
+pub mod redis_link;
 pub mod routes;
 pub mod server;
 pub mod simulator;

@@ -24,8 +24,10 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{RedisError, Value};
+
+use crate::redis_link::lazy_manager;
 
 use super::rules::{Counts, Rule, WINDOW};
 use super::windows::MAX_EVENTS_PER_AGENT;
@@ -65,7 +67,7 @@ pub(crate) enum StoreError {
 impl RedisStore {
     pub(crate) fn new(link: RedisLink) -> Result<RedisStore, RedisError> {
         let timeout = link.timeout.max(Duration::from_millis(1));
-        let connection = manager(&link.client, timeout)?;
+        let connection = lazy_manager(&link.client, timeout)?;
         Ok(RedisStore {
             client: link.client,
             timeout,
@@ -200,7 +202,7 @@ impl RedisStore {
                 return Err(StoreError::Skipped);
             }
             // A fresh manager: the old one may be in its reconnection back-off.
-            let fresh = manager(&self.client, self.timeout)?;
+            let fresh = lazy_manager(&self.client, self.timeout)?;
             *self
                 .connection
                 .lock()
@@ -235,19 +237,6 @@ impl RedisStore {
         }
         result
     }
-}
-
-/// A connection manager that connects on first use, with connection and
-/// response timeouts and few, quick retries: the outage logic decides how long
-/// to wait for Redis.
-fn manager(client: &redis::Client, timeout: Duration) -> Result<ConnectionManager, RedisError> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(10))
-        .set_max_delay(Duration::from_millis(100));
-    ConnectionManager::new_lazy_with_config(client.clone(), config)
 }
 
 /// The keys' common prefix for an agent; the agent is the hash tag.

@@ -35,10 +35,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{IntoConnectionInfo, RedisError, Script};
 
 use crate::domain::{PostCode, Subject};
+use crate::redis_link::lazy_manager;
 
 use super::clock::Clock;
 use super::day::Calendar;
@@ -202,7 +203,7 @@ impl RedisQuota {
         fallback: LocalQuota,
     ) -> Result<Self, RedisError> {
         let timeout = Duration::from_millis(settings.redis_timeout_ms.max(1));
-        let mut connection = manager(&client, timeout)?;
+        let mut connection = lazy_manager(&client, timeout)?;
         let quota = Self {
             limits: LimitTable::new(settings),
             calendar,
@@ -248,7 +249,7 @@ impl RedisQuota {
             Route::Probe => {
                 // A fresh manager: the old one may still be in its reconnection
                 // back-off, or have given up.
-                let probe = match manager(&self.client, self.timeout) {
+                let probe = match lazy_manager(&self.client, self.timeout) {
                     Ok(connection) => self
                         .run(connection.clone(), agent, now)
                         .await
@@ -353,19 +354,6 @@ impl Quota for RedisQuota {
     fn is_registered(&self, post: &PostCode) -> bool {
         self.limits.is_registered(post)
     }
-}
-
-/// A connection manager that connects on first use, with connection and
-/// response timeouts and few, quick retries: the outage logic, not the
-/// manager, decides how long to wait for Redis.
-fn manager(client: &redis::Client, timeout: Duration) -> Result<ConnectionManager, RedisError> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(10))
-        .set_max_delay(Duration::from_millis(100));
-    ConnectionManager::new_lazy_with_config(client.clone(), config)
 }
 
 pub(crate) fn burst_key(post: &PostCode) -> String {
