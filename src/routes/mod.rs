@@ -45,12 +45,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(allocataires::read_by_numero))
                     .default_service(problem::method_not_allowed("GET")),
             )
-            .route("/healthz", web::get().to(ops::healthz))
-            .route("/readyz", web::get().to(ops::readyz))
-            .route("/metrics", web::get().to(metrics::metrics))
-            .route("/openapi.json", web::get().to(openapi::openapi_json))
+            .service(get_only("/healthz", web::get().to(ops::healthz)))
+            .service(get_only("/readyz", web::get().to(ops::readyz)))
+            .service(get_only("/metrics", web::get().to(metrics::metrics)))
+            .service(get_only(
+                "/openapi.json",
+                web::get().to(openapi::openapi_json),
+            ))
             .default_service(web::to(problem::route_not_found)),
     );
+}
+
+/// A known path served on GET only: any other method is `405` with `Allow: GET`,
+/// as on the data routes.
+fn get_only(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(problem::method_not_allowed("GET"))
 }
 
 /// The `RateLimit-Policy` and `RateLimit` fields of a post's quota state.

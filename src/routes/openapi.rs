@@ -287,12 +287,10 @@ struct DataHeaders {
     /// `no-cache` forces a fresh read from the CAF (it still counts against the quota).
     #[param(rename = "Cache-Control", required = false, example = "no-cache")]
     cache_control: String,
-    /// A W3C trace context; the broker's spans join the caller's trace.
-    #[param(
-        rename = "traceparent",
-        required = false,
-        pattern = "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
-    )]
+    /// A W3C trace context (`00-<trace id>-<parent id>-<flags>`); the broker's
+    /// spans join the caller's trace. One that does not parse is ignored, never
+    /// refused, so it has no pattern here.
+    #[param(rename = "traceparent", required = false)]
     traceparent: String,
 }
 

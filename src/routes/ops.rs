@@ -10,8 +10,8 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Readiness: the policy is loaded and the CAF circuit is not open. A load
-/// balancer takes a replica out of rotation on 503.
+/// Readiness: the policy is loaded, the audit log writable and the CAF circuit
+/// not open. A load balancer takes a replica out of rotation on 503.
 pub async fn readyz(broker: web::Data<Broker>) -> HttpResponse {
     let readiness = broker.readiness();
     let body = json!({
@@ -25,6 +25,9 @@ pub async fn readyz(broker: web::Data<Broker>) -> HttpResponse {
             "upstream": {
                 "status": if readiness.upstream.is_ready() { "ok" } else { "failing" },
                 "detail": readiness.upstream,
+            },
+            "audit": {
+                "status": if readiness.audit_writable { "ok" } else { "failing" },
             },
         },
     });

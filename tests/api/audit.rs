@@ -218,6 +218,8 @@ async fn an_audit_log_that_cannot_be_written_fails_closed() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["audit"]["status"], "failing", "{body}");
 }
 
 #[tokio::test]

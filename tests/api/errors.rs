@@ -265,6 +265,31 @@ async fn unknown_routes_and_methods_answer_with_problems() {
 }
 
 #[tokio::test]
+async fn every_known_route_answers_other_methods_with_405_and_allow() {
+    let app = spawn_app().await;
+    let routes = [
+        ("/healthz", "GET"),
+        ("/readyz", "GET"),
+        ("/metrics", "GET"),
+        ("/openapi.json", "GET"),
+        ("/v1/allocataires/1000002", "GET"),
+        ("/v1/allocataires/recherche", "POST"),
+    ];
+    for (path, allow) in routes {
+        for method in ["PUT", "DELETE", "PATCH", "TRACE"] {
+            let response = app
+                .client
+                .request(method.parse().unwrap(), format!("{}{path}", app.address))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+            assert_problem(response, 405, "method-not-allowed").await;
+        }
+    }
+}
+
+#[tokio::test]
 async fn health_and_readiness_answer_without_a_token() {
     let app = spawn_app().await;
     let health = app
@@ -282,5 +307,7 @@ async fn health_and_readiness_answer_without_a_token() {
         .unwrap();
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
-    assert_eq!(body["checks"]["policy"]["status"], "ok");
+    for check in ["policy", "upstream", "audit"] {
+        assert_eq!(body["checks"][check]["status"], "ok", "{body}");
+    }
 }
