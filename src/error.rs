@@ -91,82 +91,147 @@ pub enum Unauthenticated {
     UnknownRole,
 }
 
+/// The stable problem codes, each with its HTTP status and title: the one
+/// table from which answers, the OpenAPI document and the docs' checks derive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemCode {
+    InvalidRequest,
+    Unauthenticated,
+    PurposeNotPermitted,
+    AgentSuspended,
+    PostNotRegistered,
+    AllocataireNotFound,
+    RouteNotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    QuotaExceeded,
+    HeadersTooLarge,
+    InternalError,
+    UpstreamError,
+    QuotaUnavailable,
+    UpstreamUnavailable,
+    AuditUnavailable,
+    UpstreamTimeout,
+}
+
+impl ProblemCode {
+    /// Every code, in order of status.
+    pub const ALL: [ProblemCode; 19] = [
+        ProblemCode::InvalidRequest,
+        ProblemCode::Unauthenticated,
+        ProblemCode::PurposeNotPermitted,
+        ProblemCode::AgentSuspended,
+        ProblemCode::PostNotRegistered,
+        ProblemCode::AllocataireNotFound,
+        ProblemCode::RouteNotFound,
+        ProblemCode::MethodNotAllowed,
+        ProblemCode::RequestTimeout,
+        ProblemCode::PayloadTooLarge,
+        ProblemCode::UnsupportedMediaType,
+        ProblemCode::QuotaExceeded,
+        ProblemCode::HeadersTooLarge,
+        ProblemCode::InternalError,
+        ProblemCode::UpstreamError,
+        ProblemCode::QuotaUnavailable,
+        ProblemCode::UpstreamUnavailable,
+        ProblemCode::AuditUnavailable,
+        ProblemCode::UpstreamTimeout,
+    ];
+
+    /// The code as sent, its HTTP status, and a short fixed title.
+    const fn row(self) -> (&'static str, u16, &'static str) {
+        match self {
+            ProblemCode::InvalidRequest => ("invalid-request", 400, "Invalid request"),
+            ProblemCode::Unauthenticated => ("unauthenticated", 401, "Unauthenticated"),
+            ProblemCode::PurposeNotPermitted => {
+                ("purpose-not-permitted", 403, "Purpose not permitted")
+            }
+            ProblemCode::AgentSuspended => ("agent-suspended", 403, "Agent suspended"),
+            ProblemCode::PostNotRegistered => ("post-not-registered", 403, "Post not registered"),
+            ProblemCode::AllocataireNotFound => {
+                ("allocataire-not-found", 404, "Allocataire not found")
+            }
+            ProblemCode::RouteNotFound => ("route-not-found", 404, "Route not found"),
+            ProblemCode::MethodNotAllowed => ("method-not-allowed", 405, "Method not allowed"),
+            ProblemCode::RequestTimeout => ("request-timeout", 408, "Request timeout"),
+            ProblemCode::PayloadTooLarge => ("payload-too-large", 413, "Payload too large"),
+            ProblemCode::UnsupportedMediaType => {
+                ("unsupported-media-type", 415, "Unsupported media type")
+            }
+            ProblemCode::QuotaExceeded => ("quota-exceeded", 429, "Quota exceeded"),
+            ProblemCode::HeadersTooLarge => {
+                ("headers-too-large", 431, "Request header fields too large")
+            }
+            ProblemCode::InternalError => ("internal-error", 500, "Internal error"),
+            ProblemCode::UpstreamError => ("upstream-error", 502, "Upstream error"),
+            ProblemCode::QuotaUnavailable => ("quota-unavailable", 503, "Quota unavailable"),
+            ProblemCode::UpstreamUnavailable => {
+                ("upstream-unavailable", 503, "Upstream unavailable")
+            }
+            ProblemCode::AuditUnavailable => ("audit-unavailable", 503, "Audit unavailable"),
+            ProblemCode::UpstreamTimeout => ("upstream-timeout", 504, "Upstream timeout"),
+        }
+    }
+
+    /// The code as sent (`invalid-request`; the type is `urn:caf-broker:problem:<code>`).
+    pub const fn as_str(self) -> &'static str {
+        self.row().0
+    }
+
+    /// The HTTP status code, as a number so that this module stays framework-free.
+    pub const fn status(self) -> u16 {
+        self.row().1
+    }
+
+    /// A short, fixed human title for the problem type.
+    pub const fn title(self) -> &'static str {
+        self.row().2
+    }
+}
+
 impl BrokerError {
+    /// The problem this error is answered with.
+    pub fn problem(&self) -> ProblemCode {
+        match self {
+            BrokerError::InvalidRequest(_) => ProblemCode::InvalidRequest,
+            BrokerError::PayloadTooLarge { .. } => ProblemCode::PayloadTooLarge,
+            BrokerError::UnsupportedMediaType => ProblemCode::UnsupportedMediaType,
+            BrokerError::RequestTimeout { .. } => ProblemCode::RequestTimeout,
+            BrokerError::HeadersTooLarge { .. } => ProblemCode::HeadersTooLarge,
+            BrokerError::Unauthenticated(_) => ProblemCode::Unauthenticated,
+            BrokerError::PurposeNotPermitted => ProblemCode::PurposeNotPermitted,
+            BrokerError::AgentSuspended => ProblemCode::AgentSuspended,
+            BrokerError::PostNotRegistered => ProblemCode::PostNotRegistered,
+            BrokerError::QuotaExceeded { .. } => ProblemCode::QuotaExceeded,
+            BrokerError::ErrorBudgetSpent { .. } => ProblemCode::QuotaExceeded,
+            BrokerError::QuotaUnavailable => ProblemCode::QuotaUnavailable,
+            BrokerError::NotFound => ProblemCode::AllocataireNotFound,
+            BrokerError::RouteNotFound => ProblemCode::RouteNotFound,
+            BrokerError::MethodNotAllowed { .. } => ProblemCode::MethodNotAllowed,
+            BrokerError::Upstream(_) => ProblemCode::UpstreamError,
+            BrokerError::UpstreamTimeout => ProblemCode::UpstreamTimeout,
+            BrokerError::UpstreamUnavailable { .. } => ProblemCode::UpstreamUnavailable,
+            BrokerError::AuditUnavailable(_) => ProblemCode::AuditUnavailable,
+            BrokerError::Internal(_) => ProblemCode::InternalError,
+        }
+    }
+
     /// The stable problem code (`urn:caf-broker:problem:<code>`).
     pub fn code(&self) -> &'static str {
-        match self {
-            BrokerError::InvalidRequest(_) => "invalid-request",
-            BrokerError::PayloadTooLarge { .. } => "payload-too-large",
-            BrokerError::UnsupportedMediaType => "unsupported-media-type",
-            BrokerError::RequestTimeout { .. } => "request-timeout",
-            BrokerError::HeadersTooLarge { .. } => "headers-too-large",
-            BrokerError::Unauthenticated(_) => "unauthenticated",
-            BrokerError::PurposeNotPermitted => "purpose-not-permitted",
-            BrokerError::AgentSuspended => "agent-suspended",
-            BrokerError::PostNotRegistered => "post-not-registered",
-            BrokerError::QuotaExceeded { .. } => "quota-exceeded",
-            BrokerError::ErrorBudgetSpent { .. } => "quota-exceeded",
-            BrokerError::QuotaUnavailable => "quota-unavailable",
-            BrokerError::NotFound => "allocataire-not-found",
-            BrokerError::RouteNotFound => "route-not-found",
-            BrokerError::MethodNotAllowed { .. } => "method-not-allowed",
-            BrokerError::Upstream(_) => "upstream-error",
-            BrokerError::UpstreamTimeout => "upstream-timeout",
-            BrokerError::UpstreamUnavailable { .. } => "upstream-unavailable",
-            BrokerError::AuditUnavailable(_) => "audit-unavailable",
-            BrokerError::Internal(_) => "internal-error",
-        }
+        self.problem().as_str()
     }
 
     /// The HTTP status code, as a number so that this module stays framework-free.
     pub fn status(&self) -> u16 {
-        match self {
-            BrokerError::InvalidRequest(_) => 400,
-            BrokerError::Unauthenticated(_) => 401,
-            BrokerError::PurposeNotPermitted
-            | BrokerError::AgentSuspended
-            | BrokerError::PostNotRegistered => 403,
-            BrokerError::NotFound | BrokerError::RouteNotFound => 404,
-            BrokerError::MethodNotAllowed { .. } => 405,
-            BrokerError::RequestTimeout { .. } => 408,
-            BrokerError::HeadersTooLarge { .. } => 431,
-            BrokerError::PayloadTooLarge { .. } => 413,
-            BrokerError::QuotaExceeded { .. } => 429,
-            BrokerError::ErrorBudgetSpent { .. } => 429,
-            BrokerError::QuotaUnavailable => 503,
-            BrokerError::UnsupportedMediaType => 415,
-            BrokerError::Upstream(_) => 502,
-            BrokerError::UpstreamUnavailable { .. } => 503,
-            BrokerError::UpstreamTimeout => 504,
-            BrokerError::AuditUnavailable(_) => 503,
-            BrokerError::Internal(_) => 500,
-        }
+        self.problem().status()
     }
 
     /// A short, fixed human title for the problem type.
     pub fn title(&self) -> &'static str {
-        match self {
-            BrokerError::InvalidRequest(_) => "Invalid request",
-            BrokerError::PayloadTooLarge { .. } => "Payload too large",
-            BrokerError::UnsupportedMediaType => "Unsupported media type",
-            BrokerError::RequestTimeout { .. } => "Request timeout",
-            BrokerError::HeadersTooLarge { .. } => "Request header fields too large",
-            BrokerError::Unauthenticated(_) => "Unauthenticated",
-            BrokerError::PurposeNotPermitted => "Purpose not permitted",
-            BrokerError::AgentSuspended => "Agent suspended",
-            BrokerError::PostNotRegistered => "Post not registered",
-            BrokerError::QuotaExceeded { .. } => "Quota exceeded",
-            BrokerError::ErrorBudgetSpent { .. } => "Quota exceeded",
-            BrokerError::QuotaUnavailable => "Quota unavailable",
-            BrokerError::NotFound => "Allocataire not found",
-            BrokerError::RouteNotFound => "Route not found",
-            BrokerError::MethodNotAllowed { .. } => "Method not allowed",
-            BrokerError::Upstream(_) => "Upstream error",
-            BrokerError::UpstreamTimeout => "Upstream timeout",
-            BrokerError::UpstreamUnavailable { .. } => "Upstream unavailable",
-            BrokerError::AuditUnavailable(_) => "Audit unavailable",
-            BrokerError::Internal(_) => "Internal error",
-        }
+        self.problem().title()
     }
 
     /// A sentence a client developer can act on. Never personal data, never a cause chain.

@@ -19,6 +19,8 @@ use utoipa::openapi::{
 };
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
+use crate::error::ProblemCode;
+
 /// The security scheme name of the bearer token.
 const BEARER: &str = "bearer";
 const PROBLEM_JSON: &str = "application/problem+json";
@@ -153,81 +155,6 @@ pub enum QuotaLimit {
     AgentBurst,
     AgentDaily,
     AgentErrorBudget,
-}
-
-/// The stable problem codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProblemCode {
-    InvalidRequest,
-    Unauthenticated,
-    PurposeNotPermitted,
-    AgentSuspended,
-    PostNotRegistered,
-    AllocataireNotFound,
-    RouteNotFound,
-    MethodNotAllowed,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    RequestTimeout,
-    HeadersTooLarge,
-    QuotaExceeded,
-    InternalError,
-    UpstreamError,
-    QuotaUnavailable,
-    UpstreamUnavailable,
-    AuditUnavailable,
-    UpstreamTimeout,
-}
-
-impl ProblemCode {
-    /// Every code, with the status it is answered with.
-    pub const ALL: [(ProblemCode, u16); 19] = [
-        (ProblemCode::InvalidRequest, 400),
-        (ProblemCode::Unauthenticated, 401),
-        (ProblemCode::PurposeNotPermitted, 403),
-        (ProblemCode::AgentSuspended, 403),
-        (ProblemCode::PostNotRegistered, 403),
-        (ProblemCode::AllocataireNotFound, 404),
-        (ProblemCode::RouteNotFound, 404),
-        (ProblemCode::MethodNotAllowed, 405),
-        (ProblemCode::PayloadTooLarge, 413),
-        (ProblemCode::RequestTimeout, 408),
-        (ProblemCode::UnsupportedMediaType, 415),
-        (ProblemCode::QuotaExceeded, 429),
-        (ProblemCode::HeadersTooLarge, 431),
-        (ProblemCode::InternalError, 500),
-        (ProblemCode::UpstreamError, 502),
-        (ProblemCode::QuotaUnavailable, 503),
-        (ProblemCode::UpstreamUnavailable, 503),
-        (ProblemCode::AuditUnavailable, 503),
-        (ProblemCode::UpstreamTimeout, 504),
-    ];
-
-    /// The code as sent (`invalid-request`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProblemCode::InvalidRequest => "invalid-request",
-            ProblemCode::Unauthenticated => "unauthenticated",
-            ProblemCode::PurposeNotPermitted => "purpose-not-permitted",
-            ProblemCode::AgentSuspended => "agent-suspended",
-            ProblemCode::PostNotRegistered => "post-not-registered",
-            ProblemCode::AllocataireNotFound => "allocataire-not-found",
-            ProblemCode::RouteNotFound => "route-not-found",
-            ProblemCode::MethodNotAllowed => "method-not-allowed",
-            ProblemCode::PayloadTooLarge => "payload-too-large",
-            ProblemCode::UnsupportedMediaType => "unsupported-media-type",
-            ProblemCode::RequestTimeout => "request-timeout",
-            ProblemCode::HeadersTooLarge => "headers-too-large",
-            ProblemCode::QuotaExceeded => "quota-exceeded",
-            ProblemCode::InternalError => "internal-error",
-            ProblemCode::UpstreamError => "upstream-error",
-            ProblemCode::QuotaUnavailable => "quota-unavailable",
-            ProblemCode::UpstreamUnavailable => "upstream-unavailable",
-            ProblemCode::AuditUnavailable => "audit-unavailable",
-            ProblemCode::UpstreamTimeout => "upstream-timeout",
-        }
-    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -521,9 +448,14 @@ const PROBLEM_ANSWERS: [ProblemAnswer; 13] = [
 fn codes_of(status: u16) -> Vec<&'static str> {
     ProblemCode::ALL
         .iter()
-        .filter(|(code, s)| *s == status && *code != ProblemCode::RouteNotFound)
-        .filter(|(code, _)| *code != ProblemCode::MethodNotAllowed)
-        .map(|(code, _)| code.as_str())
+        .filter(|code| code.status() == status)
+        .filter(|code| {
+            !matches!(
+                code,
+                ProblemCode::RouteNotFound | ProblemCode::MethodNotAllowed
+            )
+        })
+        .map(|code| code.as_str())
         .collect()
 }
 
@@ -771,9 +703,7 @@ mod tests {
         ];
         for error in errors {
             assert!(
-                ProblemCode::ALL.iter().any(
-                    |(code, status)| code.as_str() == error.code() && *status == error.status()
-                ),
+                ProblemCode::ALL.contains(&error.problem()),
                 "{} {} is not documented",
                 error.status(),
                 error.code()
@@ -796,7 +726,7 @@ mod tests {
             );
         }
         let schema = &doc()["components"]["schemas"]["ProblemCode"]["enum"];
-        for (code, _) in ProblemCode::ALL {
+        for code in ProblemCode::ALL {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
             assert!(
                 schema
