@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn leading_zeros_do_not_lengthen_the_numero_past_seven_digits() {
-        // The written form is bounded, zeros included, as the contract says.
+        // The written form is bounded, zeros included, as the API documents it.
         assert!(NumeroAllocataire::parse("01000001").is_err());
         assert!(NumeroAllocataire::parse("00000042").is_err());
     }

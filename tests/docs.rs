@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use caf_broker::error::ProblemCode;
 use caf_broker::policy::schema::{FIELDS, Kind};
-use caf_broker::routes::openapi::ProblemCode;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -77,7 +77,7 @@ fn every_problem_code_is_in_the_api_errors_table_with_its_status() {
         .collect();
     let known: BTreeSet<(String, String)> = ProblemCode::ALL
         .iter()
-        .map(|(code, status)| (status.to_string(), code.as_str().to_owned()))
+        .map(|code| (code.status().to_string(), code.as_str().to_owned()))
         .collect();
     let missing: Vec<_> = known.difference(&documented).collect();
     assert!(
