@@ -26,6 +26,8 @@
 
 mod metrics;
 mod otel;
+#[cfg(test)]
+mod test_recorder;
 
 use std::time::Duration;
 
@@ -43,10 +45,17 @@ pub use metrics::{
     record_quota_refusal, record_upstream, set_upstream_circuit_open,
 };
 pub use metrics::{record_nir_redactions, record_upstream_mismatch};
+pub use metrics::{
+    record_policy_reload, record_policy_shadow_diff, record_quota_redis_fallback,
+    record_unknown_upstream_field,
+};
 pub use otel::{
     OtelLayer, batch_tracer_provider, current_trace_id, extract_parent_context, inject_context,
     layer, set_parent, simple_tracer_provider, trace_headers,
 };
+
+#[cfg(test)]
+pub(crate) use test_recorder::TestRecorder;
 
 /// The OpenTelemetry context type the helpers take and return.
 pub use opentelemetry::Context as OtelContext;
