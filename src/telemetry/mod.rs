@@ -1,8 +1,8 @@
 //! Telemetry: the log subscriber, OpenTelemetry traces and Prometheus metrics.
 //!
-//! This is the only module that touches the OpenTelemetry and metrics-exporter
-//! APIs; the edge and the pipeline call the framework-free helpers re-exported
-//! here. Nothing here may carry personal data: spans, events and metric labels
+//! This is the only module that touches the OpenTelemetry, metrics and
+//! metrics-exporter APIs; the edge, the pipeline and the capability modules call
+//! the framework-free helpers re-exported here. Nothing here may carry personal data: spans, events and metric labels
 //! hold routes, methods, statuses, posts, roles, purposes and outcomes, never
 //! numéros, NIRs, names or tokens.
 //!
