@@ -163,11 +163,6 @@ const KNOWN_EXCEPTIONS: &[(&str, &str, &str)] = &[
         "quota",
         "a test of the OpenAPI document builds a quota refusal from `quota::Window`",
     ),
-    (
-        "src/policy/redact.rs",
-        "simulator",
-        "a test of the NIR redaction draws dossiers from the simulator's dataset",
-    ),
 ];
 
 /// The external crates reserved to some layers.
