@@ -3,7 +3,8 @@
 //! check, nor a disability benefit code to the radiation check.
 //!
 //! The sweep is checked against itself too: each map that guards these values,
-//! once removed from a copy of the policy, makes the sweep fail.
+//! once removed from a copy of the policy, makes the sweep fail. And a NIR
+//! written into any string of a generated dossier is released by no purpose.
 
 use caf_broker::domain::{Purpose, Role};
 use caf_broker::policy::Policy;
@@ -186,4 +187,62 @@ fn widening_a_map_to_keep_one_control_motive_makes_the_sweep_fail() {
             "the sweep misses {keep} kept on {path}"
         );
     }
+}
+
+/// Appends `nir` to every string of `value`, at any depth.
+fn write_into_every_string(value: &mut Value, nir: &str) {
+    match value {
+        Value::String(text) => *text = format!("{text} {nir}"),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| write_into_every_string(v, nir)),
+        Value::Object(fields) => fields
+            .values_mut()
+            .for_each(|v| write_into_every_string(v, nir)),
+        _ => {}
+    }
+}
+
+#[test]
+fn no_purpose_releases_a_nir_written_into_any_string_of_generated_dossiers() {
+    let policy =
+        Policy::from_file(std::path::Path::new(&format!("{ROOT}/config/policy.toml"))).unwrap();
+    let dataset = Dataset::generate(7, 300);
+    let mut redacted = 0;
+    for (i, numero) in dataset.numeros().enumerate() {
+        let mut record = dataset.by_numero(numero).unwrap();
+        let nir = record["nir"].as_str().unwrap().to_owned();
+        let b = nir.as_bytes();
+        let spaced = [
+            &b[..1],
+            &b[1..3],
+            &b[3..5],
+            &b[5..7],
+            &b[7..10],
+            &b[10..13],
+            &b[13..],
+        ]
+        .map(|group| std::str::from_utf8(group).unwrap())
+        .join(" ");
+        let written = if i % 2 == 0 {
+            nir.clone()
+        } else {
+            spaced.clone()
+        };
+        write_into_every_string(&mut record, &written);
+        for view in policy.purposes() {
+            let filtered = view.filter(&record);
+            let text = filtered.data.to_string();
+            assert!(
+                !text.contains(&nir) && !text.contains(&spaced),
+                "{} released a NIR of dossier {numero}",
+                view.purpose()
+            );
+            redacted += filtered.redacted;
+        }
+    }
+    assert!(
+        redacted > 1_000,
+        "the NIRs were found and redacted: {redacted}"
+    );
 }

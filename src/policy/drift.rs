@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value};
 
+use crate::telemetry;
+
 use super::schema::{self, Kind, SchemaNode};
 
-/// The counter of unknown fields, labelled by `path`.
-const METRIC: &str = "caf_broker_upstream_unknown_fields_total";
 /// The label for paths beyond the tracker's bound.
 pub const OTHER_PATH: &str = "<other>";
 /// The segment shown in place of a key that may hold data.
@@ -167,7 +167,7 @@ impl DriftTracker {
                 }
                 OTHER_PATH.to_owned()
             };
-            metrics::counter!(METRIC, "path" => label).increment(1);
+            telemetry::record_unknown_upstream_field(&label);
         }
         paths.len()
     }
@@ -187,8 +187,8 @@ impl DriftTracker {
 mod tests {
     use serde_json::json;
 
-    use super::super::test_recorder::TestRecorder;
     use super::*;
+    use crate::telemetry::TestRecorder;
 
     const FIXTURES: &[&str] = &[
         include_str!("../../config/policy-tests/fixtures/1000001.json"),

@@ -39,8 +39,6 @@ mod load_tests;
 mod property_tests;
 #[cfg(test)]
 mod suite_tests;
-#[cfg(test)]
-mod test_recorder;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -14,10 +14,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 
-use super::{Policy, PolicyError, Problem, run_policy_tests, version_of};
+use crate::telemetry;
 
-/// The counter of reload attempts, labelled `result` = applied | unchanged | rejected.
-const METRIC: &str = "caf_broker_policy_reload_total";
+use super::{Policy, PolicyError, Problem, run_policy_tests, version_of};
 
 /// What a successful reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,12 +101,12 @@ impl PolicyStore {
         match &result {
             Ok(ReloadOutcome::Applied { from, to }) => {
                 tracing::info!(file = %file, from = %from, to = %to, "policy reloaded");
-                metrics::counter!(METRIC, "result" => "applied").increment(1);
+                telemetry::record_policy_reload("applied");
                 self.applied.fetch_add(1, Ordering::Relaxed);
             }
             Ok(ReloadOutcome::Unchanged) => {
                 tracing::debug!(file = %file, "policy file unchanged");
-                metrics::counter!(METRIC, "result" => "unchanged").increment(1);
+                telemetry::record_policy_reload("unchanged");
                 self.unchanged.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
@@ -118,7 +117,7 @@ impl PolicyStore {
                     %error,
                     "policy reload rejected; the live policy is kept"
                 );
-                metrics::counter!(METRIC, "result" => "rejected").increment(1);
+                telemetry::record_policy_reload("rejected");
                 self.rejected.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -196,8 +195,8 @@ fn compile_checked(
 mod tests {
     use std::path::PathBuf;
 
-    use super::super::test_recorder::TestRecorder;
     use super::*;
+    use crate::telemetry::TestRecorder;
 
     const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/policy.toml");
     const SHIPPED_TESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/policy-tests");

@@ -16,10 +16,10 @@ use std::sync::{Mutex, PoisonError};
 use serde_json::Value;
 
 use crate::domain::{Purpose, Role};
+use crate::telemetry;
 
 use super::{Policy, PolicyError, Refusal};
 
-const METRIC: &str = "caf_broker_policy_shadow_diff_total";
 /// Distinct (purpose, path, kind) triples logged at most; counting goes on beyond it.
 const MAX_LOGGED: usize = 1024;
 
@@ -168,8 +168,7 @@ impl ShadowPolicy {
             if paths.is_empty() {
                 continue;
             }
-            metrics::counter!(METRIC, "purpose" => purpose.as_str().to_owned(), "kind" => kind)
-                .increment(paths.len() as u64);
+            telemetry::record_policy_shadow_diff(purpose.as_str(), kind, paths.len());
             for path in paths {
                 if self.first_time(purpose, path, kind) {
                     tracing::info!(
@@ -184,8 +183,7 @@ impl ShadowPolicy {
             }
         }
         if let Some(change) = diff.refusal {
-            metrics::counter!(METRIC, "purpose" => purpose.as_str().to_owned(), "kind" => "refusal")
-                .increment(1);
+            telemetry::record_policy_shadow_diff(purpose.as_str(), "refusal", 1);
             if self.first_time(purpose, role.as_str(), "refusal") {
                 let code = |r: Option<Refusal>| r.map_or("permitted", Refusal::code);
                 tracing::info!(
@@ -256,8 +254,8 @@ fn collect<'a>(value: &'a Value, path: String, out: &mut BTreeMap<String, Vec<&'
 #[cfg(test)]
 mod tests {
     use super::super::load_tests::{SHIPPED, shipped};
-    use super::super::test_recorder::TestRecorder;
     use super::*;
+    use crate::telemetry::TestRecorder;
 
     const FIXTURE: &str = include_str!("../../config/policy-tests/fixtures/1000002.json");
 

@@ -11,11 +11,10 @@
 use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
+use crate::telemetry;
+
 /// How long decisions skip Redis after a failure before one of them probes it.
 pub(crate) const PROBE_INTERVAL_US: i64 = 1_000_000;
-
-/// The counter of decisions taken without Redis.
-pub(crate) const FALLBACK_METRIC: &str = "caf_broker_quota_redis_fallback_total";
 
 /// Where a decision should go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +80,7 @@ impl Outage {
 
     /// Counts one decision taken without Redis.
     pub(crate) fn count_fallback(&self) {
-        metrics::counter!(FALLBACK_METRIC).increment(1);
+        telemetry::record_quota_redis_fallback();
     }
 
     #[cfg(test)]
@@ -93,37 +92,14 @@ impl Outage {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, AtomicUsize};
+    use std::sync::atomic::AtomicUsize;
 
-    use metrics::{
-        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-    };
     use tracing::Level;
     use tracing_subscriber::layer::{Context, SubscriberExt};
 
+    use crate::telemetry::TestRecorder;
+
     use super::*;
-
-    #[derive(Default)]
-    struct CountingRecorder(Arc<AtomicU64>);
-
-    impl Recorder for CountingRecorder {
-        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            if key.name() == FALLBACK_METRIC {
-                Counter::from_arc(self.0.clone())
-            } else {
-                Counter::noop()
-            }
-        }
-        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-            Gauge::noop()
-        }
-        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::noop()
-        }
-    }
 
     #[derive(Default, Clone)]
     struct CountEvents {
@@ -183,14 +159,16 @@ mod tests {
 
     #[test]
     fn each_fallback_decision_is_counted() {
-        let recorder = CountingRecorder::default();
-        let count = recorder.0.clone();
-        metrics::with_local_recorder(&recorder, || {
+        let recorder = TestRecorder::default();
+        recorder.record(|| {
             let outage = Outage::default();
             for _ in 0..3 {
                 outage.count_fallback();
             }
         });
-        assert_eq!(count.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            recorder.counter("caf_broker_quota_redis_fallback_total{}"),
+            3
+        );
     }
 }

@@ -43,6 +43,15 @@ pub mod names {
     /// Counter: connections closed at accept because their client address
     /// already holds `server.max_connections_per_ip`.
     pub const CONNECTIONS_REFUSED_TOTAL: &str = "caf_broker_connections_refused_total";
+    /// Counter `{result = applied | unchanged | rejected}`: policy reload attempts.
+    pub const POLICY_RELOAD_TOTAL: &str = "caf_broker_policy_reload_total";
+    /// Counter `{purpose, kind = release | withhold | change | refusal}`: where
+    /// the shadow policy would answer differently from the live one.
+    pub const POLICY_SHADOW_DIFF_TOTAL: &str = "caf_broker_policy_shadow_diff_total";
+    /// Counter `{path}`: fields in CAF records that the record schema does not know.
+    pub const UPSTREAM_UNKNOWN_FIELDS_TOTAL: &str = "caf_broker_upstream_unknown_fields_total";
+    /// Counter: quota decisions taken without Redis while it does not answer.
+    pub const QUOTA_REDIS_FALLBACK_TOTAL: &str = "caf_broker_quota_redis_fallback_total";
 }
 
 /// Request latencies, from 5 ms to 10 s.
@@ -183,6 +192,22 @@ fn describe() {
     describe_counter!(
         names::CONNECTIONS_REFUSED_TOTAL,
         "Connections closed at accept: their client address already held the most allowed."
+    );
+    describe_counter!(
+        names::POLICY_RELOAD_TOTAL,
+        "Policy reload attempts, by result (applied, unchanged, rejected)."
+    );
+    describe_counter!(
+        names::POLICY_SHADOW_DIFF_TOTAL,
+        "Paths and refusals the shadow policy would decide differently, by purpose and kind."
+    );
+    describe_counter!(
+        names::UPSTREAM_UNKNOWN_FIELDS_TOTAL,
+        "Fields in CAF records that the record schema does not know, by path."
+    );
+    describe_counter!(
+        names::QUOTA_REDIS_FALLBACK_TOTAL,
+        "Quota decisions taken without Redis while it does not answer."
     );
 }
 
@@ -326,6 +351,35 @@ pub fn record_alert(rule: &str) {
     counter!(names::ALERTS_TOTAL, "rule" => safe_label(rule).to_owned()).increment(1);
 }
 
+/// A policy reload attempt; `result` is `applied`, `unchanged` or `rejected`.
+pub fn record_policy_reload(result: &str) {
+    counter!(names::POLICY_RELOAD_TOTAL, "result" => safe_label(result).to_owned()).increment(1);
+}
+
+/// `count` paths (or one refusal) that the shadow policy would decide
+/// differently for `purpose`; `kind` is `release`, `withhold`, `change` or `refusal`.
+pub fn record_policy_shadow_diff(purpose: &str, kind: &str, count: usize) {
+    counter!(
+        names::POLICY_SHADOW_DIFF_TOTAL,
+        "purpose" => safe_label(purpose).to_owned(),
+        "kind" => safe_label(kind).to_owned(),
+    )
+    .increment(u64::try_from(count).unwrap_or(u64::MAX));
+}
+
+/// A field of a CAF record that the record schema does not know, by its path
+/// (`enfants[].ecole`, `<redacted>` for a key that may hold data, `<other>`
+/// beyond the tracked paths). Never a value.
+pub fn record_unknown_upstream_field(path: &str) {
+    counter!(names::UPSTREAM_UNKNOWN_FIELDS_TOTAL, "path" => path_label(path).to_owned())
+        .increment(1);
+}
+
+/// One quota decision taken without Redis.
+pub fn record_quota_redis_fallback() {
+    counter!(names::QUOTA_REDIS_FALLBACK_TOTAL).increment(1);
+}
+
 /// The standard methods as they are, anything else as `_OTHER` (as the HTTP
 /// semantic conventions do), so a client cannot mint label values.
 fn method_label(method: &str) -> &'static str {
@@ -346,13 +400,32 @@ pub(crate) fn safe_label(value: &str) -> &str {
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_./{}-".contains(&b));
+    if charset && !has_long_number(value) {
+        value
+    } else {
+        OTHER
+    }
+}
+
+/// Whether `value` holds a run of five digits or more (a numéro or a NIR).
+fn has_long_number(value: &str) -> bool {
     let mut digits = 0usize;
-    let long_number = value.bytes().any(|b| {
+    value.bytes().any(|b| {
         digits = if b.is_ascii_digit() { digits + 1 } else { 0 };
         digits >= 5
-    });
-    if charset && !long_number {
-        value
+    })
+}
+
+/// `path` if it looks like a field path: 1 to 256 characters of
+/// `[A-Za-z0-9_.<>[]-]` with no run of five digits or more. Anything else
+/// becomes `other`, as in [`safe_label`].
+pub(super) fn path_label(path: &str) -> &str {
+    let charset = (1..=256).contains(&path.len())
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.<>[]-".contains(&b));
+    if charset && !has_long_number(path) {
+        path
     } else {
         OTHER
     }

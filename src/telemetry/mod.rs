@@ -1,8 +1,8 @@
 //! Telemetry: the log subscriber, OpenTelemetry traces and Prometheus metrics.
 //!
-//! This is the only module that touches the OpenTelemetry and metrics-exporter
-//! APIs; the edge and the pipeline call the framework-free helpers re-exported
-//! here. Nothing here may carry personal data: spans, events and metric labels
+//! This is the only module that touches the OpenTelemetry, metrics and
+//! metrics-exporter APIs; the edge, the pipeline and the capability modules call
+//! the framework-free helpers re-exported here. Nothing here may carry personal data: spans, events and metric labels
 //! hold routes, methods, statuses, posts, roles, purposes and outcomes, never
 //! numéros, NIRs, names or tokens.
 //!
@@ -26,6 +26,8 @@
 
 mod metrics;
 mod otel;
+#[cfg(test)]
+mod test_recorder;
 
 use std::time::Duration;
 
@@ -43,10 +45,17 @@ pub use metrics::{
     record_quota_refusal, record_upstream, set_upstream_circuit_open,
 };
 pub use metrics::{record_nir_redactions, record_upstream_mismatch};
+pub use metrics::{
+    record_policy_reload, record_policy_shadow_diff, record_quota_redis_fallback,
+    record_unknown_upstream_field,
+};
 pub use otel::{
     OtelLayer, batch_tracer_provider, current_trace_id, extract_parent_context, inject_context,
     layer, set_parent, simple_tracer_provider, trace_headers,
 };
+
+#[cfg(test)]
+pub(crate) use test_recorder::TestRecorder;
 
 /// The OpenTelemetry context type the helpers take and return.
 pub use opentelemetry::Context as OtelContext;

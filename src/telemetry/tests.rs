@@ -8,7 +8,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData, SpanExporter};
 use tracing_subscriber::layer::SubscriberExt;
 
-use super::metrics::{local_recorder, safe_label};
+use super::metrics::{local_recorder, path_label, safe_label};
 use super::otel::traces_url;
 use super::*;
 
@@ -278,6 +278,17 @@ fn metric_labels_never_take_identifiers_or_free_text() {
     assert_eq!(safe_label("JEANNE MARTIN"), "other");
     assert_eq!(safe_label(""), "other");
     assert_eq!(safe_label(&"a".repeat(65)), "other");
+}
+
+#[test]
+fn field_path_labels_keep_paths_and_drop_identifiers() {
+    assert_eq!(path_label("enfants[].ecole"), "enfants[].ecole");
+    assert_eq!(path_label("adresse.<redacted>"), "adresse.<redacted>");
+    assert_eq!(path_label("<other>"), "<other>");
+    assert_eq!(path_label("enfants[].1000002"), "other");
+    assert_eq!(path_label("JEANNE MARTIN"), "other");
+    assert_eq!(path_label(""), "other");
+    assert_eq!(path_label(&"a.".repeat(129)), "other");
 }
 
 #[test]

@@ -10,6 +10,16 @@ pub struct EmbeddedCaf {
     dataset: Arc<Dataset>,
 }
 
+/// The dataset seed when `upstream.seed` is not set.
+pub(super) fn default_seed() -> u64 {
+    Dataset::DEFAULT_SEED
+}
+
+/// The generated dossiers when `upstream.records` is not set.
+pub(super) fn default_records() -> usize {
+    Dataset::DEFAULT_RECORDS
+}
+
 impl EmbeddedCaf {
     pub fn generate(seed: u64, records: usize) -> Self {
         Self {

@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use crate::clock::{Clock, SystemClock};
 use crate::domain::Lookup;
+use embedded::{default_records, default_seed};
 
 pub use check::{answers, check_answer};
 pub use embedded::EmbeddedCaf;
@@ -203,12 +204,6 @@ fn default_breaker_open_secs() -> u64 {
 }
 fn default_max_concurrent() -> usize {
     64
-}
-fn default_seed() -> u64 {
-    crate::simulator::Dataset::DEFAULT_SEED
-}
-fn default_records() -> usize {
-    crate::simulator::Dataset::DEFAULT_RECORDS
 }
 
 impl UpstreamSettings {

@@ -23,7 +23,7 @@ impl CounterFn for Cell {
 
 /// Counters keyed by `name{label=value,...}` (labels in the order given).
 #[derive(Default)]
-pub(super) struct TestRecorder {
+pub(crate) struct TestRecorder {
     counters: Mutex<BTreeMap<String, Arc<Cell>>>,
 }
 
@@ -37,7 +37,7 @@ fn render(key: &Key) -> String {
 
 impl TestRecorder {
     /// The value of a counter, e.g. `caf_broker_policy_reload_total{result=applied}`; 0 when never touched.
-    pub(super) fn counter(&self, rendered: &str) -> u64 {
+    pub(crate) fn counter(&self, rendered: &str) -> u64 {
         self.counters
             .lock()
             .unwrap()
@@ -46,12 +46,12 @@ impl TestRecorder {
     }
 
     /// Every counter touched, rendered.
-    pub(super) fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.counters.lock().unwrap().keys().cloned().collect()
     }
 
     /// Runs `f` with this recorder installed on the current thread.
-    pub(super) fn record<T>(&self, f: impl FnOnce() -> T) -> T {
+    pub(crate) fn record<T>(&self, f: impl FnOnce() -> T) -> T {
         metrics::with_local_recorder(self, f)
     }
 }
