@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use caf_broker::audit::{Record, RecordKind, verify_dir};
-use caf_broker::quota::ManualClock;
+use caf_broker::clock::ManualClock;
 use serde_json::json;
 
 use crate::audit_files::records;

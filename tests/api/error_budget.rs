@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use caf_broker::audit::{Record, RecordKind, verify_dir};
 use caf_broker::auth::{DevClaims, mint_dev_token};
-use caf_broker::quota::ManualClock;
+use caf_broker::clock::ManualClock;
 
 use crate::audit_files::records;
 use crate::helpers::{TestApp, assert_problem, repo, spawn_stoppable_app};

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use caf_broker::auth::{DevClaims, mint_dev_token};
+use caf_broker::clock::{Clock, SystemClock};
 use caf_broker::config::Settings;
-use caf_broker::quota::{Clock, SystemClock};
 use caf_broker::startup::Application;
 use serde_json::Value;
 

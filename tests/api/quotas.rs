@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use caf_broker::auth::{DevClaims, mint_dev_token};
-use caf_broker::quota::ManualClock;
+use caf_broker::clock::ManualClock;
 use futures_util::future::join_all;
 
 use crate::audit_files::records;
