@@ -66,7 +66,7 @@ impl Application {
             ),
             None => None,
         };
-        let authenticator = Authenticator::connect(&settings.auth)
+        let authenticator = Authenticator::connect_with_clock(&settings.auth, clock.clone())
             .await
             .context("loading the token keys")?;
         let error_budget = ErrorBudget::new(settings.quotas.agent_error_budget, clock.clone());
