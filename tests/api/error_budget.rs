@@ -1,6 +1,6 @@
 //! The per-agent error budget over HTTPS: refusals cost something, an agent past
 //! its budget is refused at once, and its refusals are summed up per minute in
-//! the audit log instead of written one line each. The quota clock is frozen,
+//! the audit log instead of written one line each. The broker's clock is frozen,
 //! so the budget refills only when a test moves it; the summaries still open are
 //! written when the broker stops.
 
