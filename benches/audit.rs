@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use caf_broker::audit::{AuditEntry, AuditLog, AuditSettings, CacheUse, Outcome};
+use caf_broker::audit::{AuditEntry, AuditLog, AuditSettings, Outcome};
 use caf_broker::domain::{
-    CaseReference, Lookup, NumeroAllocataire, PostCode, Purpose, Role, Subject,
+    CacheOutcome, CaseReference, Lookup, NumeroAllocataire, PostCode, Purpose, Role, Subject,
 };
 use criterion::{Criterion, Throughput};
 use tokio::runtime::Runtime;
@@ -89,7 +89,7 @@ fn entry(i: u64) -> AuditEntry {
         .map(String::from)
         .to_vec(),
         policy_version: Some(format!("sha256:{}", "ab".repeat(32))),
-        cache: Some(CacheUse::Miss),
+        cache: Some(CacheOutcome::Miss),
         ..AuditEntry::new(uuid::Uuid::from_u64_pair(0, i), Outcome::Released, 200)
     }
 }

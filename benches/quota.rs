@@ -14,10 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use caf_broker::clock::SystemClock;
 use caf_broker::domain::{PostCode, Subject};
-use caf_broker::quota::{
-    self, Agent, Backend, Limits, Quota, QuotaSettings, RedisFailure, SystemClock,
-};
+use caf_broker::quota::{self, Agent, Backend, Limits, Quota, QuotaSettings, RedisFailure};
 use criterion::{
     BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
 };

@@ -26,10 +26,10 @@ use std::sync::Arc;
 use tracing::{Instrument, info_span, instrument};
 
 use crate::alerts::{self, Alert, Detector, LookupKind, Observation};
-use crate::audit::{AuditEntry, AuditLog, CacheUse, Outcome};
+use crate::audit::{AuditEntry, AuditLog, Outcome};
 use crate::auth::{Authenticator, Caller};
-use crate::cache::{CacheStatus, RecordCache};
-use crate::domain::{CaseReference, Lookup, Purpose};
+use crate::cache::RecordCache;
+use crate::domain::{CacheOutcome, CaseReference, Lookup, Purpose};
 use crate::error::{BrokerError, Unauthenticated};
 use crate::policy::{DriftTracker, Policy, PolicyStore, ReloadCounts, ShadowPolicy};
 use crate::quota::{Admission, Agent, Decision, ErrorBudget, Quota, QuotaState, RefusalCounts};
@@ -68,7 +68,7 @@ pub struct Released {
     pub data: serde_json::Value,
     pub released_paths: Vec<String>,
     pub policy_version: Arc<str>,
-    pub cache: CacheStatus,
+    pub cache: CacheOutcome,
     /// The post's quotas after this request, for the `RateLimit` headers.
     pub quota: QuotaState,
 }
@@ -206,10 +206,7 @@ impl Broker {
         if let Ok(released) = &result {
             entry.released = released.released_paths.clone();
             entry.policy_version = Some(released.policy_version.to_string());
-            entry.cache = Some(match released.cache {
-                CacheStatus::Hit => CacheUse::Hit,
-                CacheStatus::Miss => CacheUse::Miss,
-            });
+            entry.cache = Some(released.cache);
         } else {
             entry.policy_version = Some(policy.version().to_owned());
         }
@@ -452,12 +449,9 @@ impl Broker {
                 wrong @ UpstreamError::WrongDossier => BrokerError::Upstream(wrong.into()),
             })?;
         cache_span.record("cache", cache.as_str());
-        crate::telemetry::record_cache(match cache {
-            CacheStatus::Hit => crate::telemetry::CacheResult::Hit,
-            CacheStatus::Miss => crate::telemetry::CacheResult::Miss,
-        });
+        crate::telemetry::record_cache(cache);
         let record = record.ok_or(BrokerError::NotFound)?;
-        if cache == CacheStatus::Miss {
+        if cache == CacheOutcome::Miss {
             self.stages.drift.observe(&record);
         }
 

@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::ops::compute::Op;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, SystemClock};
-use crate::domain::Lookup;
+use crate::domain::{CacheOutcome, Lookup};
 
 /// A raw CAF record, as the upstream hands it over.
 pub type Record = Arc<serde_json::Value>;
@@ -99,30 +99,6 @@ impl CacheSettings {
             ));
         }
         problems
-    }
-}
-
-/// Whether the record came from the cache or from the CAF.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheStatus {
-    Hit,
-    Miss,
-}
-
-impl CacheStatus {
-    /// `hit` or `miss`, for spans and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheStatus::Hit => "hit",
-            CacheStatus::Miss => "miss",
-        }
-    }
-}
-
-impl fmt::Display for CacheStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -251,7 +227,7 @@ impl RecordCache {
         lookup: &Lookup,
         fresh: bool,
         fetch: F,
-    ) -> Result<(Option<Record>, CacheStatus), Arc<E>>
+    ) -> Result<(Option<Record>, CacheOutcome), Arc<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<Record>, E>>,
@@ -263,13 +239,13 @@ impl RecordCache {
             let entry = self.entry(record);
             let record = entry.record.clone();
             self.entries.insert(key, entry).await;
-            return Ok((record, CacheStatus::Miss));
+            return Ok((record, CacheOutcome::Miss));
         }
 
-        let started = self.clock.now();
+        let started = self.clock.monotonic();
         if let Some(seen) = self.entries.get(&key).await {
             if self.is_live(&seen, started) {
-                return Ok((seen.record, CacheStatus::Hit));
+                return Ok((seen.record, CacheOutcome::Hit));
             }
             self.remove_if_unchanged(&key, seen.stored_at).await;
         }
@@ -285,9 +261,9 @@ impl RecordCache {
         // A waiter of someone else's load is a miss too; only an entry stored
         // before this request began counts as a hit.
         let status = if !loaded.is_fresh() && loaded.value().stored_at < started {
-            CacheStatus::Hit
+            CacheOutcome::Hit
         } else {
-            CacheStatus::Miss
+            CacheOutcome::Miss
         };
         Ok((loaded.into_value().record, status))
     }
@@ -316,7 +292,7 @@ impl RecordCache {
         let bytes = ENTRY_OVERHEAD_BYTES + record.as_deref().map_or(0, estimated_bytes);
         Entry {
             record,
-            stored_at: self.clock.now(),
+            stored_at: self.clock.monotonic(),
             weight: u32::try_from(bytes).unwrap_or(u32::MAX),
         }
     }
@@ -413,13 +389,18 @@ mod tests {
         }
     }
 
+    /// A clock that moves only when the test moves it.
+    fn manual_clock() -> Arc<ManualClock> {
+        Arc::new(ManualClock::new(jiff::Timestamp::UNIX_EPOCH))
+    }
+
     fn cache(clock: &Arc<ManualClock>) -> RecordCache {
         RecordCache::with_clock(&CacheSettings::default(), clock.clone())
     }
 
     #[tokio::test]
     async fn a_second_lookup_within_the_ttl_is_a_hit_without_an_upstream_call() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let cache = cache(&clock);
         let up = Upstream::new();
         let lookup = numero("1000001");
@@ -427,19 +408,19 @@ mod tests {
             .get_or_fetch(&lookup, false, || up.answer(Ok(Some(record("1000001")))))
             .await
             .unwrap();
-        assert_eq!(first.1, CacheStatus::Miss);
+        assert_eq!(first.1, CacheOutcome::Miss);
         clock.advance(Duration::from_secs(59));
         let second = cache
             .get_or_fetch(&lookup, false, || up.answer(Ok(None)))
             .await
             .unwrap();
-        assert_eq!(second, (Some(record("1000001")), CacheStatus::Hit));
+        assert_eq!(second, (Some(record("1000001")), CacheOutcome::Hit));
         assert_eq!(up.calls(), 1);
     }
 
     #[tokio::test]
     async fn an_entry_older_than_the_ttl_is_fetched_again() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let cache = cache(&clock);
         let up = Upstream::new();
         let lookup = numero("1000001");
@@ -452,18 +433,18 @@ mod tests {
             .get_or_fetch(&lookup, false, || up.answer(Ok(Some(record("new")))))
             .await
             .unwrap();
-        assert_eq!(again, (Some(record("new")), CacheStatus::Miss));
+        assert_eq!(again, (Some(record("new")), CacheOutcome::Miss));
         let then = cache
             .get_or_fetch(&lookup, false, || up.answer(Ok(None)))
             .await
             .unwrap();
-        assert_eq!(then, (Some(record("new")), CacheStatus::Hit));
+        assert_eq!(then, (Some(record("new")), CacheOutcome::Hit));
         assert_eq!(up.calls(), 2);
     }
 
     #[tokio::test]
     async fn not_found_is_remembered_for_the_shorter_ttl_only() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let cache = cache(&clock);
         let up = Upstream::new();
         let lookup = numero("9999999");
@@ -471,25 +452,25 @@ mod tests {
             .get_or_fetch(&lookup, false, || up.answer(Ok(None)))
             .await
             .unwrap();
-        assert_eq!(first, (None, CacheStatus::Miss));
+        assert_eq!(first, (None, CacheOutcome::Miss));
         clock.advance(Duration::from_secs(9));
         let hit = cache
             .get_or_fetch(&lookup, false, || up.answer(Ok(None)))
             .await
             .unwrap();
-        assert_eq!(hit, (None, CacheStatus::Hit));
+        assert_eq!(hit, (None, CacheOutcome::Hit));
         clock.advance(Duration::from_secs(1));
         let refetched = cache
             .get_or_fetch(&lookup, false, || up.answer(Ok(None)))
             .await
             .unwrap();
-        assert_eq!(refetched, (None, CacheStatus::Miss));
+        assert_eq!(refetched, (None, CacheOutcome::Miss));
         assert_eq!(up.calls(), 2);
     }
 
     #[tokio::test]
     async fn errors_are_never_cached() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let cache = cache(&clock);
         let up = Upstream::new();
         let lookup = numero("1000001");
@@ -501,13 +482,13 @@ mod tests {
             .get_or_fetch(&lookup, false, || up.answer(Ok(Some(record("1000001")))))
             .await
             .unwrap();
-        assert_eq!(ok.1, CacheStatus::Miss);
+        assert_eq!(ok.1, CacheOutcome::Miss);
         assert_eq!(up.calls(), 2);
     }
 
     #[tokio::test]
     async fn fresh_forces_an_upstream_read_and_refreshes_the_entry() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let cache = cache(&clock);
         let up = Upstream::new();
         let lookup = numero("1000001");
@@ -519,18 +500,18 @@ mod tests {
             .get_or_fetch(&lookup, true, || up.answer(Ok(Some(record("new")))))
             .await
             .unwrap();
-        assert_eq!(forced, (Some(record("new")), CacheStatus::Miss));
+        assert_eq!(forced, (Some(record("new")), CacheOutcome::Miss));
         let after = cache
             .get_or_fetch(&lookup, false, || up.answer(Ok(None)))
             .await
             .unwrap();
-        assert_eq!(after, (Some(record("new")), CacheStatus::Hit));
+        assert_eq!(after, (Some(record("new")), CacheOutcome::Hit));
         assert_eq!(up.calls(), 2);
     }
 
     #[tokio::test]
     async fn a_failed_fresh_read_keeps_the_previous_entry() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let cache = cache(&clock);
         let up = Upstream::new();
         let lookup = numero("1000001");
@@ -546,12 +527,12 @@ mod tests {
             .get_or_fetch(&lookup, false, || up.answer(Ok(None)))
             .await
             .unwrap();
-        assert_eq!(after, (Some(record("old")), CacheStatus::Hit));
+        assert_eq!(after, (Some(record("old")), CacheOutcome::Hit));
     }
 
     #[tokio::test]
     async fn concurrent_misses_on_one_key_make_one_upstream_call_and_share_its_error() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let cache = Arc::new(cache(&clock));
         let up = Upstream::new();
         let gate = Arc::new(tokio::sync::Notify::new());
@@ -585,7 +566,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_nir_key_is_a_digest_and_debug_shows_no_identifier() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let cache = cache(&clock);
         let nir_key = cache.key(&nir("295109912611193"));
         let numero_key = cache.key(&numero("1000002"));
@@ -606,7 +587,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_cache_stays_within_its_byte_budget() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let settings = CacheSettings {
             max_bytes: 1024 * 1024,
             ..CacheSettings::default()
@@ -657,14 +638,5 @@ mod tests {
         assert!(parsed.is_err());
         let parsed: CacheSettings = toml::from_str("ttl_secs = 5\nnot_found_ttl_secs = 2").unwrap();
         assert_eq!(parsed.max_bytes, 64 * 1024 * 1024);
-    }
-
-    #[test]
-    fn the_status_serializes_in_lowercase() {
-        assert_eq!(
-            serde_json::to_value(CacheStatus::Hit).unwrap(),
-            json!("hit")
-        );
-        assert_eq!(CacheStatus::Miss.to_string(), "miss");
     }
 }

@@ -1,4 +1,6 @@
 //! Identifiers parsed once at the edge: after parsing, the type is the proof.
+//! Also the one [`CacheOutcome`], which the cache returns and the audit log,
+//! spans and metrics record.
 //!
 //! Every constructor here rejects malformed input with a [`DomainError`] whose
 //! message names the rule that failed but never echoes the value, because the
@@ -187,6 +189,30 @@ impl Lookup {
     }
 }
 
+/// Whether a record came from the cache or from the CAF: `hit` or `miss` in
+/// the audit record's `cache` field, in spans and in metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheOutcome {
+    Hit,
+    Miss,
+}
+
+impl CacheOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+        }
+    }
+}
+
+impl fmt::Display for CacheOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,5 +330,18 @@ mod tests {
         assert!(Role::parse("agent consulaire").is_err());
         assert!(PostCode::parse("TN-TUNIS").is_ok());
         assert!(PostCode::parse("tn-tunis").is_err());
+    }
+
+    #[test]
+    fn a_cache_outcome_is_written_and_read_in_lowercase() {
+        for (outcome, text) in [(CacheOutcome::Hit, "hit"), (CacheOutcome::Miss, "miss")] {
+            assert_eq!(outcome.to_string(), text);
+            let json = serde_json::to_value(outcome).unwrap();
+            assert_eq!(json, serde_json::json!(text));
+            assert_eq!(
+                serde_json::from_value::<CacheOutcome>(json).unwrap(),
+                outcome
+            );
+        }
     }
 }

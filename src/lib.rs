@@ -6,12 +6,16 @@
 //! authenticate (in [`routes`], via [`auth`]) -> authorize the purpose ([`policy`])
 //! -> quota -> cache -> fetch ([`upstream`]) -> filter ([`policy`]) -> audit.
 //!
-//! - [`clock`]: injected monotonic time (cache TTL, circuit breaker).
-//! - [`domain`]: identifiers parsed once (numéro, NIR, purpose, role, post, case reference).
+//! The shared kernel ([`domain`], [`clock`], [`redis_link`]) may be imported by
+//! any module and imports nothing of the crate.
+//!
+//! - [`clock`] (kernel): the one injected clock, monotonic and wall time, read by every stage.
+//! - [`domain`] (kernel): identifiers parsed once (numéro, NIR, purpose, role, post, case
+//!   reference) and the cache outcome.
+//! - [`redis_link`] (kernel): how stages that keep state in Redis open it.
 //! - [`policy`]: the policy file, compiled field rules, the pure filter, explain, policy tests.
 //! - [`auth`]: JWT verification against a JWKS, a cache of verified tokens, dev token minting.
 //! - [`quota`]: per-post and per-agent quotas and the error budget, local or shared through Redis.
-//! - [`redis_link`]: how stages that keep state in Redis open it.
 //! - [`alerts`]: bulk-lookup detection: per-agent sliding windows, alerts, suspension.
 //! - [`upstream`]: the `CafClient` trait and its connectors (embedded simulator).
 //! - [`simulator`]: the synthetic CAF: deterministic dataset and standalone HTTP server.

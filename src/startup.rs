@@ -14,9 +14,10 @@ use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::broker::{Broker, Stages};
 use crate::cache::RecordCache;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::policy::{DriftTracker, PolicyStore, ShadowPolicy, WatchGuard};
-use crate::quota::{Clock, ErrorBudget, SystemClock};
+use crate::quota::ErrorBudget;
 use crate::routes::{self, EdgeLimits};
 use crate::server::ServerOptions;
 
@@ -41,7 +42,8 @@ impl Application {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
-    /// As [`Application::build`], with the quota clock given (tests freeze it).
+    /// As [`Application::build`], with the clock every stage reads (tests
+    /// freeze the whole broker with one manual clock).
     pub async fn build_with_clock(
         settings: Settings,
         clock: Arc<dyn Clock>,
@@ -64,20 +66,21 @@ impl Application {
             ),
             None => None,
         };
-        let authenticator = Authenticator::connect(&settings.auth)
+        let authenticator = Authenticator::connect_with_clock(&settings.auth, clock.clone())
             .await
             .context("loading the token keys")?;
         let error_budget = ErrorBudget::new(settings.quotas.agent_error_budget, clock.clone());
         let alerts = alert_detector(&settings, clock.clone())?;
-        let quota = crate::quota::build(&settings.quotas, clock)
+        let quota = crate::quota::build(&settings.quotas, clock.clone())
             .await
             .context("building the quota stage")?;
         let upstream = settings
             .upstream
-            .connect()
+            .connect_with_clock(clock.clone())
             .context("building the CAF connector")?;
-        let cache = RecordCache::new(&settings.cache);
-        let audit = AuditLog::open(&settings.audit).context("opening the audit log")?;
+        let cache = RecordCache::with_clock(&settings.cache, clock.clone());
+        let audit =
+            AuditLog::open_with_clock(&settings.audit, clock).context("opening the audit log")?;
         // Shared state is built here, once, outside the per-worker factory below.
         let broker = web::Data::new(Broker::new(Stages {
             authenticator,
@@ -196,7 +199,7 @@ impl RefusalsTicker {
     }
 }
 
-/// The bulk-lookup detector: it reads the quota's wall clock and time zone,
+/// The bulk-lookup detector: it judges off-hours in the quota's time zone,
 /// and shares its windows through the quota's Redis when that is the backend.
 fn alert_detector(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Detector> {
     // The same Redis as the quotas, reached the same way (TLS, ACL user, password file).
@@ -206,8 +209,7 @@ fn alert_detector(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
             client,
             timeout: Duration::from_millis(settings.quotas.redis_timeout_ms),
         });
-    let now = Arc::new(move || clock.now());
-    Detector::new(&settings.alerts, &settings.quotas.time_zone, now, shared)
+    Detector::new(&settings.alerts, &settings.quotas.time_zone, clock, shared)
         .context("building the bulk-lookup detector")
 }
 

@@ -149,11 +149,6 @@ const KNOWN_EXCEPTIONS: &[(&str, &str, &str)] = &[
         "the handlers hand the extractor's `auth::Caller` to the broker",
     ),
     (
-        "src/routes/allocataires.rs",
-        "cache",
-        "the handler reads the cache's own `CacheStatus` to log and label the answer",
-    ),
-    (
         "src/routes/mod.rs",
         "quota",
         "the rate-limit header names and their rendering belong to the quota's `QuotaState`",

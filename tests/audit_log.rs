@@ -5,16 +5,15 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use caf_broker::audit::{
-    AuditClock, AuditEntry, AuditError, AuditLog, AuditReceipt, AuditSettings, AuditSetupError,
-    CacheUse, ChainStart, Defect, Outcome, VerifyError, read_checkpoint, search, verify_dir,
-    verify_files,
+    AuditEntry, AuditError, AuditLog, AuditReceipt, AuditSettings, AuditSetupError, ChainStart,
+    Defect, Outcome, VerifyError, read_checkpoint, search, verify_dir, verify_files,
 };
+use caf_broker::clock::{Clock, ManualClock};
 use caf_broker::domain::{
-    CaseReference, Lookup, Nir, NumeroAllocataire, PostCode, Purpose, Role, Subject,
+    CacheOutcome, CaseReference, Lookup, Nir, NumeroAllocataire, PostCode, Purpose, Role, Subject,
 };
 use sha2::{Digest, Sha256};
 
@@ -22,6 +21,10 @@ const NIR: &str = "295109912611193";
 const DAY_SECS: i64 = 86_400;
 /// 2026-03-01T10:00:00Z.
 const START_SECS: i64 = 1_772_359_200;
+
+fn start() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(START_SECS).unwrap()
+}
 
 // ---------------------------------------------------------------- helpers
 
@@ -58,34 +61,30 @@ impl Drop for Scratch {
 
 /// A clock that moves only when told to.
 #[derive(Clone)]
-struct FakeClock(Arc<AtomicI64>);
+struct FakeClock(Arc<ManualClock>);
 
 impl FakeClock {
     fn new() -> FakeClock {
-        FakeClock(Arc::new(AtomicI64::new(START_SECS)))
+        FakeClock(Arc::new(ManualClock::new(start())))
     }
 
-    fn clock(&self) -> AuditClock {
-        let secs = self.0.clone();
-        Arc::new(move || {
-            UNIX_EPOCH + Duration::from_secs(secs.load(Ordering::SeqCst).unsigned_abs())
-        })
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.0.clone()
     }
 
     fn advance_days(&self, days: i64) {
-        self.0.fetch_add(days * DAY_SECS, Ordering::SeqCst);
+        self.advance_secs(days * DAY_SECS);
     }
 
+    /// Moves the wall clock, backwards too.
     fn advance_secs(&self, secs: i64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
+        self.0
+            .set(self.0.wall() + jiff::SignedDuration::from_secs(secs));
     }
 
     /// The name of today's first file.
     fn file(&self, index: u32) -> String {
-        let day = jiff::Timestamp::from_second(self.0.load(Ordering::SeqCst))
-            .unwrap()
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .date();
+        let day = self.0.wall().to_zoned(jiff::tz::TimeZone::UTC).date();
         if index == 0 {
             format!("audit-{day}.jsonl")
         } else {
@@ -118,7 +117,7 @@ fn released(i: u128, lookup: Lookup) -> AuditEntry {
         lookup: Some(lookup),
         released: vec!["identite.nom".into(), "droits.radiation.date".into()],
         policy_version: Some("sha256:abcd".into()),
-        cache: Some(CacheUse::Miss),
+        cache: Some(CacheOutcome::Miss),
         ..AuditEntry::new(uuid::Uuid::from_u128(i), Outcome::Released, 200)
     }
 }
@@ -393,18 +392,10 @@ impl Gate {
     }
 
     /// A clock that blocks while the gate is closed, telling `stopped` once it does.
-    fn clock(&self, stopped: std::sync::mpsc::Sender<()>) -> AuditClock {
-        let gate = self.0.clone();
-        Arc::new(move || {
-            let (open, changed) = &*gate;
-            let mut open = open.lock().unwrap();
-            if !*open {
-                let _ = stopped.send(());
-                while !*open {
-                    open = changed.wait(open).unwrap();
-                }
-            }
-            UNIX_EPOCH + Duration::from_secs(START_SECS as u64)
+    fn clock(&self, stopped: std::sync::mpsc::Sender<()>) -> Arc<dyn Clock> {
+        Arc::new(GatedClock {
+            gate: self.clone(),
+            stopped,
         })
     }
 
@@ -412,6 +403,30 @@ impl Gate {
         let (open, changed) = &*self.0;
         *open.lock().unwrap() = value;
         changed.notify_all();
+    }
+}
+
+/// The clock of a [`Gate`]: its wall time stands at the start, once the gate is open.
+struct GatedClock {
+    gate: Gate,
+    stopped: std::sync::mpsc::Sender<()>,
+}
+
+impl Clock for GatedClock {
+    fn monotonic(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn wall(&self) -> jiff::Timestamp {
+        let (open, changed) = &*self.gate.0;
+        let mut open = open.lock().unwrap();
+        if !*open {
+            let _ = self.stopped.send(());
+            while !*open {
+                open = changed.wait(open).unwrap();
+            }
+        }
+        start()
     }
 }
 

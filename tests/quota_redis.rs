@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use caf_broker::clock::ManualClock;
 use caf_broker::domain::{PostCode, Subject};
 use caf_broker::quota::{
-    self, Agent, Backend, Decision, Limits, ManualClock, Quota, QuotaSettings, RedisFailure, Window,
+    self, Agent, Backend, Decision, Limits, Quota, QuotaSettings, RedisFailure, Window,
 };
 use jiff::Timestamp;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use caf_broker::cache::{CacheSettings, CacheStatus, RecordCache};
-use caf_broker::domain::{Lookup, Nir, NumeroAllocataire};
+use caf_broker::cache::{CacheSettings, RecordCache};
+use caf_broker::domain::{CacheOutcome, Lookup, Nir, NumeroAllocataire};
 use caf_broker::simulator::{self, RunningSimulator, SimulatorOptions};
 use caf_broker::upstream::{
     CafClient, HttpCaf, Record, UpstreamError, UpstreamHealth, UpstreamSettings,
@@ -21,7 +21,7 @@ fn cert(name: &str) -> PathBuf {
         .join(name)
 }
 
-use caf_broker::clock::ManualClock as TestClock;
+use caf_broker::clock::ManualClock;
 
 /// A simulator over HTTPS with the dev server certificate, requiring a client
 /// certificate issued by the dev CA.
@@ -59,7 +59,12 @@ fn settings(url: &str) -> UpstreamSettings {
     }
 }
 
-fn connector(settings: &UpstreamSettings, clock: &Arc<TestClock>) -> HttpCaf {
+/// A clock that moves only when the test moves it.
+fn test_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new("2026-01-15T10:00:00Z".parse().unwrap()))
+}
+
+fn connector(settings: &UpstreamSettings, clock: &Arc<ManualClock>) -> HttpCaf {
     HttpCaf::new(settings, clock.clone()).expect("the connector builds")
 }
 
@@ -117,7 +122,7 @@ fn failure_message<T: std::fmt::Debug>(result: Result<T, UpstreamError>) -> Stri
 async fn the_broker_reads_dossiers_over_mutual_tls_with_its_client_certificate() {
     let sim = caf(caf_options()).await;
     assert!(sim.url().starts_with("https://"));
-    let caf = connector(&settings(&sim.url()), &TestClock::new());
+    let caf = connector(&settings(&sim.url()), &test_clock());
 
     let radie = caf.fetch(&numero("1000002")).await.unwrap();
     assert_eq!(field(&radie, "statut_dossier"), "radie");
@@ -156,7 +161,7 @@ async fn the_caf_refuses_a_client_certificate_from_another_ca() {
         client_key_file: Some(cert("client-other-ca.key.pem")),
         ..settings(&sim.url())
     };
-    let caf = connector(&impostor, &TestClock::new());
+    let caf = connector(&impostor, &test_clock());
     let message = failure_message(caf.fetch(&numero("1000001")).await);
     assert!(!message.contains("1000001"), "{message}");
     assert_eq!(sim.requests_total(), 0);
@@ -171,7 +176,7 @@ async fn the_broker_refuses_a_caf_whose_certificate_it_does_not_trust() {
         ..caf_options()
     })
     .await;
-    let caf = connector(&settings(&sim.url()), &TestClock::new());
+    let caf = connector(&settings(&sim.url()), &test_clock());
     let message = failure_message(caf.fetch(&numero("1000001")).await);
     assert!(
         message.starts_with("the TLS handshake with the CAF failed"),
@@ -190,7 +195,7 @@ async fn plain_http_to_a_loopback_caf_works_for_local_development() {
     })
     .await;
     assert!(sim.url().starts_with("http://"));
-    let caf = connector(&UpstreamSettings::http(&sim.url()), &TestClock::new());
+    let caf = connector(&UpstreamSettings::http(&sim.url()), &test_clock());
     let record = caf.fetch(&numero("1000001")).await.unwrap();
     assert_eq!(field(&record, "numero_allocataire"), "1000001");
     sim.kill().await;
@@ -204,7 +209,7 @@ async fn fifty_concurrent_misses_on_one_dossier_make_one_call_to_the_caf() {
         ..caf_options()
     })
     .await;
-    let clock = TestClock::new();
+    let clock = test_clock();
     let caf: Arc<dyn CafClient> = Arc::new(connector(&settings(&sim.url()), &clock));
     let records = Arc::new(RecordCache::with_clock(
         &CacheSettings::default(),
@@ -232,7 +237,7 @@ async fn fifty_concurrent_misses_on_one_dossier_make_one_call_to_the_caf() {
 #[tokio::test]
 async fn a_cached_record_is_served_until_its_ttl_passes_on_the_injected_clock() {
     let sim = caf(caf_options()).await;
-    let clock = TestClock::new();
+    let clock = test_clock();
     let caf = connector(&settings(&sim.url()), &clock);
     let records = RecordCache::with_clock(&CacheSettings::default(), clock.clone());
     let lookup = numero("1000001");
@@ -245,13 +250,13 @@ async fn a_cached_record_is_served_until_its_ttl_passes_on_the_injected_clock() 
             .unwrap()
     };
 
-    assert_eq!(read().await, CacheStatus::Miss);
-    assert_eq!(read().await, CacheStatus::Hit);
+    assert_eq!(read().await, CacheOutcome::Miss);
+    assert_eq!(read().await, CacheOutcome::Hit);
     clock.advance(Duration::from_secs(59));
-    assert_eq!(read().await, CacheStatus::Hit);
+    assert_eq!(read().await, CacheOutcome::Hit);
     assert_eq!(requests_total(&sim).await, 1);
     clock.advance(Duration::from_secs(1));
-    assert_eq!(read().await, CacheStatus::Miss);
+    assert_eq!(read().await, CacheOutcome::Miss);
     assert_eq!(requests_total(&sim).await, 2);
 
     // Cache-Control: no-cache reads the CAF again even within the TTL.
@@ -260,7 +265,7 @@ async fn a_cached_record_is_served_until_its_ttl_passes_on_the_injected_clock() 
         .await
         .map_err(UpstreamError::from_shared)
         .unwrap();
-    assert_eq!(status, CacheStatus::Miss);
+    assert_eq!(status, CacheOutcome::Miss);
     assert_eq!(requests_total(&sim).await, 3);
     sim.kill().await;
 }
@@ -268,7 +273,7 @@ async fn a_cached_record_is_served_until_its_ttl_passes_on_the_injected_clock() 
 #[tokio::test]
 async fn not_found_is_cached_briefly() {
     let sim = caf(caf_options()).await;
-    let clock = TestClock::new();
+    let clock = test_clock();
     let caf = connector(&settings(&sim.url()), &clock);
     let records = RecordCache::with_clock(&CacheSettings::default(), clock.clone());
     let lookup = nir("101017512345651");
@@ -280,12 +285,12 @@ async fn not_found_is_cached_briefly() {
             .unwrap()
     };
 
-    assert_eq!(read().await, (None, CacheStatus::Miss));
+    assert_eq!(read().await, (None, CacheOutcome::Miss));
     clock.advance(Duration::from_secs(9));
-    assert_eq!(read().await, (None, CacheStatus::Hit));
+    assert_eq!(read().await, (None, CacheOutcome::Hit));
     assert_eq!(requests_total(&sim).await, 1);
     clock.advance(Duration::from_secs(1));
-    assert_eq!(read().await, (None, CacheStatus::Miss));
+    assert_eq!(read().await, (None, CacheOutcome::Miss));
     assert_eq!(requests_total(&sim).await, 2);
     sim.kill().await;
 }
@@ -304,7 +309,7 @@ async fn a_slow_caf_times_out_within_the_timeout_and_is_not_retried() {
             retries: 2,
             ..settings(&sim.url())
         },
-        &TestClock::new(),
+        &test_clock(),
     );
     let started = Instant::now();
     let result = caf.fetch(&numero("1000001")).await;
@@ -327,7 +332,7 @@ async fn a_503_is_retried_but_a_404_is_not() {
             breaker_failures: 100,
             ..settings(&sim.url())
         },
-        &TestClock::new(),
+        &test_clock(),
     );
     assert!(caf.fetch(&numero("9999999")).await.unwrap().is_none());
     assert_eq!(requests_total(&sim).await, 1);
@@ -357,7 +362,7 @@ async fn a_connection_that_breaks_during_the_handshake_is_retried() {
             retries: 2,
             ..settings(&url)
         },
-        &TestClock::new(),
+        &test_clock(),
     );
     let message = failure_message(caf.fetch(&numero("1000001")).await);
     assert!(
@@ -375,7 +380,7 @@ async fn a_failing_caf_opens_the_circuit_and_is_then_spared() {
         ..caf_options()
     })
     .await;
-    let clock = TestClock::new();
+    let clock = test_clock();
     let caf = connector(&settings(&sim.url()), &clock);
     for _ in 0..3 {
         assert!(matches!(
@@ -416,7 +421,7 @@ async fn the_half_open_probe_closes_the_circuit_once_the_caf_recovers() {
         ..caf_options()
     })
     .await;
-    let clock = TestClock::new();
+    let clock = test_clock();
     let caf = connector(&settings(&sim.url()), &clock);
     for _ in 0..3 {
         assert!(caf.fetch(&numero("1000001")).await.is_err());
@@ -443,7 +448,7 @@ async fn the_half_open_probe_closes_the_circuit_once_the_caf_recovers() {
 #[tokio::test]
 async fn when_the_caf_stops_cached_records_are_still_served_and_others_fail_fast() {
     let sim = caf(caf_options()).await;
-    let clock = TestClock::new();
+    let clock = test_clock();
     let caf = connector(
         &UpstreamSettings {
             retries: 2,
@@ -462,11 +467,11 @@ async fn when_the_caf_stops_cached_records_are_still_served_and_others_fail_fast
                 .map_err(UpstreamError::from_shared)
         }
     };
-    assert_eq!(read("1000001").await.unwrap().1, CacheStatus::Miss);
+    assert_eq!(read("1000001").await.unwrap().1, CacheOutcome::Miss);
     sim.kill().await;
 
     let (record, status) = read("1000001").await.unwrap();
-    assert_eq!(status, CacheStatus::Hit);
+    assert_eq!(status, CacheOutcome::Hit);
     assert_eq!(field(&record, "numero_allocataire"), "1000001");
 
     // A worker of the stopped server may still finish a request on a pooled
@@ -507,7 +512,7 @@ async fn upstream_calls_in_flight_never_exceed_the_cap() {
             timeout_ms: 1_500,
             ..settings(&sim.url())
         },
-        &TestClock::new(),
+        &test_clock(),
     ));
     let mut tasks = tokio::task::JoinSet::new();
     for n in [

@@ -7,7 +7,8 @@
 //! reached the CAF or the cache (authorised, within quota): the agent (`post`
 //! and `sub`), the dossier as the audit log's keyed pseudonym (never a clear
 //! numéro or NIR), whether it was a NIR search, and whether a dossier was
-//! found. The time comes from an injected wall clock, so tests move time by hand.
+//! found. The time is the wall time of the injected [`Clock`], so tests move
+//! time by hand.
 //!
 //! # Rules ([`rules`])
 //!
@@ -45,9 +46,10 @@ mod windows;
 
 use std::sync::Arc;
 
+use jiff::SignedDuration;
 use jiff::tz::TimeZone;
-use jiff::{SignedDuration, Timestamp};
 
+use crate::clock::Clock;
 use crate::domain::{PostCode, Subject};
 
 pub use self::redis::RedisLink;
@@ -57,9 +59,6 @@ pub use settings::AlertSettings;
 use self::redis::RedisStore;
 use rules::RuleSet;
 use windows::MemoryWindows;
-
-/// The wall clock the detector reads "now" from (off-hours are local times).
-pub type WallClock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// The agent an observation is about: one `sub` at one post.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -98,7 +97,7 @@ pub enum AlertsError {
 pub struct Detector {
     rules: RuleSet,
     block: Option<SignedDuration>,
-    clock: WallClock,
+    clock: Arc<dyn Clock>,
     memory: MemoryWindows,
     shared: Option<RedisStore>,
 }
@@ -119,7 +118,7 @@ impl Detector {
     pub fn new(
         settings: &AlertSettings,
         time_zone: &str,
-        clock: WallClock,
+        clock: Arc<dyn Clock>,
         shared: Option<RedisLink>,
     ) -> Result<Detector, AlertsError> {
         let mut problems = settings.validate();
@@ -165,7 +164,7 @@ impl Detector {
         if !self.rules.any() {
             return Vec::new();
         }
-        let now = (self.clock)();
+        let now = self.clock.wall();
         let counts = match &self.shared {
             Some(shared) => match shared.record(&observation, now).await {
                 Ok(counts) => counts,
@@ -229,7 +228,7 @@ impl Detector {
         if !self.blocks() {
             return false;
         }
-        let now = (self.clock)();
+        let now = self.clock.wall();
         if self.memory.is_blocked(agent, now) {
             return true;
         }
@@ -243,26 +242,24 @@ impl Detector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use crate::clock::{ManualClock, SystemClock};
+    use std::time::Duration;
 
     struct Harness {
         detector: Detector,
-        now: Arc<Mutex<Timestamp>>,
+        clock: Arc<ManualClock>,
     }
 
     impl Harness {
         fn new(toml_text: &str, shared: Option<RedisLink>) -> Harness {
             let settings: AlertSettings = toml::from_str(toml_text).unwrap();
-            let now = Arc::new(Mutex::new("2026-06-15T08:00:00Z".parse().unwrap()));
-            let read = now.clone();
-            let clock: WallClock = Arc::new(move || *read.lock().unwrap());
-            let detector = Detector::new(&settings, "Europe/Paris", clock, shared).unwrap();
-            Harness { detector, now }
+            let clock = Arc::new(ManualClock::new("2026-06-15T08:00:00Z".parse().unwrap()));
+            let detector = Detector::new(&settings, "Europe/Paris", clock.clone(), shared).unwrap();
+            Harness { detector, clock }
         }
 
-        fn advance(&self, minutes: i64) {
-            let mut now = self.now.lock().unwrap();
-            *now += SignedDuration::from_mins(minutes);
+        fn advance(&self, minutes: u64) {
+            self.clock.advance(Duration::from_secs(minutes * 60));
         }
 
         async fn look(
@@ -379,9 +376,8 @@ mod tests {
     #[test]
     fn invalid_settings_and_an_unknown_time_zone_are_all_reported() {
         let settings: AlertSettings = toml::from_str("off_hours = \"late\"").unwrap();
-        let clock: WallClock = Arc::new(Timestamp::now);
         let Err(AlertsError::Invalid(problems)) =
-            Detector::new(&settings, "Mars/Olympus", clock, None)
+            Detector::new(&settings, "Mars/Olympus", Arc::new(SystemClock), None)
         else {
             panic!("invalid settings were accepted");
         };

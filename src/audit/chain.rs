@@ -79,7 +79,8 @@ pub(super) fn parse(line: &[u8]) -> Result<Record, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::{CacheUse, Outcome};
+    use crate::audit::record::Outcome;
+    use crate::domain::CacheOutcome;
 
     fn sample() -> Record {
         Record {
@@ -97,7 +98,7 @@ mod tests {
             status: 200,
             released: vec!["identite.nom".into()],
             policy_version: Some("sha256:00".into()),
-            cache: Some(CacheUse::Miss),
+            cache: Some(CacheOutcome::Miss),
             kind: None,
             rule: None,
             figures: None,

@@ -3,7 +3,6 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -146,10 +145,6 @@ pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// A system time as a timestamp (the epoch if it cannot be represented).
-pub(super) fn timestamp(time: SystemTime) -> Timestamp {
-    Timestamp::try_from(time).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
 /// The UTC day of a timestamp: the day in an audit file's name.
 pub(super) fn utc_day(time: Timestamp) -> Date {
     time.to_zoned(TimeZone::UTC).date()

@@ -74,16 +74,16 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
 
 use tokio::sync::oneshot;
 
+use crate::clock::{Clock, SystemClock};
 use crate::domain::Lookup;
 
 pub use chain::GENESIS;
 pub use files::FileName;
 pub use key::AuditKey;
-pub use record::{AuditEntry, AuditReceipt, CacheUse, Figures, Outcome, Record, RecordKind};
+pub use record::{AuditEntry, AuditReceipt, Figures, Outcome, Record, RecordKind};
 pub use retention::{CHECKPOINT_FILE, Checkpoint, CheckpointError, read_checkpoint};
 pub use search::{SearchError, SearchResult, search};
 pub use settings::AuditSettings;
@@ -92,10 +92,6 @@ pub use verify::{
 };
 
 use writer::{Pending, Shared, Writer};
-
-/// The source of the current time, injected so that day changes, rotation
-/// and retention are tested without waiting.
-pub type AuditClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// The audit log of this process: built once, shared in an `Arc`.
 pub struct AuditLog {
@@ -187,13 +183,14 @@ impl AuditLog {
     /// chain, applies retention and starts the writer thread. Blocking: call it
     /// at startup.
     pub fn open(settings: &AuditSettings) -> Result<AuditLog, AuditSetupError> {
-        AuditLog::open_with_clock(settings, Arc::new(SystemTime::now))
+        AuditLog::open_with_clock(settings, Arc::new(SystemClock))
     }
 
-    /// [`AuditLog::open`] with the clock given (for tests).
+    /// [`AuditLog::open`] with the clock given: record times, day changes,
+    /// rotation and retention follow its wall time.
     pub fn open_with_clock(
         settings: &AuditSettings,
-        clock: AuditClock,
+        clock: Arc<dyn Clock>,
     ) -> Result<AuditLog, AuditSetupError> {
         let key = AuditKey::from_file(&settings.hmac_key_file)?;
         let shared = Arc::new(Shared::new());

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{CaseReference, Lookup, PostCode, Purpose, Role, Subject};
+use crate::domain::{CacheOutcome, CaseReference, Lookup, PostCode, Purpose, Role, Subject};
 
 /// How a data request ended, as recorded. The HTTP `status` beside it gives
 /// the detail (e.g. 502, 503 or 504 for `upstream_error`).
@@ -50,14 +50,6 @@ pub enum RecordKind {
 /// text (and so no personal data) can ride along.
 pub type Figures = BTreeMap<String, serde_json::Number>;
 
-/// Whether the released record came from the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheUse {
-    Hit,
-    Miss,
-}
-
 /// What the broker knows of a request when it records it. Every field that is
 /// not known yet (no caller for a 401, no lookup for a malformed identifier)
 /// is `None` and recorded as `null`.
@@ -82,7 +74,7 @@ pub struct AuditEntry {
     /// The released field paths (empty unless `outcome` is `Released`).
     pub released: Vec<String>,
     pub policy_version: Option<String>,
-    pub cache: Option<CacheUse>,
+    pub cache: Option<CacheOutcome>,
     /// `None` for an access record; see [`RecordKind`].
     pub kind: Option<RecordKind>,
     /// The detection rule of an alert.
@@ -181,7 +173,7 @@ pub struct Record {
     pub status: u16,
     pub released: Vec<String>,
     pub policy_version: Option<String>,
-    pub cache: Option<CacheUse>,
+    pub cache: Option<CacheOutcome>,
     /// Absent for an access record; see [`RecordKind`]. The three keys below
     /// are left out when empty, so access records keep the form they always had.
     #[serde(default, skip_serializing_if = "Option::is_none")]

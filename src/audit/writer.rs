@@ -27,7 +27,8 @@ use super::chain::{self, GENESIS, Integrity};
 use super::files::{self, FileName};
 use super::record::{AuditReceipt, Record};
 use super::retention;
-use super::{AuditClock, AuditError, AuditSettings, AuditSetupError, WriteFailure};
+use super::{AuditError, AuditSettings, AuditSetupError, WriteFailure};
+use crate::clock::Clock;
 
 /// The lock file that keeps a second broker from writing the same directory.
 pub(super) const LOCK_FILE: &str = "writer.lock";
@@ -83,7 +84,7 @@ pub(super) struct Writer {
     max_batch: usize,
     retention_days: u32,
     retry_interval: Duration,
-    clock: AuditClock,
+    clock: Arc<dyn Clock>,
     chain: Chain,
     tail: Position,
     /// Open on `tail` while healthy; `None` after a failure until recovered.
@@ -102,7 +103,7 @@ impl Writer {
     /// chain's last record (or the checkpoint, or the genesis).
     pub(super) fn open(
         settings: &AuditSettings,
-        clock: AuditClock,
+        clock: Arc<dyn Clock>,
         shared: Arc<Shared>,
     ) -> Result<Writer, AuditSetupError> {
         let dir = settings.dir.clone();
@@ -111,7 +112,7 @@ impl Writer {
             source,
         })?;
         let lock = lock(&dir)?;
-        let today = files::utc_day(files::timestamp(clock()));
+        let today = files::utc_day(clock.wall());
         match retention::retire(&dir, today, settings.retention_days) {
             Ok(retired) => log_retired(&retired),
             Err(error) => tracing::warn!(
@@ -238,7 +239,7 @@ impl Writer {
         let mut buf = Vec::with_capacity(records.len() * 768);
         let mut receipts = Vec::with_capacity(records.len());
         for mut record in records {
-            let time = files::timestamp((self.clock)()).max(chain.last_time);
+            let time = self.clock.wall().max(chain.last_time);
             let day = files::utc_day(time);
             record.seq = chain.next_seq;
             record.prev = chain.prev.clone();
@@ -349,7 +350,7 @@ impl Writer {
         }
         files::sync_dir(&self.dir)
             .map_err(|e| WriteFailure::at("cannot sync the directory", &self.dir, e))?;
-        let today = files::utc_day(files::timestamp((self.clock)()).max(self.chain.last_time));
+        let today = files::utc_day(self.clock.wall().max(self.chain.last_time));
         if today <= self.tail.name.day {
             return Ok(file);
         }
@@ -385,7 +386,7 @@ impl Writer {
 
     /// Once per UTC day (and never while failed): retention.
     fn housekeeping(&mut self) {
-        let today = files::utc_day(files::timestamp((self.clock)()));
+        let today = files::utc_day(self.clock.wall());
         if self.failed || today <= self.housekept_on {
             return;
         }

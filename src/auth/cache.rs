@@ -3,12 +3,14 @@
 //! A hit is served only while `now < exp`: the leeway that full verification
 //! grants is never stretched by the cache, and a stale entry is dropped on sight.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use sha2::{Digest, Sha256};
 
-use super::{Caller, Clock};
+use super::Caller;
+use crate::clock::Clock;
 
 /// The SHA-256 of a token string.
 pub(super) type TokenDigest = [u8; 32];
@@ -19,7 +21,7 @@ pub(super) struct TokenCache {
 
 /// Evicts an entry when its token expires, so memory holds live tokens only.
 /// Correctness does not rest on it: [`TokenCache::get`] checks `exp` itself.
-struct UntilExpiry(Clock);
+struct UntilExpiry(Arc<dyn Clock>);
 
 impl Expiry<TokenDigest, Caller> for UntilExpiry {
     fn expire_after_create(
@@ -29,13 +31,15 @@ impl Expiry<TokenDigest, Caller> for UntilExpiry {
         _: Instant,
     ) -> Option<Duration> {
         Some(Duration::from_secs(
-            caller.expires_at.saturating_sub((self.0)()),
+            caller
+                .expires_at
+                .saturating_sub(super::unix_secs(self.0.as_ref())),
         ))
     }
 }
 
 impl TokenCache {
-    pub fn new(capacity: u64, clock: Clock) -> Self {
+    pub fn new(capacity: u64, clock: Arc<dyn Clock>) -> Self {
         let entries = moka::sync::Cache::builder()
             .max_capacity(capacity)
             .expire_after(UntilExpiry(clock))

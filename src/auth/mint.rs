@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 use super::settings::AuthSettings;
+use crate::clock::{Clock, SystemClock};
 use crate::domain::{DomainError, PostCode, Role, Subject};
 
 /// Longest lifetime of a development token: a day.
@@ -64,6 +65,16 @@ struct MintedClaims<'a> {
 /// here rather than as a 401 later. The signing key is read on each call:
 /// this is a command-line tool, not a request path.
 pub fn mint_dev_token(settings: &AuthSettings, claims: DevClaims) -> Result<String, MintError> {
+    mint_dev_token_at(settings, claims, &SystemClock)
+}
+
+/// As [`mint_dev_token`], issued at the clock's wall time (tests that freeze
+/// the broker's clock mint tokens valid at that time).
+pub fn mint_dev_token_at(
+    settings: &AuthSettings,
+    claims: DevClaims,
+    clock: &dyn Clock,
+) -> Result<String, MintError> {
     let path = settings
         .dev_signing_key_file
         .as_deref()
@@ -95,7 +106,7 @@ pub fn mint_dev_token(settings: &AuthSettings, claims: DevClaims) -> Result<Stri
 
     let mut header = Header::new(alg);
     header.kid.clone_from(&settings.dev_signing_kid);
-    let now = super::system_now();
+    let now = super::unix_secs(clock);
     let minted = MintedClaims {
         iss: &settings.issuer,
         aud: &settings.audience,

@@ -32,20 +32,14 @@ mod verify;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
-
+use crate::clock::Clock;
 use crate::domain::{PostCode, Role, Subject};
 
 pub use jwks::AuthSetupError;
-pub use mint::{DevClaims, MintError, mint_dev_token};
+pub use mint::{DevClaims, MintError, mint_dev_token, mint_dev_token_at};
 pub use remote::JwksFetchError;
 pub use settings::AuthSettings;
 pub use verify::Authenticator;
-
-/// The source of the current time in whole seconds since the Unix epoch.
-///
-/// Injected so that expiry, including the cache's, is tested without sleeping.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// The authenticated agent behind a request, read from a verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,11 +92,11 @@ pub enum AuthError {
     InvalidClaim(&'static str),
 }
 
-/// The system clock, in whole seconds since the Unix epoch.
-pub(crate) fn system_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
+/// The clock's wall time in whole seconds since the Unix epoch, as JWT claims
+/// count it. The clock is injected so that expiry, including the cache's, is
+/// tested without sleeping.
+fn unix_secs(clock: &dyn Clock) -> u64 {
+    u64::try_from(clock.wall().as_second()).unwrap_or(0)
 }
 
 /// Installs jsonwebtoken's aws-lc crypto provider unless one is installed already.

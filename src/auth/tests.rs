@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -12,6 +11,7 @@ use arc_swap::ArcSwap;
 use super::cache::TokenCache;
 use super::remote::{JwksSource, Refresher};
 use super::*;
+use crate::clock::ManualClock;
 
 const ISSUER: &str = "https://idp.diplomatie.gouv.fr/dev";
 const AUDIENCE: &str = "caf-broker";
@@ -41,16 +41,14 @@ fn settings() -> AuthSettings {
     }
 }
 
-/// A clock the test moves by hand.
-fn manual_clock(start: u64) -> (Arc<AtomicU64>, Clock) {
-    let now = Arc::new(AtomicU64::new(start));
-    let reader = Arc::clone(&now);
-    (now, Arc::new(move || reader.load(Ordering::SeqCst)))
+/// The instant `secs` seconds after the Unix epoch.
+fn at(secs: u64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(i64::try_from(secs).unwrap()).unwrap()
 }
 
-fn authenticator_at(start: u64, settings: &AuthSettings) -> (Arc<AtomicU64>, Authenticator) {
-    let (now, clock) = manual_clock(start);
-    match Authenticator::with_clock(settings, clock) {
+fn authenticator_at(start: u64, settings: &AuthSettings) -> (Arc<ManualClock>, Authenticator) {
+    let now = Arc::new(ManualClock::new(at(start)));
+    match Authenticator::with_clock(settings, now.clone()) {
         Ok(auth) => (now, auth),
         Err(e) => panic!("the dev settings should build an authenticator: {e}"),
     }
@@ -162,7 +160,7 @@ fn a_token_minted_with_the_dev_key_authenticates() {
     assert_eq!(caller.role.as_str(), "agent_consulaire");
     assert_eq!(caller.sub.as_str(), "agent.dupont");
     assert!(caller.jti.as_deref().is_some_and(|jti| !jti.is_empty()));
-    let lifetime = caller.expires_at - system_now();
+    let lifetime = caller.expires_at - unix_secs(&crate::clock::SystemClock);
     assert!((290..=300).contains(&lifetime), "{lifetime}");
 }
 
@@ -612,11 +610,11 @@ fn the_cache_never_serves_a_token_past_its_exp() {
     let digest = TokenCache::digest(&token);
 
     assert!(auth.authenticate(&token).is_ok());
-    now.store(T0 + 4, Ordering::SeqCst);
+    now.set(at(T0 + 4));
     assert!(auth.cache.get(&digest, T0 + 4).is_some());
     assert!(auth.authenticate(&token).is_ok());
 
-    now.store(T0 + 5, Ordering::SeqCst);
+    now.set(at(T0 + 5));
     assert_eq!(auth.authenticate(&token), Err(AuthError::Expired));
     assert_eq!(auth.cache.get(&digest, T0 + 5), None);
 }
@@ -629,10 +627,10 @@ fn the_cache_does_not_stretch_the_leeway_past_exp() {
     assert!(auth.authenticate(&token).is_ok());
 
     // Past exp but within the 30 s leeway: verified again, accepted, not cached.
-    now.store(T0 + 20, Ordering::SeqCst);
+    now.set(at(T0 + 20));
     assert!(auth.authenticate(&token).is_ok());
     assert_eq!(auth.cache.get(&digest, T0 + 20), None);
-    now.store(T0 + 35, Ordering::SeqCst);
+    now.set(at(T0 + 35));
     assert_eq!(auth.authenticate(&token), Err(AuthError::Expired));
 }
 
@@ -916,7 +914,7 @@ fn new_with_a_jwks_url_fetches_nothing_and_refuses_every_token() {
         .expect("settings and client are sound");
     assert_eq!(auth.key_count(), 0);
     assert_eq!(
-        auth.authenticate(&sign(&claims_at(super::system_now()))),
+        auth.authenticate(&sign(&claims_at(unix_secs(&crate::clock::SystemClock)))),
         Err(AuthError::UnknownKey)
     );
 }

@@ -13,7 +13,8 @@ use super::claims::{Claims, Header};
 use super::jwks::{AuthSetupError, KeySet};
 use super::remote::{JwksSource, Refresher};
 use super::settings::AuthSettings;
-use super::{AuthError, Caller, Clock, b64};
+use super::{AuthError, Caller, b64};
+use crate::clock::{Clock, SystemClock};
 use crate::domain::{PostCode, Role, Subject};
 
 /// Longest token read, in bytes: a real token is well under 2 KiB, and the
@@ -38,7 +39,7 @@ pub struct Authenticator {
     /// The refresh task of `auth.jwks_url`; none for `auth.jwks_file`.
     refresher: Option<Refresher>,
     pub(super) cache: TokenCache,
-    clock: Clock,
+    clock: Arc<dyn Clock>,
 }
 
 /// A verified token's caller, and whether it may be cached.
@@ -53,7 +54,15 @@ impl Authenticator {
     /// `auth.jwks_file`, or fetches `auth.jwks_url` (a failed first fetch is an
     /// error) and spawns the task that refreshes it. Needs a Tokio runtime.
     pub async fn connect(settings: &AuthSettings) -> Result<Self, AuthSetupError> {
-        Self::connect_with_early_refresh_interval(settings, MIN_EARLY_REFRESH_INTERVAL).await
+        Self::connect_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Authenticator::connect`], with the clock that judges expiry given.
+    pub async fn connect_with_clock(
+        settings: &AuthSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AuthSetupError> {
+        Self::connect_with(settings, MIN_EARLY_REFRESH_INTERVAL, clock).await
     }
 
     /// As [`Authenticator::connect`], with the shortest time between two early
@@ -63,7 +72,14 @@ impl Authenticator {
         settings: &AuthSettings,
         min_early_interval: Duration,
     ) -> Result<Self, AuthSetupError> {
-        let clock: Clock = Arc::new(super::system_now);
+        Self::connect_with(settings, min_early_interval, Arc::new(SystemClock)).await
+    }
+
+    async fn connect_with(
+        settings: &AuthSettings,
+        min_early_interval: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AuthSetupError> {
         let Some(url) = &settings.jwks_url else {
             return Self::with_clock(settings, clock);
         };
@@ -100,11 +116,14 @@ impl Authenticator {
     /// checks the settings and the CA file but fetches nothing: its key set is
     /// empty and refuses every token. Serving uses [`Authenticator::connect`].
     pub fn new(settings: &AuthSettings) -> Result<Self, AuthSetupError> {
-        Self::with_clock(settings, Arc::new(super::system_now))
+        Self::with_clock(settings, Arc::new(SystemClock))
     }
 
     /// As [`Authenticator::new`], with the clock given (tests).
-    pub fn with_clock(settings: &AuthSettings, clock: Clock) -> Result<Self, AuthSetupError> {
+    pub fn with_clock(
+        settings: &AuthSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AuthSetupError> {
         let authenticator = Self::unloaded(settings, clock)?;
         match (&settings.jwks_file, &settings.jwks_url) {
             (Some(file), _) => {
@@ -128,7 +147,7 @@ impl Authenticator {
     }
 
     /// Validated settings with an empty key set and no refresh task.
-    fn unloaded(settings: &AuthSettings, clock: Clock) -> Result<Self, AuthSetupError> {
+    fn unloaded(settings: &AuthSettings, clock: Arc<dyn Clock>) -> Result<Self, AuthSetupError> {
         let problems = settings.validate();
         if !problems.is_empty() {
             return Err(AuthSetupError::InvalidSettings(problems));
@@ -161,7 +180,7 @@ impl Authenticator {
         if bearer_token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Malformed);
         }
-        let now = (self.clock)();
+        let now = super::unix_secs(self.clock.as_ref());
         let digest = TokenCache::digest(bearer_token);
         if let Some(caller) = self.cache.get(&digest, now) {
             return Ok(caller);

@@ -33,8 +33,8 @@ use serde::Deserialize;
 
 use crate::domain::{PostCode, Subject};
 
-use super::clock::Clock;
 use super::gcra;
+use crate::clock::Clock;
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
@@ -249,7 +249,7 @@ impl ErrorBudget {
     }
 
     fn now_ns(&self) -> u64 {
-        u64::try_from(self.clock.now().as_nanosecond()).unwrap_or(0)
+        u64::try_from(self.clock.wall().as_nanosecond()).unwrap_or(0)
     }
 }
 
@@ -285,8 +285,8 @@ fn minute_of(now_ns: u64) -> u64 {
 mod tests {
     use std::time::Duration;
 
-    use super::super::clock::ManualClock;
     use super::*;
+    use crate::clock::ManualClock;
 
     /// 10:00:00 UTC, the start of a minute.
     const START: &str = "2026-06-15T10:00:00Z";

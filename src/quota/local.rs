@@ -22,11 +22,11 @@ use jiff::civil::Date;
 
 use crate::domain::{PostCode, Subject};
 
-use super::clock::Clock;
 use super::day::{Calendar, Day};
 use super::meter::{self, Meter};
 use super::settings::{LimitTable, Limits};
 use super::{Agent, Decision};
+use crate::clock::Clock;
 
 /// Idle posts and agents are forgotten every this many decisions (see [`Inner::prune`]).
 const PRUNE_EVERY: u32 = 4096;
@@ -95,7 +95,7 @@ impl LocalQuota {
 
     /// Decides at the injected clock's now.
     pub(crate) fn decide(&self, agent: Agent<'_>) -> Decision {
-        self.decide_at(agent, self.clock.now())
+        self.decide_at(agent, self.clock.wall())
     }
 
     /// Decides at a given instant (the Redis backend falls back with its own now).

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
+use crate::clock::{Clock, ManualClock};
 use crate::quota::Window;
-use crate::quota::clock::ManualClock;
 use crate::quota::headers::QuotaState;
 use crate::quota::settings::{Backend, QuotaSettings, RedisFailure};
 
@@ -652,7 +652,7 @@ fn what_the_fallback_remembers_of_redis_is_pruned_while_redis_answers() {
     for i in 0..10 {
         quota.observe(
             agent("TN-TUNIS", &format!("agent-{i}")).agent(),
-            clock.now(),
+            clock.wall(),
             1,
             1,
         );
@@ -661,7 +661,7 @@ fn what_the_fallback_remembers_of_redis_is_pruned_while_redis_answers() {
     clock.set(at("2026-01-16T10:00:00Z"));
     let busy = agent("MA-RABAT", "agent-1");
     for _ in 0..PRUNE_EVERY {
-        quota.observe(busy.agent(), clock.now(), 1, 1);
+        quota.observe(busy.agent(), clock.wall(), 1, 1);
     }
     assert_eq!(quota.tracked(), (1, 1));
 }

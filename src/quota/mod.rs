@@ -24,12 +24,11 @@
 //! Apart from the posts' quotas, [`ErrorBudget`] ([`budget`]) is a budget of
 //! refusals per agent (`quotas.agent_error_budget`), kept in each process.
 //!
-//! Time comes from an injected [`Clock`]; days from the configured time zone
+//! Time comes from the injected [`Clock`]; days from the configured time zone
 //! ([`day`]). The answer's state becomes the `RateLimit-Policy` and `RateLimit`
 //! header fields ([`headers`]).
 
 mod budget;
-mod clock;
 mod day;
 mod fallback;
 mod gcra;
@@ -43,10 +42,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::clock::Clock;
 use crate::domain::{PostCode, Subject};
 
 pub use budget::{Admission, ErrorBudget, ErrorBudgetLimits, RefusalCounts};
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use headers::{Allowance, POLICY_HEADER, QuotaState, RATELIMIT_HEADER};
 pub use settings::{Backend, Limits, QuotaSettings, RedisFailure, redacted_url};
 
@@ -214,6 +213,7 @@ impl Quota for LocalQuota {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{ManualClock, SystemClock};
 
     fn settings(toml_text: &str) -> QuotaSettings {
         toml::from_str(toml_text).unwrap()

@@ -41,13 +41,13 @@ use redis::{IntoConnectionInfo, RedisError, Script};
 use crate::domain::{PostCode, Subject};
 use crate::redis_link::lazy_manager;
 
-use super::clock::Clock;
 use super::day::Calendar;
 use super::fallback::{Outage, Route};
 use super::local::LocalQuota;
 use super::meter::{self, Meter};
 use super::settings::{LimitTable, QuotaSettings, RedisFailure};
 use super::{Agent, Decision, Quota, Window};
+use crate::clock::Clock;
 
 /// How long a day's counter outlives the day's midnight, so that a replica
 /// whose clock lags a little still finds it.
@@ -217,7 +217,7 @@ impl RedisQuota {
             fallback,
         };
         let loaded = tokio::time::timeout(timeout, quota.script.load_async(&mut connection)).await;
-        let now_us = quota.clock.now().as_microsecond();
+        let now_us = quota.clock.wall().as_microsecond();
         match loaded {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => quota.outage.failed(now_us, &error),
@@ -229,7 +229,7 @@ impl RedisQuota {
     }
 
     async fn decide(&self, agent: Agent<'_>) -> Decision {
-        let now = self.clock.now();
+        let now = self.clock.wall();
         let now_us = now.as_microsecond();
         match self.outage.route(now_us) {
             Route::Redis => {

@@ -8,7 +8,7 @@ use super::extract::{Authenticated, Declared};
 use super::{ApiError, EdgeLimits, RequestId};
 use crate::auth::Caller;
 use crate::broker::{Attempt, Broker, Released};
-use crate::cache::CacheStatus;
+use crate::domain::CacheOutcome;
 use crate::domain::{Lookup, Nir, NumeroAllocataire, Purpose};
 use crate::error::BrokerError;
 
@@ -134,7 +134,7 @@ struct Meta<'a> {
     purpose: &'a Purpose,
     policy_version: &'a str,
     request_id: String,
-    cache: CacheStatus,
+    cache: CacheOutcome,
 }
 
 async fn answer(

@@ -12,6 +12,7 @@ use ::metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::TelemetryError;
+use crate::domain::CacheOutcome;
 
 /// The metric names, for dashboards and tests.
 pub mod names {
@@ -256,23 +257,8 @@ pub fn record_http_request(observation: &HttpObservation<'_>) {
     .record(observation.elapsed.as_secs_f64());
 }
 
-/// Whether a lookup was answered from the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheResult {
-    Hit,
-    Miss,
-}
-
-impl CacheResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheResult::Hit => "hit",
-            CacheResult::Miss => "miss",
-        }
-    }
-}
-
-pub fn record_cache(result: CacheResult) {
+/// A lookup answered from the cache (`hit`) or from the CAF (`miss`).
+pub fn record_cache(result: CacheOutcome) {
     counter!(names::CACHE_REQUESTS_TOTAL, "result" => result.as_str()).increment(1);
 }
 

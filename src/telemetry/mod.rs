@@ -40,7 +40,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 pub use metrics::{
-    CacheResult, HttpObservation, Metrics, UpstreamResult, names, record_alert, record_audit_write,
+    HttpObservation, Metrics, UpstreamResult, names, record_alert, record_audit_write,
     record_cache, record_connection_refused, record_error_budget_refusal, record_http_request,
     record_quota_refusal, record_upstream, set_upstream_circuit_open,
 };

@@ -11,6 +11,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use super::metrics::{local_recorder, path_label, safe_label};
 use super::otel::traces_url;
 use super::*;
+use crate::domain::CacheOutcome;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -312,8 +313,8 @@ fn metrics_render_with_their_labels_and_buckets() {
             post: None,
             elapsed: Duration::from_millis(1),
         });
-        record_cache(CacheResult::Hit);
-        record_cache(CacheResult::Miss);
+        record_cache(CacheOutcome::Hit);
+        record_cache(CacheOutcome::Miss);
         record_quota_refusal("TN-TUNIS", "burst");
         record_error_budget_refusal("TN-TUNIS");
         record_upstream(UpstreamResult::Timeout, Duration::from_secs(2));

@@ -59,7 +59,7 @@ impl Breaker {
 
     /// Lets a call through, or refuses it while the circuit is open or a probe is out.
     pub(super) fn admit(&self) -> Result<Pass<'_>, Refused> {
-        let now = self.clock.now();
+        let now = self.clock.monotonic();
         let mut state = self.lock();
         match *state {
             State::Closed { .. } => Ok(Pass {
@@ -87,7 +87,7 @@ impl Breaker {
 
     /// What the breaker says now, without changing anything.
     pub(super) fn health(&self) -> UpstreamHealth {
-        let now = self.clock.now();
+        let now = self.clock.monotonic();
         match *self.lock() {
             State::Closed { .. } => UpstreamHealth::Ready,
             // Once the open period is over the next request probes: report it
@@ -101,7 +101,7 @@ impl Breaker {
     }
 
     fn settle(&self, probe: bool, success: bool) {
-        let now = self.clock.now();
+        let now = self.clock.monotonic();
         let mut state = self.lock();
         match (*state, probe, success) {
             (State::Probing, true, true) => {
@@ -140,7 +140,7 @@ impl Breaker {
     }
 
     fn abandon_probe(&self) {
-        let now = self.clock.now();
+        let now = self.clock.monotonic();
         let mut state = self.lock();
         if *state == State::Probing {
             *state = State::Open { until: now };
@@ -179,6 +179,11 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
+    /// A clock that moves only when the test moves it.
+    fn manual_clock() -> Arc<ManualClock> {
+        Arc::new(ManualClock::new(jiff::Timestamp::UNIX_EPOCH))
+    }
+
     fn breaker(clock: &Arc<ManualClock>) -> Breaker {
         Breaker::new(3, Duration::from_secs(30), clock.clone())
     }
@@ -191,7 +196,7 @@ mod tests {
 
     #[test]
     fn the_circuit_opens_after_the_configured_consecutive_failures() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let b = breaker(&clock);
         fail(&b, 2);
         assert_eq!(b.health(), UpstreamHealth::Ready);
@@ -212,7 +217,7 @@ mod tests {
 
     #[test]
     fn a_success_resets_the_count_of_consecutive_failures() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let b = breaker(&clock);
         fail(&b, 2);
         b.admit().unwrap().succeeded();
@@ -222,7 +227,7 @@ mod tests {
 
     #[test]
     fn the_retry_after_hint_counts_down_with_the_clock_and_never_says_zero() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let b = breaker(&clock);
         fail(&b, 3);
         clock.advance(Duration::from_millis(29_500));
@@ -233,7 +238,7 @@ mod tests {
 
     #[test]
     fn after_the_open_period_exactly_one_probe_goes_through() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let b = breaker(&clock);
         fail(&b, 3);
         clock.advance(Duration::from_secs(30));
@@ -252,7 +257,7 @@ mod tests {
 
     #[test]
     fn a_failed_probe_opens_the_circuit_for_a_new_period() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let b = breaker(&clock);
         fail(&b, 3);
         clock.advance(Duration::from_secs(31));
@@ -267,7 +272,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_probe_lets_the_next_caller_probe_at_once() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let b = breaker(&clock);
         fail(&b, 3);
         clock.advance(Duration::from_secs(30));
@@ -279,7 +284,7 @@ mod tests {
 
     #[test]
     fn late_outcomes_of_calls_let_through_before_the_circuit_opened_are_ignored() {
-        let clock = ManualClock::new();
+        let clock = manual_clock();
         let b = breaker(&clock);
         let early = b.admit().unwrap();
         fail(&b, 3);

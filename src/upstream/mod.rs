@@ -343,7 +343,7 @@ impl UpstreamSettings {
         self.connect_with_clock(Arc::new(SystemClock))
     }
 
-    /// Builds the connector with an injected clock (tests drive the breaker by hand).
+    /// Builds the connector with the given clock (the circuit breaker reads it).
     pub fn connect_with_clock(
         &self,
         clock: Arc<dyn Clock>,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use caf_broker::audit::{Record, RecordKind, verify_dir};
-use caf_broker::quota::ManualClock;
+use caf_broker::clock::ManualClock;
 use serde_json::json;
 
 use crate::audit_files::records;
@@ -240,6 +240,7 @@ async fn a_lookup_at_night_raises_one_off_hours_alert_per_night() {
     assert_eq!(status_of(&app, "1000002", &token).await, 200);
     assert_eq!(raised_after(&app), 1);
     clock.advance(hours(14)); // 23:00, the next night
+    let token = app.token(AGENT); // a day on: the first token has expired
     assert_eq!(status_of(&app, "1000002", &token).await, 200);
     assert_eq!(raised_after(&app), 2);
 

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use caf_broker::audit::{AuditKey, search, verify_dir};
+use caf_broker::clock::ManualClock;
 use caf_broker::domain::{Lookup, Nir, NumeroAllocataire};
-use caf_broker::quota::ManualClock;
 use serde_json::json;
 
 use crate::audit_files::records;

@@ -1,14 +1,13 @@
 //! The per-agent error budget over HTTPS: refusals cost something, an agent past
 //! its budget is refused at once, and its refusals are summed up per minute in
-//! the audit log instead of written one line each. The quota clock is frozen,
+//! the audit log instead of written one line each. The broker's clock is frozen,
 //! so the budget refills only when a test moves it; the summaries still open are
 //! written when the broker stops.
 
 use std::sync::Arc;
 
 use caf_broker::audit::{Record, RecordKind, verify_dir};
-use caf_broker::auth::{DevClaims, mint_dev_token};
-use caf_broker::quota::ManualClock;
+use caf_broker::clock::ManualClock;
 
 use crate::audit_files::records;
 use crate::helpers::{TestApp, assert_problem, repo, spawn_stoppable_app};
@@ -21,13 +20,7 @@ const NOON: &str = "2026-06-15T10:00:00Z";
 const POST: &str = "LU-LUXEMBOURG";
 
 fn token(app: &TestApp, post: &str, sub: &str) -> String {
-    let claims = DevClaims {
-        sub: sub.into(),
-        post: post.into(),
-        role: AGENT.into(),
-        ttl_secs: 600,
-    };
-    mint_dev_token(&app.settings.auth, claims).expect("dev token")
+    app.token_of(post, sub, AGENT)
 }
 
 /// A client that trusts the development CA, to be finished by the caller.

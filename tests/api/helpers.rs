@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use caf_broker::auth::{DevClaims, mint_dev_token};
+use caf_broker::auth::{DevClaims, mint_dev_token_at};
+use caf_broker::clock::{Clock, SystemClock};
 use caf_broker::config::Settings;
-use caf_broker::quota::{Clock, SystemClock};
 use caf_broker::startup::Application;
 use serde_json::Value;
 
@@ -20,6 +20,8 @@ pub struct TestApp {
     pub audit_dir: PathBuf,
     pub client: reqwest::Client,
     pub settings: Settings,
+    /// The broker's clock: tokens are minted at its time.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The shipped embedded default, on 127.0.0.1:0, with a smaller dataset.
@@ -32,7 +34,8 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     spawn_app_with_clock(overrides, Arc::new(SystemClock)).await
 }
 
-/// As [`spawn_app_with`], with the quota clock given (a frozen one makes quotas exact).
+/// As [`spawn_app_with`], with the clock of every stage given (a frozen one
+/// makes quotas, cache TTLs, detection windows and token expiry exact).
 pub async fn spawn_app_with_clock(overrides: &[(&str, &str)], clock: Arc<dyn Clock>) -> TestApp {
     let (app, server) = build_app(overrides, clock).await;
     tokio::spawn(server.run_until_stopped());
@@ -115,7 +118,7 @@ async fn build_app(overrides: &[(&str, &str)], clock: Arc<dyn Clock>) -> (TestAp
     );
     let settings =
         Settings::load_with_env(&repo("config/broker.toml"), env).expect("test settings load");
-    let app = Application::build_with_clock(settings.clone(), clock)
+    let app = Application::build_with_clock(settings.clone(), clock.clone())
         .await
         .expect("application builds");
     let address = format!("{}://localhost:{}", app.scheme(), app.port());
@@ -124,6 +127,7 @@ async fn build_app(overrides: &[(&str, &str)], clock: Arc<dyn Clock>) -> (TestAp
         address,
         client: client(),
         settings,
+        clock,
     };
     (test_app, app)
 }
@@ -147,15 +151,16 @@ impl TestApp {
         self.token_of(post, "agent-42", role)
     }
 
-    /// A valid dev token for agent `sub` of `post`.
+    /// A dev token for agent `sub` of `post`, valid for a day from the
+    /// broker's time (a test may move its clock by hours).
     pub fn token_of(&self, post: &str, sub: &str, role: &str) -> String {
         let claims = DevClaims {
             sub: sub.into(),
             post: post.into(),
             role: role.into(),
-            ttl_secs: 600,
+            ttl_secs: 86_400,
         };
-        mint_dev_token(&self.settings.auth, claims).expect("dev token")
+        mint_dev_token_at(&self.settings.auth, claims, self.clock.as_ref()).expect("dev token")
     }
 
     /// `GET /v1/allocataires/{numero}` with the given token and purpose.

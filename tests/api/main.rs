@@ -5,6 +5,7 @@ mod alerts;
 mod audit;
 #[path = "../support/audit_files.rs"]
 mod audit_files;
+mod clock;
 mod edge;
 mod error_budget;
 mod errors;

@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use caf_broker::auth::{DevClaims, mint_dev_token};
-use caf_broker::quota::ManualClock;
+use caf_broker::clock::ManualClock;
 use futures_util::future::join_all;
 
 use crate::audit_files::records;
@@ -20,13 +19,7 @@ const SHIPPED_AGENT_LIMITS: (&str, &str) = (
 
 /// A token of agent `sub` at `post`.
 fn token_of(app: &TestApp, post: &str, sub: &str) -> String {
-    let claims = DevClaims {
-        sub: sub.into(),
-        post: post.into(),
-        role: AGENT.into(),
-        ttl_secs: 600,
-    };
-    mint_dev_token(&app.settings.auth, claims).expect("dev token")
+    app.token_of(post, sub, AGENT)
 }
 
 async fn frozen_app(overrides: &[(&str, &str)]) -> (TestApp, Arc<ManualClock>) {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use caf_broker::quota::ManualClock;
+use caf_broker::clock::ManualClock;
 use futures_util::future::join_all;
 
 use crate::helpers::{TestApp, spawn_app_with_clock};
