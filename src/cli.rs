@@ -34,7 +34,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the broker (the default command).
     Serve,
-    /// Validate the configuration and the policy, and run the policy tests.
+    /// Build everything `serve` builds except the listener, and print every problem.
     Check,
     /// Inspect the policy.
     Policy {
