@@ -3,17 +3,18 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::audit::AuditKey;
-use crate::auth::{Authenticator, DevClaims, mint_dev_token};
+use crate::auth::{DevClaims, mint_dev_token};
+use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::domain::{Purpose, Role};
-use crate::policy::{Policy, ShadowPolicy, run_policy_tests};
+use crate::policy::Policy;
 use crate::simulator::{Dataset, SimulatorOptions};
-use crate::startup::Application;
+use crate::startup::{Application, Components, Problems};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,7 +34,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the broker (the default command).
     Serve,
-    /// Validate the configuration and the policy, and run the policy tests.
+    /// Build everything `serve` builds except the listener, and print every problem.
     Check,
     /// Inspect the policy.
     Policy {
@@ -194,9 +195,10 @@ async fn serve(config: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads everything a running broker would load and reports every problem.
+/// Builds everything `serve` builds except the listener, the audit writer and
+/// the telemetry it would install, and reports every problem. Nothing is bound,
+/// served, locked or written: it may run beside the broker it checks.
 async fn check(config: &Path) -> ExitCode {
-    let mut problems: Vec<String> = Vec::new();
     let settings = match Settings::load(config) {
         Ok(settings) => settings,
         Err(e) => {
@@ -204,52 +206,22 @@ async fn check(config: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    crate::auth::install_crypto_provider();
     // With a JWKS URL this fetches it, so that check also proves it answers.
-    if let Err(e) = Authenticator::connect(&settings.auth).await {
-        problems.push(e.to_string());
-    }
-    if let Err(e) = AuditKey::from_file(&settings.audit.hmac_key_file) {
-        problems.push(e.to_string());
-    }
-    problems.extend(crate::quota::check_files(&settings.quotas));
-    if settings.server.tls
-        && let (Some(cert), Some(key)) = (
-            &settings.server.tls_cert_file,
-            &settings.server.tls_key_file,
-        )
-        && let Err(e) = crate::tls::server_config(cert, key)
-    {
-        problems.push(format!("server: {e}"));
-    }
-    match Policy::from_file(&settings.policy.file) {
-        Err(e) => problems.extend(e.problems.iter().map(|p| p.to_string())),
-        Ok(policy) => {
-            for warning in policy.warnings() {
-                println!("warning: {warning}");
-            }
-            if let Some(dir) = &settings.policy.tests_dir {
-                match run_policy_tests(&policy, dir) {
-                    Err(e) => problems.extend(e.problems.iter().map(|p| p.to_string())),
-                    Ok(report) => {
-                        println!("{report}");
-                        problems.extend(report.failures.iter().map(|f| f.to_string()));
-                    }
-                }
-            }
-            println!("policy {} loaded", policy.version());
-            if let Some(file) = &settings.policy.shadow_file {
-                match ShadowPolicy::load(file) {
-                    Err(e) => problems.extend(e.problems.iter().map(|p| format!("shadow: {p}"))),
-                    Ok(shadow) => {
-                        for warning in shadow.policy().warnings() {
-                            println!("warning: shadow: {warning}");
-                        }
-                        println!("shadow policy {} loaded", shadow.policy().version());
-                    }
-                }
-            }
+    let built = Components::build(&settings, Arc::new(SystemClock)).await;
+    // The exporter is built (no collector needed), not installed.
+    let exporter = crate::telemetry::check_exporter(&settings.telemetry);
+    let mut problems = match built {
+        Ok(components) => {
+            describe(&components, &settings);
+            Vec::new()
         }
+        Err(Problems(problems)) => problems,
+    };
+    if let Err(e) = exporter {
+        problems.push(match e.to_string() {
+            m if m.starts_with("telemetry.") => m,
+            m => format!("telemetry.otlp_endpoint: {m}"),
+        });
     }
     if problems.is_empty() {
         println!("ok: {} is valid", config.display());
@@ -257,6 +229,28 @@ async fn check(config: &Path) -> ExitCode {
     } else {
         print_problems(&problems);
         ExitCode::FAILURE
+    }
+}
+
+/// What `check` found sound: the policies' versions and warnings.
+fn describe(components: &Components, settings: &Settings) {
+    let policy = components.policy.current();
+    for warning in policy.warnings() {
+        println!("warning: {warning}");
+    }
+    match &settings.policy.tests_dir {
+        Some(dir) => println!(
+            "policy {} loaded; its tests in {} pass",
+            policy.version(),
+            dir.display()
+        ),
+        None => println!("policy {} loaded", policy.version()),
+    }
+    if let Some(shadow) = &components.shadow {
+        for warning in shadow.policy().warnings() {
+            println!("warning: shadow: {warning}");
+        }
+        println!("shadow policy {} loaded", shadow.policy().version());
     }
 }
 

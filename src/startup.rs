@@ -17,9 +17,10 @@ use crate::cache::RecordCache;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::policy::{DriftTracker, PolicyStore, ShadowPolicy, WatchGuard};
-use crate::quota::ErrorBudget;
+use crate::quota::{ErrorBudget, Quota, QuotaError};
 use crate::routes::{self, EdgeLimits};
 use crate::server::ServerOptions;
+use crate::upstream::CafClient;
 
 pub struct Application {
     server: Server,
@@ -48,36 +49,22 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
-        crate::tls::install_default_provider();
-        crate::auth::install_crypto_provider();
-
-        let policy = PolicyStore::load(&settings.policy.file, settings.policy.tests_dir.as_deref())
-            .with_context(|| format!("loading the policy {}", settings.policy.file.display()))?;
+        let Components {
+            policy,
+            shadow,
+            authenticator,
+            quota,
+            alerts,
+            upstream,
+            tls,
+        } = Components::build(&settings, clock.clone()).await?;
         let policy = Arc::new(policy);
         let policy_watch = match settings.policy.watch {
             true => Some(policy.watch().context("watching the policy file")?),
             false => None,
         };
         reload_on_sighup(policy.clone())?;
-        let shadow = match &settings.policy.shadow_file {
-            Some(file) => Some(
-                ShadowPolicy::load(file)
-                    .with_context(|| format!("loading the shadow policy {}", file.display()))?,
-            ),
-            None => None,
-        };
-        let authenticator = Authenticator::connect_with_clock(&settings.auth, clock.clone())
-            .await
-            .context("loading the token keys")?;
         let error_budget = ErrorBudget::new(settings.quotas.agent_error_budget, clock.clone());
-        let alerts = alert_detector(&settings, clock.clone())?;
-        let quota = crate::quota::build(&settings.quotas, clock.clone())
-            .await
-            .context("building the quota stage")?;
-        let upstream = settings
-            .upstream
-            .connect_with_clock(clock.clone())
-            .context("building the CAF connector")?;
         let cache = RecordCache::with_clock(&settings.cache, clock.clone());
         let audit =
             AuditLog::open_with_clock(&settings.audit, clock).context("opening the audit log")?;
@@ -109,15 +96,6 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let app_broker = broker.clone();
-        let tls = match (
-            &settings.server.tls_cert_file,
-            &settings.server.tls_key_file,
-        ) {
-            (Some(cert), Some(key)) if settings.server.tls => {
-                Some(crate::tls::server_config(cert, key)?)
-            }
-            _ => None,
-        };
         let scheme = if tls.is_some() { "https" } else { "http" };
         let options = ServerOptions {
             workers: settings.server.workers,
@@ -199,18 +177,144 @@ impl RefusalsTicker {
     }
 }
 
-/// The bulk-lookup detector: it judges off-hours in the quota's time zone,
+/// Every component `serve` builds from the settings alone, built once: the
+/// policy (its tests passed), the token keys, the quota stage, the bulk-lookup
+/// detector, the CAF connector and the TLS server configuration. Building them
+/// binds nothing, starts no task that outlives them (a JWKS refresher stops
+/// with its authenticator) and takes no lock: the audit directory is only
+/// checked here ([`AuditLog::check`]), its writer is opened by
+/// [`Application::build`]. `caf-broker check` builds exactly this, so that
+/// what `check` accepts, `serve` builds.
+pub struct Components {
+    pub policy: PolicyStore,
+    pub shadow: Option<ShadowPolicy>,
+    pub authenticator: Authenticator,
+    pub quota: Arc<dyn Quota>,
+    pub alerts: Detector,
+    pub upstream: Arc<dyn CafClient>,
+    /// `None` when `server.tls = false`.
+    pub tls: Option<rustls::ServerConfig>,
+}
+
+/// Every problem found while building the [`Components`], one per line, each
+/// naming the setting (or the file) it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct Problems(pub Vec<String>);
+
+impl Components {
+    /// Builds every component, collecting every problem rather than stopping
+    /// at the first. With a Redis quota backend, the quota stage makes one
+    /// connection attempt bounded by `quotas.redis_timeout_ms`; an unreachable
+    /// Redis is no problem, since the broker then starts on its local limits.
+    pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Components, Problems> {
+        crate::tls::install_default_provider();
+        crate::auth::install_crypto_provider();
+        let mut problems = Vec::new();
+        let policy = PolicyStore::load(&settings.policy.file, settings.policy.tests_dir.as_deref())
+            .map_err(|e| problems.extend(e.problems.iter().map(ToString::to_string)))
+            .ok();
+        let shadow = match &settings.policy.shadow_file {
+            Some(file) => ShadowPolicy::load(file)
+                .map(Some)
+                .map_err(|e| {
+                    let each = e.problems.iter();
+                    problems.extend(each.map(|p| format!("policy.shadow_file: {p}")));
+                })
+                .ok(),
+            None => Some(None),
+        };
+        let authenticator = Authenticator::connect_with_clock(&settings.auth, clock.clone()).await;
+        let authenticator = concerning(&mut problems, "auth", authenticator);
+        let alerts = alert_detector(settings, clock.clone())
+            .map_err(|each| problems.extend(each))
+            .ok();
+        let quota = match crate::quota::build(&settings.quotas, clock.clone()).await {
+            Ok(quota) => Some(quota),
+            Err(QuotaError::Invalid(each)) => {
+                problems.extend(each);
+                None
+            }
+        };
+        let upstream = settings.upstream.connect_with_clock(clock);
+        let upstream = concerning(&mut problems, "upstream", upstream);
+        let tls = match (
+            &settings.server.tls_cert_file,
+            &settings.server.tls_key_file,
+        ) {
+            (Some(cert), Some(key)) if settings.server.tls => {
+                use crate::tls::TlsError;
+                let config = crate::tls::server_config(cert, key).map_err(|e| match e {
+                    TlsError::PrivateKey { .. } => format!("server.tls_key_file: {e}"),
+                    TlsError::Config(_) => format!("server.tls_cert_file, tls_key_file: {e}"),
+                    _ => format!("server.tls_cert_file: {e}"),
+                });
+                concerning(&mut problems, "server", config).map(Some)
+            }
+            _ => Some(None),
+        };
+        let audit = AuditLog::check(&settings.audit);
+        problems.extend(audit.iter().map(ToString::to_string));
+        match (policy, shadow, authenticator, quota, alerts, upstream, tls) {
+            (
+                Some(policy),
+                Some(shadow),
+                Some(authenticator),
+                Some(quota),
+                Some(alerts),
+                Some(upstream),
+                Some(tls),
+            ) if problems.is_empty() => Ok(Components {
+                policy,
+                shadow,
+                authenticator,
+                quota,
+                alerts,
+                upstream,
+                tls,
+            }),
+            _ => {
+                // The detector shares the quotas' Redis client: one bad file, one line.
+                let mut seen = std::collections::HashSet::new();
+                problems.retain(|p| seen.insert(p.clone()));
+                Err(Problems(problems))
+            }
+        }
+    }
+}
+
+/// The value, or `None` with the error recorded, prefixed by its section
+/// unless its message names its setting already.
+fn concerning<T, E: std::fmt::Display>(
+    problems: &mut Vec<String>,
+    section: &str,
+    result: Result<T, E>,
+) -> Option<T> {
+    result
+        .map_err(|e| {
+            let message = e.to_string();
+            problems.push(match message.starts_with(&format!("{section}.")) {
+                true => message,
+                false => format!("{section}: {message}"),
+            });
+        })
+        .ok()
+}
+
+/// The bulk-lookup detector: it reads the wall time of the injected clock and
+/// judges off-hours in the quota's time zone,
 /// and shares its windows through the quota's Redis when that is the backend.
-fn alert_detector(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Detector> {
+/// Each problem names its setting.
+fn alert_detector(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Detector, Vec<String>> {
     // The same Redis as the quotas, reached the same way (TLS, ACL user, password file).
     let shared = crate::quota::shared_redis_client(&settings.quotas)
-        .context("building the bulk-lookup detector's Redis client")?
+        .map_err(|QuotaError::Invalid(each)| each)?
         .map(|client| RedisLink {
             client,
             timeout: Duration::from_millis(settings.quotas.redis_timeout_ms),
         });
     Detector::new(&settings.alerts, &settings.quotas.time_zone, clock, shared)
-        .context("building the bulk-lookup detector")
+        .map_err(|crate::alerts::AlertsError::Invalid(each)| each)
 }
 
 /// SIGHUP reloads the policy: checked and tested first, swapped only if sound.

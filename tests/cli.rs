@@ -106,6 +106,269 @@ fn check_fails_on_a_policy_naming_a_field_the_caf_record_does_not_have() {
     );
 }
 
+/// A copy of a shipped configuration with each `(from, to)` replaced, written
+/// to `dir`; every `from` must be there, so that a changed file fails loudly.
+fn config_from(shipped: &str, dir: &Path, replacements: &[(&str, &str)]) -> std::path::PathBuf {
+    let mut text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(shipped)).unwrap();
+    for (from, to) in replacements {
+        assert!(text.contains(from), "{shipped} no longer contains {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    let config = dir.join("broker.toml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+const EMBEDDED_UPSTREAM: &str = "kind = \"embedded\"              # the built-in CAF simulator; \"http\" for a CAF service\nseed = 42\nrecords = 10000";
+
+/// `[upstream]` of kind "http" over mutual TLS, with the development files
+/// except the ones given. Nothing listens on port 9: check must not connect.
+fn http_upstream(ca: &str, cert: &str) -> String {
+    format!(
+        "kind = \"http\"\nurl = \"https://127.0.0.1:9/api\"\nca_file = \"{ca}\"\n\
+         client_cert_file = \"{cert}\"\nclient_key_file = \"certs-dev/client-broker.key.pem\""
+    )
+}
+
+#[test]
+fn check_names_the_upstream_client_certificate_that_is_not_a_certificate() {
+    let dir = tempdir("check-upstream-cert");
+    let not_a_certificate = dir.join("client.pem");
+    std::fs::write(&not_a_certificate, "this is not a certificate\n").unwrap();
+    let upstream = http_upstream("certs-dev/ca.pem", not_a_certificate.to_str().unwrap());
+    let config = config_from(
+        "config/broker.toml",
+        &dir,
+        &[(EMBEDDED_UPSTREAM, &upstream)],
+    );
+    let out = broker(&["check", "--config", config.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "upstream.client_cert_file: {}",
+            not_a_certificate.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!text(&out.stdout).contains("ok:"));
+}
+
+#[test]
+fn check_names_the_upstream_ca_file_that_is_missing() {
+    let dir = tempdir("check-upstream-ca");
+    let missing = dir.join("missing-ca.pem");
+    let upstream = http_upstream(missing.to_str().unwrap(), "certs-dev/client-broker.pem");
+    let config = config_from(
+        "config/broker.toml",
+        &dir,
+        &[(EMBEDDED_UPSTREAM, &upstream)],
+    );
+    let out = broker(&["check", "--config", config.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("upstream.ca_file: {}", missing.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_names_an_otlp_endpoint_that_is_not_a_url() {
+    let dir = tempdir("check-otlp");
+    let config = config_from(
+        "config/broker.toml",
+        &dir,
+        &[(
+            "otlp_endpoint = \"\"",
+            "otlp_endpoint = \"otel-collector:4318\"",
+        )],
+    );
+    let out = broker(&["check", "--config", config.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("telemetry.otlp_endpoint: "), "{stderr}");
+}
+
+#[test]
+fn check_prints_every_problem_of_every_component_at_once_without_the_redis_password() {
+    let dir = tempdir("check-many");
+    let missing = dir.join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let not_a_key = dir.join("server.key.pem");
+    std::fs::write(&not_a_key, "no key here\n").unwrap();
+    // A file where the audit directory should be.
+    let audit_dir = dir.join("audit");
+    std::fs::write(&audit_dir, "").unwrap();
+    let upstream = http_upstream(missing, "certs-dev/client-broker.pem");
+    let redis = format!(
+        "backend = \"redis\"\nredis_url = \"rediss://:s3cret@127.0.0.1:6380/0\"\nredis_ca_file = \"{missing}\""
+    );
+    let config = config_from(
+        "config/broker.toml",
+        &dir,
+        &[
+            (EMBEDDED_UPSTREAM, &upstream),
+            ("backend = \"local\"", &redis),
+            (
+                "tls_key_file = \"certs-dev/server.key.pem\"",
+                &format!("tls_key_file = \"{}\"", not_a_key.display()),
+            ),
+            (
+                "dir = \"var/audit\"",
+                &format!("dir = \"{}\"", audit_dir.display()),
+            ),
+            (
+                "hmac_key_file = \"certs-dev/audit-hmac.key\"",
+                &format!("hmac_key_file = \"{missing}\""),
+            ),
+        ],
+    );
+    let out = broker(&["check", "--config", config.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("5 problem(s) found"), "{stderr}");
+    for setting in [
+        "upstream.ca_file: ",
+        "quotas.redis_ca_file: ",
+        "server.tls_key_file: ",
+        "audit.dir: ",
+        "audit.hmac_key_file: ",
+    ] {
+        assert!(stderr.contains(setting), "{setting} missing from: {stderr}");
+    }
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The production example with development files in place of /etc/..., a
+/// Redis and a collector that do not answer, and a new audit directory.
+fn production_like(dir: &Path) -> std::path::PathBuf {
+    let password = dir.join("redis-password");
+    std::fs::write(&password, "hunter2-redis\n").unwrap();
+    let audit = dir.join("audit");
+    config_from(
+        "config/production.example.toml",
+        dir,
+        &[
+            ("/etc/caf-broker/tls/server.pem", "certs-dev/server.pem"),
+            (
+                "/etc/caf-broker/tls/server.key.pem",
+                "certs-dev/server.key.pem",
+            ),
+            (
+                "jwks_url = \"https://idp.diplomatie.gouv.fr/.well-known/jwks.json\"",
+                "jwks_file = \"certs-dev/jwks.json\"",
+            ),
+            ("jwks_ca_file = \"/etc/caf-broker/idp/ca.pem\"", ""),
+            ("/etc/caf-broker/policy.toml", "config/policy.toml"),
+            ("/etc/caf-broker/policy-tests", "config/policy-tests"),
+            ("/etc/caf-broker/caf/ca.pem", "certs-dev/ca.pem"),
+            (
+                "/etc/caf-broker/caf/broker.pem",
+                "certs-dev/client-broker.pem",
+            ),
+            (
+                "/etc/caf-broker/caf/broker.key.pem",
+                "certs-dev/client-broker.key.pem",
+            ),
+            // Port 1: nothing answers there.
+            ("rediss://redis.internal:6380/0", "rediss://127.0.0.1:1/0"),
+            ("/etc/caf-broker/redis/ca.pem", "certs-dev/ca.pem"),
+            ("/run/secrets/caf-broker-redis", password.to_str().unwrap()),
+            ("/var/lib/caf-broker/audit", audit.to_str().unwrap()),
+            ("/etc/caf-broker/audit-hmac.key", "certs-dev/audit-hmac.key"),
+        ],
+    )
+}
+
+#[test]
+fn check_passes_on_the_production_example_with_good_files_and_no_redis_or_collector_up() {
+    let dir = tempdir("check-production");
+    let config = production_like(&dir);
+    let out = broker(&["check", "--config", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("is valid"));
+    // check writes nothing: the audit directory the broker would create is not there.
+    assert!(!dir.join("audit").exists());
+    assert!(!text(&out.stderr).contains("hunter2"));
+}
+
+#[test]
+fn check_passes_beside_the_running_broker_it_checks_and_leaves_its_audit_lock_alone() {
+    let dir = tempdir("check-live");
+    let audit = dir.join("audit");
+    let config = config_from(
+        "config/broker.toml",
+        &dir,
+        &[
+            ("listen = \"127.0.0.1:8443\"", "listen = \"127.0.0.1:0\""),
+            ("tls = true", "tls = false"),
+            (
+                "dir = \"var/audit\"",
+                &format!("dir = \"{}\"", audit.display()),
+            ),
+            ("log_format = \"text\"", "log_format = \"json\""),
+        ],
+    );
+    let mut serving = Command::new(env!("CARGO_BIN_EXE_caf-broker"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logs = BufReader::new(serving.stderr.take().unwrap()).lines();
+    let port = logs
+        .by_ref()
+        .take(200)
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .find(|event| event["message"] == "caf-broker listening")
+        .and_then(|event| event["port"].as_u64());
+    // Keep reading the broker's log so that it never blocks on a full pipe.
+    std::thread::spawn(move || logs.for_each(drop));
+
+    let checked = broker(&["check", "--config", config.to_str().unwrap()]);
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(audit.join("writer.lock"));
+    let still_locked = lock.map(|file| file.try_lock().is_err());
+    let ready = port.map(|port| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+                .await
+                .map(|answer| answer.status().as_u16())
+        })
+    });
+    let _ = serving.kill();
+    let _ = serving.wait();
+
+    assert!(port.is_some(), "the broker did not start");
+    assert!(
+        checked.status.success(),
+        "stdout: {}\nstderr: {}",
+        text(&checked.stdout),
+        text(&checked.stderr)
+    );
+    assert!(
+        still_locked.unwrap(),
+        "the running broker no longer holds writer.lock"
+    );
+    assert_eq!(ready.unwrap().unwrap(), 200);
+}
+
 #[test]
 fn policy_explain_lists_the_fields_and_transforms_of_a_permitted_pair() {
     let out = broker(&[

@@ -155,7 +155,7 @@ impl WriteFailure {
 pub enum AuditSetupError {
     #[error("audit.hmac_key_file: {}: {problem}", .path.display())]
     Key { path: PathBuf, problem: String },
-    #[error("audit.dir: {}: cannot create the directory", .path.display())]
+    #[error("audit.dir: {}: cannot create or use the directory: {source}", .path.display())]
     Dir {
         path: PathBuf,
         #[source]
@@ -206,6 +206,51 @@ impl AuditLog {
             shared,
             writer: Some(thread),
         })
+    }
+
+    /// What can be known of `settings` without opening the log, for
+    /// `caf-broker check`: the key reads, and the directory is a readable one
+    /// (or, if missing, could be created). It takes no lock and writes nothing,
+    /// so it may run beside the broker that writes the directory: even a brief
+    /// hold of `writer.lock` could make that broker's restart fail.
+    pub fn check(settings: &AuditSettings) -> Vec<AuditSetupError> {
+        let mut problems = Vec::new();
+        if let Err(e) = AuditKey::from_file(&settings.hmac_key_file) {
+            problems.push(e);
+        }
+        let dir = &settings.dir;
+        let unusable = |source| AuditSetupError::Dir {
+            path: dir.clone(),
+            source,
+        };
+        // The nearest directory that exists: the writer creates the rest.
+        let existing = dir
+            .ancestors()
+            .map(|p| match p.as_os_str().is_empty() {
+                true => std::path::Path::new("."),
+                false => p,
+            })
+            .find(|p| p.exists());
+        let refused = |kind, what| unusable(std::io::Error::new(kind, what));
+        match existing.map(|p| (p, std::fs::metadata(p))) {
+            Some((_, Err(source))) => problems.push(unusable(source)),
+            Some((_, Ok(meta))) if !meta.is_dir() => {
+                problems.push(refused(
+                    std::io::ErrorKind::NotADirectory,
+                    "not a directory",
+                ));
+            }
+            Some((_, Ok(meta))) if meta.permissions().readonly() => {
+                problems.push(refused(std::io::ErrorKind::PermissionDenied, "read-only"));
+            }
+            Some((found, Ok(_))) if found == dir.as_path() => {
+                if let Err(source) = files::list(dir) {
+                    problems.push(unusable(source));
+                }
+            }
+            _ => {}
+        }
+        problems
     }
 
     /// Records one request; resolves once the record is durable, with its

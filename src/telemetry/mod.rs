@@ -179,7 +179,7 @@ pub enum TelemetryError {
     Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
     #[error("flushing the remaining spans")]
     Shutdown(#[source] opentelemetry_sdk::error::OTelSdkError),
-    #[error("the telemetry shutdown thread failed")]
+    #[error("a telemetry thread (exporter check or shutdown) failed")]
     ShutdownThread,
     #[error("installing the metrics recorder: {0}")]
     Metrics(String),
@@ -230,6 +230,23 @@ fn shutdown_provider(provider: SdkTracerProvider) -> Result<(), TelemetryError> 
         .join()
         .map_err(|_| TelemetryError::ShutdownThread)?
         .map_err(TelemetryError::Shutdown)
+}
+
+/// Builds the OTLP exporter `init` would build, when `otlp_endpoint` is set,
+/// and drops it: what `caf-broker check` needs, with no collector required and
+/// nothing installed. Like the shutdown, it runs on a plain thread, where the
+/// exporter's blocking HTTP client may be built and dropped.
+pub fn check_exporter(settings: &TelemetrySettings) -> Result<(), TelemetryError> {
+    if settings.otlp_endpoint.is_empty() {
+        return Ok(());
+    }
+    let settings = settings.clone();
+    std::thread::Builder::new()
+        .name("otel-check".into())
+        .spawn(move || otel::otlp_exporter(&settings).map(drop))
+        .map_err(|_| TelemetryError::ShutdownThread)?
+        .join()
+        .map_err(|_| TelemetryError::ShutdownThread)?
 }
 
 /// Installs the global subscriber: the log layer (text or JSON, filtered by

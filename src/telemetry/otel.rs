@@ -124,16 +124,23 @@ where
 pub(super) fn otlp_tracer_provider(
     settings: &TelemetrySettings,
 ) -> Result<SdkTracerProvider, TelemetryError> {
+    Ok(batch_tracer_provider(settings, otlp_exporter(settings)?))
+}
+
+/// The OTLP/HTTP (protobuf) exporter of `settings.otlp_endpoint`; building it
+/// sends nothing.
+pub(super) fn otlp_exporter(
+    settings: &TelemetrySettings,
+) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
     let url = traces_url(&settings.otlp_endpoint)
         .ok_or_else(|| TelemetryError::InvalidEndpoint("not an http(s) URL".into()))?;
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
         .with_endpoint(url)
         .with_timeout(settings.otlp_timeout())
         .build()
-        .map_err(TelemetryError::Exporter)?;
-    Ok(batch_tracer_provider(settings, exporter))
+        .map_err(TelemetryError::Exporter)
 }
 
 /// The traces URL of a collector endpoint: `/v1/traces` appended unless present.

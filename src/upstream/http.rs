@@ -366,12 +366,13 @@ fn client_tls(
     ) {
         (true, Some(ca), Some(cert), Some(key)) => {
             let mut roots = rustls::RootCertStore::empty();
-            for certificate in certificates(ca, "CA certificates")? {
+            for certificate in certificates(ca, "ca_file", "CA certificates")? {
                 roots.add(certificate)?;
             }
-            let chain = certificates(cert, "client certificate chain")?;
+            let chain = certificates(cert, "client_cert_file", "client certificate chain")?;
             let key =
                 PrivateKeyDer::from_pem_file(key).map_err(|source| UpstreamSetupError::Pem {
+                    setting: "client_key_file",
                     file: key.display().to_string(),
                     what: "private key",
                     source,
@@ -396,17 +397,20 @@ fn client_tls(
 
 fn certificates(
     file: &Path,
+    setting: &'static str,
     what: &'static str,
 ) -> Result<Vec<CertificateDer<'static>>, UpstreamSetupError> {
     let certificates = CertificateDer::pem_file_iter(file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|source| UpstreamSetupError::Pem {
+            setting,
             file: file.display().to_string(),
             what,
             source,
         })?;
     if certificates.is_empty() {
         return Err(UpstreamSetupError::NoCertificate {
+            setting,
             file: file.display().to_string(),
         });
     }

@@ -110,14 +110,15 @@ impl UpstreamError {
 pub enum UpstreamSetupError {
     #[error("upstream settings are invalid: {}", .0.join("; "))]
     Settings(Vec<String>),
-    #[error("{file}: cannot read PEM {what}: {source}")]
+    #[error("upstream.{setting}: {file}: cannot read PEM {what}: {source}")]
     Pem {
+        setting: &'static str,
         file: String,
         what: &'static str,
         source: rustls::pki_types::pem::Error,
     },
-    #[error("{file}: holds no certificate")]
-    NoCertificate { file: String },
+    #[error("upstream.{setting}: {file}: holds no certificate")]
+    NoCertificate { setting: &'static str, file: String },
     #[error(
         "the CAF's CA certificates and the client certificate do not make a TLS configuration: {0}"
     )]
