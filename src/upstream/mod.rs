@@ -109,14 +109,8 @@ impl UpstreamError {
 pub enum UpstreamSetupError {
     #[error("upstream settings are invalid: {}", .0.join("; "))]
     Settings(Vec<String>),
-    #[error("{file}: cannot read PEM {what}: {source}")]
-    Pem {
-        file: String,
-        what: &'static str,
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("{file}: holds no certificate")]
-    NoCertificate { file: String },
+    #[error(transparent)]
+    Pem(#[from] crate::tls::PemError),
     #[error(
         "the CAF's CA certificates and the client certificate do not make a TLS configuration: {0}"
     )]
