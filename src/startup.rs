@@ -243,9 +243,11 @@ impl Components {
             &settings.server.tls_key_file,
         ) {
             (Some(cert), Some(key)) if settings.server.tls => {
-                use crate::tls::TlsError;
+                use crate::tls::{PemError, TlsError};
                 let config = crate::tls::server_config(cert, key).map_err(|e| match e {
-                    TlsError::PrivateKey { .. } => format!("server.tls_key_file: {e}"),
+                    TlsError::Pem(PemError::PrivateKey { .. }) => {
+                        format!("server.tls_key_file: {e}")
+                    }
                     TlsError::Config(_) => format!("server.tls_cert_file, tls_key_file: {e}"),
                     _ => format!("server.tls_cert_file: {e}"),
                 });

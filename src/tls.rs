@@ -1,28 +1,104 @@
-//! rustls configuration: TLS 1.2 and 1.3 only, AEAD cipher suites only, aws-lc-rs.
+//! rustls configuration (TLS 1.2 and 1.3 only, AEAD cipher suites only, aws-lc-rs)
+//! and the one reader of PEM files: certificates, private keys and trust stores,
+//! for the server, the CAF connector, the JWKS client, Redis and the simulator.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::{CryptoProvider, aws_lc_rs};
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why a PEM file could not be used. Messages name the file, never its
+/// content: the PEM parser's own messages can quote a line of it.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("cannot read PEM certificates from {file}: {reason}")]
+    Certificates { file: String, reason: String },
+    #[error("{file} holds no PEM certificate")]
+    NoCertificate { file: String },
+    #[error("cannot read a PEM private key from {file}: {reason}")]
+    PrivateKey { file: String, reason: String },
+    #[error("{file} holds a certificate that cannot be a trust anchor")]
+    NotATrustAnchor { file: String },
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{file}: cannot read a PEM certificate chain: {source}")]
-    Certificates {
-        file: String,
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("{file}: holds no certificate")]
-    NoCertificate { file: String },
-    #[error("{file}: cannot read a PEM private key: {source}")]
-    PrivateKey {
-        file: String,
-        source: rustls::pki_types::pem::Error,
-    },
+    #[error(transparent)]
+    Pem(#[from] PemError),
     #[error("the certificate and key do not make a valid TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+}
+
+/// Every certificate of a PEM file, in order (a chain comes leaf first); at least one.
+pub fn certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let certificates = CertificateDer::pem_file_iter(file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| PemError::Certificates {
+            file: file.display().to_string(),
+            reason: reason(&error),
+        })?;
+    if certificates.is_empty() {
+        return Err(PemError::NoCertificate {
+            file: file.display().to_string(),
+        });
+    }
+    Ok(certificates)
+}
+
+/// The first private key of a PEM file (PKCS#8, SEC1 or PKCS#1).
+pub fn private_key(file: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
+    PrivateKeyDer::from_pem_file(file).map_err(|error| PemError::PrivateKey {
+        file: file.display().to_string(),
+        reason: reason(&error),
+    })
+}
+
+/// A trust store holding every certificate of a PEM bundle, each of which must
+/// be usable as a trust anchor.
+pub fn trust_store(file: &Path) -> Result<rustls::RootCertStore, PemError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in certificates(file)? {
+        roots
+            .add(certificate)
+            .map_err(|_| PemError::NotATrustAnchor {
+                file: file.display().to_string(),
+            })?;
+    }
+    Ok(roots)
+}
+
+/// The bytes of a PEM bundle, for a client that parses them itself (Redis),
+/// once checked to hold certificates and nothing unreadable.
+pub fn certificate_bundle(file: &Path) -> Result<Vec<u8>, PemError> {
+    let unreadable = |reason: String| PemError::Certificates {
+        file: file.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(file).map_err(|error| unreadable(error.to_string()))?;
+    let certificates = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| unreadable(reason(&error)))?;
+    if certificates.is_empty() {
+        return Err(PemError::NoCertificate {
+            file: file.display().to_string(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// What went wrong, in words that quote nothing from the file.
+fn reason(error: &pem::Error) -> String {
+    match error {
+        pem::Error::Io(error) => error.to_string(),
+        pem::Error::MissingSectionEnd { .. } => "a PEM section has no END line".into(),
+        pem::Error::IllegalSectionStart { .. } => "a PEM BEGIN line is malformed".into(),
+        pem::Error::Base64Decode(_) => "a PEM section is not valid base64".into(),
+        pem::Error::NoItemsFound => "it holds none".into(),
+        pem::Error::SectionTooLarge => "a PEM section is too large".into(),
+        _ => "it is not valid PEM".into(),
+    }
 }
 
 /// The process-wide crypto provider: aws-lc-rs restricted to AEAD suites
@@ -53,21 +129,8 @@ pub fn install_default_provider() {
 
 /// A server configuration from a PEM chain (leaf first) and a PEM private key.
 pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<rustls::ServerConfig, TlsError> {
-    let chain = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| TlsError::Certificates {
-            file: cert_file.display().to_string(),
-            source,
-        })?;
-    if chain.is_empty() {
-        return Err(TlsError::NoCertificate {
-            file: cert_file.display().to_string(),
-        });
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|source| TlsError::PrivateKey {
-        file: key_file.display().to_string(),
-        source,
-    })?;
+    let chain = certificates(cert_file)?;
+    let key = private_key(key_file)?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
@@ -86,5 +149,72 @@ pub fn is_loopback(url: &reqwest::Url) -> bool {
     match bare.parse::<std::net::IpAddr>() {
         Ok(ip) => ip.is_loopback(),
         Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(file: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("certs-dev")
+            .join(file)
+    }
+
+    fn scratch(name: &str, content: &str) -> std::path::PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("caf-broker-tls-{}-{name}", std::process::id()));
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_development_certificates_keys_and_ca_load() {
+        assert!(!certificates(&dev("server.pem")).unwrap().is_empty());
+        assert!(private_key(&dev("server.key.pem")).is_ok());
+        assert!(!trust_store(&dev("ca.pem")).unwrap().is_empty());
+        assert!(!certificate_bundle(&dev("ca.pem")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn pem_errors_name_the_file_but_never_quote_it() {
+        let secret = "-----BEGIN CERTIFICATE-----\nc2VjcmV0IGxpbmU=SECRET\n";
+        let broken = scratch("broken.pem", secret);
+        let malformed = scratch("malformed.pem", "-----BEGIN SECRET KEY MATERIAL\n");
+        let empty = scratch("empty.pem", "no PEM here\n");
+        let missing = dev("no-such-file.pem");
+        let errors = [
+            certificates(&broken).unwrap_err(),
+            certificates(&malformed).unwrap_err(),
+            certificates(&empty).unwrap_err(),
+            certificates(&missing).unwrap_err(),
+            private_key(&broken).unwrap_err(),
+            private_key(&empty).unwrap_err(),
+            trust_store(&missing).unwrap_err(),
+            certificate_bundle(&broken).unwrap_err(),
+            certificate_bundle(&empty).unwrap_err(),
+        ];
+        for error in errors {
+            let message = error.to_string();
+            assert!(message.contains(".pem"), "{message}");
+            assert!(!message.contains("SECRET"), "{message}");
+            assert!(!message.contains("c2VjcmV0"), "{message}");
+        }
+        for file in [broken, malformed, empty] {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+
+    #[test]
+    fn a_key_is_not_a_trust_anchor_and_a_certificate_is_not_a_key() {
+        assert!(matches!(
+            certificates(&dev("server.key.pem")),
+            Err(PemError::NoCertificate { .. })
+        ));
+        assert!(matches!(
+            private_key(&dev("server.pem")),
+            Err(PemError::PrivateKey { .. })
+        ));
     }
 }

@@ -2,9 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
-use super::{AuthError, b64};
+use super::AuthError;
 
 /// Smallest RSA modulus accepted, in bytes (2048 bits).
 const MIN_RSA_MODULUS_BYTES: usize = 256;
@@ -31,13 +33,8 @@ pub enum AuthSetupError {
         .path.display()
     )]
     NoUsableKey { path: PathBuf, skipped: usize },
-    #[error("auth.jwks_ca_file: cannot read PEM CA certificates from {}: {error}", .path.display())]
-    ReadCa {
-        path: PathBuf,
-        error: rustls::pki_types::pem::Error,
-    },
-    #[error("auth.jwks_ca_file: {} holds no usable CA certificate", .path.display())]
-    NoCa { path: PathBuf },
+    #[error("auth.jwks_ca_file: {0}")]
+    Ca(crate::tls::PemError),
     #[error("auth.jwks_url: cannot build the HTTPS client: {0}")]
     Client(String),
     #[error("auth.jwks_url: the first fetch of {url} failed: {error}")]
@@ -239,7 +236,7 @@ fn verifying_key(jwk: &RawJwk, allowed: &[Algorithm]) -> Result<VerifyingKey, &'
 /// The decoded length of a base64url member, if it decodes.
 fn decoded_len(member: Option<&String>) -> Option<usize> {
     member
-        .and_then(|value| b64::decode(value.as_bytes()))
+        .and_then(|value| URL_SAFE_NO_PAD.decode(value).ok())
         .map(|bytes| bytes.len())
 }
 

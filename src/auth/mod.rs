@@ -20,7 +20,6 @@
 //!
 //! [`mint_dev_token`] signs development tokens for the `caf-broker token` command.
 
-mod b64;
 mod cache;
 mod claims;
 mod jwks;

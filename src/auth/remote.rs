@@ -15,8 +15,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use jsonwebtoken::Algorithm;
 use reqwest::header::ACCEPT;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -54,19 +52,10 @@ impl JwksSource {
         let https = url.scheme() == "https";
         // A plain-http (loopback) source gets an empty trust store, so that it
         // could not talk TLS to anyone by mistake.
-        let mut roots = rustls::RootCertStore::empty();
-        if https && let Some(ca) = &settings.jwks_ca_file {
-            let certificates = CertificateDer::pem_file_iter(ca)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|error| AuthSetupError::ReadCa {
-                    path: ca.clone(),
-                    error,
-                })?;
-            let (added, _ignored) = roots.add_parsable_certificates(certificates);
-            if added == 0 {
-                return Err(AuthSetupError::NoCa { path: ca.clone() });
-            }
-        }
+        let roots = match (&settings.jwks_ca_file, https) {
+            (Some(ca), true) => crate::tls::trust_store(ca).map_err(AuthSetupError::Ca)?,
+            _ => rustls::RootCertStore::empty(),
+        };
         let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|error| AuthSetupError::Client(error.to_string()))?

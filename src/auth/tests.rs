@@ -7,6 +7,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 use arc_swap::ArcSwap;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::cache::TokenCache;
 use super::remote::{JwksSource, Refresher};
@@ -279,13 +281,13 @@ fn a_rotated_in_key_verifies_its_tokens_by_kid() {
 #[test]
 fn an_unsigned_token_with_alg_none_is_a_disallowed_algorithm() {
     let auth = authenticator();
-    let payload = b64::encode(claims_at(T0).to_string().as_bytes());
+    let payload = URL_SAFE_NO_PAD.encode(claims_at(T0).to_string().as_bytes());
     for header in [
         r#"{"alg":"none"}"#,
         r#"{"alg":"none","kid":"dev-2026"}"#,
         r#"{"alg":"None","typ":"JWT"}"#,
     ] {
-        let token = format!("{}.{payload}.", b64::encode(header.as_bytes()));
+        let token = format!("{}.{payload}.", URL_SAFE_NO_PAD.encode(header.as_bytes()));
         assert_eq!(
             auth.authenticate(&token),
             Err(AuthError::DisallowedAlgorithm),
@@ -298,7 +300,7 @@ fn an_unsigned_token_with_alg_none_is_a_disallowed_algorithm() {
 fn an_hs256_token_keyed_with_the_public_key_is_a_disallowed_algorithm() {
     let auth = authenticator();
     let jwk = &dev_jwks_keys()[0];
-    let raw_public_key = b64::decode(jwk["x"].as_str().unwrap().as_bytes()).unwrap();
+    let raw_public_key = URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap();
     let jwks_bytes = std::fs::read(certs("jwks.json")).unwrap();
     for secret in [raw_public_key.as_slice(), jwks_bytes.as_slice()] {
         for kid in [Some("dev-2026"), None] {
@@ -366,7 +368,7 @@ fn a_tampered_payload_fails_the_signature_check() {
         parts.next().unwrap(),
         parts.next().unwrap(),
     );
-    let forged = b64::encode(
+    let forged = URL_SAFE_NO_PAD.encode(
         with(claims_at(T0), "role", json!("assistant_social"))
             .to_string()
             .as_bytes(),
@@ -537,17 +539,21 @@ fn tokens_that_are_not_three_base64url_json_parts_are_malformed() {
         parts.next().unwrap(),
         parts.next().unwrap(),
     );
-    let crit = b64::encode(br#"{"alg":"EdDSA","kid":"dev-2026","crit":["exp"],"exp":1}"#);
+    let crit =
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","kid":"dev-2026","crit":["exp"],"exp":1}"#);
     let cases = [
         String::new(),
         "abc".to_owned(),
         format!("{header}.{payload}"),
         format!("{header}.{payload}.{signature}.x"),
         format!("{header}=.{payload}.{signature}"),
-        format!("{}.{payload}.{signature}", b64::encode(b"not json")),
         format!(
             "{}.{payload}.{signature}",
-            b64::encode(br#"{"kid":"dev-2026"}"#)
+            URL_SAFE_NO_PAD.encode(b"not json")
+        ),
+        format!(
+            "{}.{payload}.{signature}",
+            URL_SAFE_NO_PAD.encode(br#"{"kid":"dev-2026"}"#)
         ),
         format!("{crit}.{payload}.{signature}"),
         format!("{header}.{payload}.{signature}!"),
@@ -558,6 +564,43 @@ fn tokens_that_are_not_three_base64url_json_parts_are_malformed() {
             auth.authenticate(&token),
             Err(AuthError::Malformed),
             "{token:.40}"
+        );
+    }
+}
+
+#[test]
+fn a_header_with_padding_another_alphabet_or_stray_bits_is_malformed_not_badly_signed() {
+    let auth = authenticator();
+    let good = sign(&claims_at(T0));
+    let (_, rest) = good.split_once('.').unwrap();
+    // `???` encodes to `Pz8_`, and the header's last quantum has three
+    // characters, the last of which carries two spare bits.
+    let header = br#"{"alg":"EdDSA","kid":"dev-2026","x":"???","y":"&"}"#;
+    let canonical = URL_SAFE_NO_PAD.encode(header);
+    assert!(
+        canonical.contains('_') && canonical.len() % 4 == 3,
+        "{canonical}"
+    );
+    // Well encoded, the header is read and only the signature fails.
+    assert_eq!(
+        auth.authenticate(&format!("{canonical}.{rest}")),
+        Err(AuthError::BadSignature)
+    );
+    // The same bytes, with a spare bit set: a lenient decoder would read them alike.
+    const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut stray_bits = canonical.clone();
+    let last = stray_bits.pop().and_then(|c| ALPHABET.find(c)).unwrap();
+    stray_bits.push(char::from(ALPHABET.as_bytes()[last ^ 1]));
+    for header in [
+        format!("{canonical}="),
+        canonical.replace('_', "/"),
+        stray_bits,
+        format!("{canonical}AA"),
+    ] {
+        assert_eq!(
+            auth.authenticate(&format!("{header}.{rest}")),
+            Err(AuthError::Malformed),
+            "{header}"
         );
     }
 }
@@ -904,7 +947,7 @@ fn an_https_jwks_url_with_an_unreadable_ca_file_fails_setup_naming_the_file() {
     let mut settings = url_settings("https://idp.example.fr/jwks.json");
     settings.jwks_ca_file = Some(certs("no-such-ca.pem"));
     let error = Authenticator::new(&settings).unwrap_err();
-    assert!(matches!(error, AuthSetupError::ReadCa { .. }), "{error}");
+    assert!(matches!(error, AuthSetupError::Ca(_)), "{error}");
     assert!(error.to_string().contains("no-such-ca.pem"), "{error}");
 }
 

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
@@ -13,7 +15,7 @@ use super::claims::{Claims, Header};
 use super::jwks::{AuthSetupError, KeySet};
 use super::remote::{JwksSource, Refresher};
 use super::settings::AuthSettings;
-use super::{AuthError, Caller, b64};
+use super::{AuthError, Caller};
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{PostCode, Role, Subject};
 
@@ -207,7 +209,12 @@ impl Authenticator {
         let (message, signature) = token.rsplit_once('.').ok_or(AuthError::Malformed)?;
         let (header, payload) = message.split_once('.').ok_or(AuthError::Malformed)?;
 
-        let header_json = b64::decode(header.as_bytes()).ok_or(AuthError::Malformed)?;
+        // jsonwebtoken keeps its decoder private; reading the header here is what
+        // lets `alg: none` be told apart from a malformed header. Strict base64url
+        // (RFC 7515 section 2): no padding, no other alphabet, no stray trailing bits.
+        let header_json = URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|_| AuthError::Malformed)?;
         let header: Header<'_> =
             serde_json::from_slice(&header_json).map_err(|_| AuthError::Malformed)?;
         if header.crit.is_some() {
@@ -230,7 +237,9 @@ impl Authenticator {
             }
         }
 
-        let payload_json = b64::decode(payload.as_bytes()).ok_or(AuthError::Malformed)?;
+        let payload_json = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| AuthError::Malformed)?;
         let claims: Claims<'_> =
             serde_json::from_slice(&payload_json).map_err(|_| AuthError::Malformed)?;
         self.check_claims(claims, now)

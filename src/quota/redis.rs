@@ -146,20 +146,10 @@ pub(crate) fn client(url: &str, settings: &QuotaSettings) -> Result<redis::Clien
     }
     info = info.set_redis_settings(credentials);
     let ca = match &settings.redis_ca_file {
-        Some(file) => match std::fs::read(file) {
-            Ok(pem) if has_certificate(&pem) => Some(pem),
-            Ok(_) => {
-                problems.push(format!(
-                    "quotas.redis_ca_file: {} holds no PEM certificate",
-                    file.display()
-                ));
-                None
-            }
+        Some(file) => match crate::tls::certificate_bundle(file) {
+            Ok(pem) => Some(pem),
             Err(e) => {
-                problems.push(format!(
-                    "quotas.redis_ca_file: cannot read {}: {e}",
-                    file.display()
-                ));
+                problems.push(format!("quotas.redis_ca_file: {e}"));
                 None
             }
         },
@@ -182,13 +172,6 @@ pub(crate) fn client(url: &str, settings: &QuotaSettings) -> Result<redis::Clien
         None => redis::Client::open(info).map_err(|_| not_a_url())?,
     };
     Ok(client)
-}
-
-fn has_certificate(pem: &[u8]) -> bool {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut certificates = CertificateDer::pem_slice_iter(pem);
-    matches!(certificates.next(), Some(Ok(_))) && certificates.all(|c| c.is_ok())
 }
 
 impl RedisQuota {

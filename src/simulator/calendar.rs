@@ -1,132 +1,86 @@
-//! Civil dates, months and the CAF payment calendar, without a date crate.
+//! Civil dates, months and the CAF payment calendar of the synthetic data, on
+//! jiff's civil dates.
 //!
-//! Dates are days since 1970-01-01 in the proleptic Gregorian calendar
-//! (Howard Hinnant's `days_from_civil` / `civil_from_days`).
+//! Arithmetic saturates at jiff's bounds (years -9999 to 9999), far from the
+//! dataset's century, so that no generated value can make it panic.
 
 use std::fmt;
 
+use jiff::civil;
+use jiff::{Span, Unit};
+
+pub(super) use jiff::civil::Weekday;
+
 /// The dataset's "today": fixed, so that the data never depends on the wall clock.
-pub(super) const TODAY: Date = Date::ymd(2026, 11, 1);
+pub(super) const TODAY: Date = Date(civil::date(2026, 11, 1));
 
 /// A calendar date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(super) struct Date {
-    days: i64,
-}
+pub(super) struct Date(civil::Date);
 
-/// A day of the week.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Weekday {
-    Monday,
-    Tuesday,
-    Wednesday,
-    Thursday,
-    Friday,
-    Saturday,
-    Sunday,
-}
-
-const fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-const fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
-    (year, month, day)
+/// `date` moved by `span`, if the span could be built.
+fn shifted(date: civil::Date, span: Result<Span, jiff::Error>) -> civil::Date {
+    span.map_or(date, |span| date.saturating_add(span))
 }
 
 impl Date {
     /// The date of a year, month (1-12) and day; out-of-range days roll over.
-    pub(super) const fn ymd(year: i64, month: i64, day: i64) -> Self {
-        Self {
-            days: days_from_civil(year, month, day),
-        }
+    pub(super) fn ymd(year: i64, month: i64, day: i64) -> Self {
+        Month::new(year, month).first_day().add_days(day - 1)
     }
 
-    pub(super) const fn year(self) -> i64 {
-        civil_from_days(self.days).0
+    pub(super) fn year(self) -> i64 {
+        self.0.year().into()
     }
 
-    pub(super) const fn day(self) -> i64 {
-        civil_from_days(self.days).2
+    pub(super) fn day(self) -> i64 {
+        self.0.day().into()
     }
 
-    pub(super) const fn month(self) -> Month {
-        let (year, month, _) = civil_from_days(self.days);
-        Month::new(year, month)
+    pub(super) fn month(self) -> Month {
+        Month(self.0.first_of_month())
     }
 
-    pub(super) const fn add_days(self, days: i64) -> Self {
-        Self {
-            days: self.days + days,
-        }
+    pub(super) fn add_days(self, days: i64) -> Self {
+        Self(shifted(self.0, Span::new().try_days(days)))
     }
 
     /// Whole days from `self` to `later` (negative when `later` is earlier).
-    pub(super) const fn days_until(self, later: Date) -> i64 {
-        later.days - self.days
+    pub(super) fn days_until(self, later: Date) -> i64 {
+        self.0
+            .until((Unit::Day, later.0))
+            .map_or(0, |span| span.get_days().into())
     }
 
-    pub(super) const fn weekday(self) -> Weekday {
-        // 1970-01-01 was a Thursday.
-        match (self.days + 3).rem_euclid(7) {
-            0 => Weekday::Monday,
-            1 => Weekday::Tuesday,
-            2 => Weekday::Wednesday,
-            3 => Weekday::Thursday,
-            4 => Weekday::Friday,
-            5 => Weekday::Saturday,
-            _ => Weekday::Sunday,
-        }
+    pub(super) fn weekday(self) -> Weekday {
+        self.0.weekday()
     }
 
-    /// The same day `years` years later (29 February rolls to 1 March).
-    pub(super) const fn add_years(self, years: i64) -> Self {
-        let (year, month, day) = civil_from_days(self.days);
-        Self::ymd(year + years, month, day)
+    /// The same day `years` years later. Counted from the first of the month,
+    /// so that 29 February rolls over to 1 March (jiff would clamp it to the 28th).
+    pub(super) fn add_years(self, years: i64) -> Self {
+        let first = shifted(self.0.first_of_month(), Span::new().try_years(years));
+        Self(first).add_days(self.day() - 1)
     }
 
-    /// Whole years from `self` (a birth date) to `on`.
-    pub(super) const fn age_on(self, on: Date) -> i64 {
-        let (by, bm, bd) = civil_from_days(self.days);
-        let (y, m, d) = civil_from_days(on.days);
-        let before_birthday = m < bm || (m == bm && d < bd);
-        y - by - if before_birthday { 1 } else { 0 }
+    /// Whole years from `self` (a birth date) to `on`. One born on 29 February
+    /// turns a year older on 1 March in a common year, as `add_years` has it.
+    pub(super) fn age_on(self, on: Date) -> i64 {
+        let before_birthday = (on.0.month(), on.0.day()) < (self.0.month(), self.0.day());
+        on.year() - self.year() - i64::from(before_birthday)
     }
 
     /// Parses `YYYY-MM-DD`, strictly.
     #[cfg(test)]
     pub(super) fn parse(s: &str) -> Option<Self> {
-        let b = s.as_bytes();
-        if b.len() != 10 || b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
-            return None;
-        }
-        let year: i64 = s.get(0..4)?.parse().ok()?;
-        let month: i64 = s.get(5..7)?.parse().ok()?;
-        let day: i64 = s.get(8..10)?.parse().ok()?;
-        let date = Self::ymd(year, month, day);
+        let date = Self(s.parse().ok()?);
         (date.to_string() == s).then_some(date)
     }
 }
 
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (year, month, day) = civil_from_days(self.days);
-        write!(f, "{year:04}-{month:02}-{day:02}")
+        write!(f, "{}", self.0)
     }
 }
 
@@ -138,44 +92,47 @@ impl serde::Serialize for Date {
 
 /// A calendar month, e.g. the month a benefit is due for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(super) struct Month {
-    /// `year * 12 + (month - 1)`.
-    index: i64,
-}
+pub(super) struct Month(
+    /// The month's first day.
+    civil::Date,
+);
 
 impl Month {
-    pub(super) const fn new(year: i64, month: i64) -> Self {
-        Self {
-            index: year * 12 + month - 1,
-        }
+    /// A month of a year; months past 12 roll over into the next years.
+    pub(super) fn new(year: i64, month: i64) -> Self {
+        let january = i16::try_from(year)
+            .ok()
+            .and_then(|year| civil::Date::new(year, 1, 1).ok())
+            .unwrap_or(civil::Date::MIN);
+        Self(shifted(january, Span::new().try_months(month - 1)))
     }
 
-    pub(super) const fn year(self) -> i64 {
-        self.index.div_euclid(12)
+    pub(super) fn year(self) -> i64 {
+        self.0.year().into()
     }
 
     /// 1 to 12.
-    pub(super) const fn number(self) -> i64 {
-        self.index.rem_euclid(12) + 1
+    pub(super) fn number(self) -> i64 {
+        self.0.month().into()
     }
 
-    pub(super) const fn add(self, months: i64) -> Self {
-        Self {
-            index: self.index + months,
-        }
+    pub(super) fn add(self, months: i64) -> Self {
+        Self(shifted(self.0, Span::new().try_months(months)))
     }
 
     /// Months from `self` to `later`.
-    pub(super) const fn months_until(self, later: Month) -> i64 {
-        later.index - self.index
+    pub(super) fn months_until(self, later: Month) -> i64 {
+        self.0
+            .until((Unit::Month, later.0))
+            .map_or(0, |span| span.get_months().into())
     }
 
-    pub(super) const fn first_day(self) -> Date {
-        Date::ymd(self.year(), self.number(), 1)
+    pub(super) fn first_day(self) -> Date {
+        Date(self.0)
     }
 
-    pub(super) const fn last_day(self) -> Date {
-        self.add(1).first_day().add_days(-1)
+    pub(super) fn last_day(self) -> Date {
+        Date(self.0.last_of_month())
     }
 
     /// The quarter label of this month, e.g. `2024-Q2`.
@@ -186,7 +143,7 @@ impl Month {
     /// When the benefit due for this month is paid: the 5th of the next month,
     /// moved to the Friday before when it is a Saturday and to the Monday after
     /// when it is a Sunday.
-    pub(super) const fn payment_date(self) -> Date {
+    pub(super) fn payment_date(self) -> Date {
         let fifth = self.add(1).first_day().add_days(4);
         match fifth.weekday() {
             Weekday::Saturday => fifth.add_days(-1),
@@ -198,10 +155,7 @@ impl Month {
     /// Parses `YYYY-MM`, strictly.
     #[cfg(test)]
     pub(super) fn parse(s: &str) -> Option<Self> {
-        if s.len() != 7 || s.as_bytes().get(4) != Some(&b'-') {
-            return None;
-        }
-        let month = Self::new(s.get(0..4)?.parse().ok()?, s.get(5..7)?.parse().ok()?);
+        let month = Date::parse(&format!("{s}-01"))?.month();
         (month.to_string() == s).then_some(month)
     }
 }
@@ -219,9 +173,9 @@ impl serde::Serialize for Month {
 }
 
 /// The last month whose payment has been made by `today`.
-pub(super) const fn last_paid_month(today: Date) -> Month {
+pub(super) fn last_paid_month(today: Date) -> Month {
     let previous = today.month().add(-1);
-    if previous.payment_date().days <= today.days {
+    if previous.payment_date() <= today {
         previous
     } else {
         previous.add(-1)
@@ -307,6 +261,18 @@ mod tests {
         let birth = Date::ymd(1995, 10, 14);
         assert_eq!(birth.age_on(Date::ymd(2024, 10, 13)), 28);
         assert_eq!(birth.age_on(Date::ymd(2024, 10, 14)), 29);
+    }
+
+    #[test]
+    fn the_twenty_ninth_of_february_rolls_over_to_the_first_of_march() {
+        let leap = Date::ymd(2000, 2, 29);
+        assert_eq!(leap.add_years(1), Date::ymd(2001, 3, 1));
+        assert_eq!(leap.add_years(4), Date::ymd(2004, 2, 29));
+        assert_eq!(leap.age_on(Date::ymd(2001, 2, 28)), 0);
+        assert_eq!(leap.age_on(Date::ymd(2001, 3, 1)), 1);
+        assert_eq!(Month::new(2024, 13), Month::new(2025, 1));
+        assert_eq!(Month::new(2024, 1).months_until(Month::new(2022, 11)), -14);
+        assert_eq!(Date::ymd(2024, 3, 1).days_until(Date::ymd(2024, 2, 28)), -2);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,8 +19,6 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
 use actix_web::{App, HttpResponse, HttpServer, web};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
 use super::dataset::Dataset;
@@ -360,20 +358,12 @@ fn server_tls(options: &SimulatorOptions) -> io::Result<Option<rustls::ServerCon
             .map_err(invalid_input);
     };
     let provider = Arc::new(crate::tls::provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in pem_certificates(client_ca)? {
-        roots.add(certificate).map_err(invalid_input)?;
-    }
+    let roots = crate::tls::trust_store(client_ca).map_err(invalid_input)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(invalid_input)?;
-    let chain = pem_certificates(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        invalid_input(format!(
-            "{}: cannot read a PEM private key: {e}",
-            key.display()
-        ))
-    })?;
+    let chain = crate::tls::certificates(cert).map_err(invalid_input)?;
+    let key = crate::tls::private_key(key).map_err(invalid_input)?;
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(invalid_input)?
@@ -381,24 +371,6 @@ fn server_tls(options: &SimulatorOptions) -> io::Result<Option<rustls::ServerCon
         .with_single_cert(chain, key)
         .map_err(invalid_input)?;
     Ok(Some(config))
-}
-
-fn pem_certificates(file: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
-    let certificates = CertificateDer::pem_file_iter(file)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            invalid_input(format!(
-                "{}: cannot read PEM certificates: {e}",
-                file.display()
-            ))
-        })?;
-    if certificates.is_empty() {
-        return Err(invalid_input(format!(
-            "{}: holds no certificate",
-            file.display()
-        )));
-    }
-    Ok(certificates)
 }
 
 #[cfg(test)]

@@ -11,20 +11,15 @@
 //! Nothing here logs or returns a dossier number, a NIR or the CAF's body:
 //! URLs are stripped from transport errors and body problems are categories.
 
-use std::collections::hash_map::RandomState;
 use std::error::Error as StdError;
-use std::hash::BuildHasher;
-use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::clock::Clock;
 
+use rand::Rng as _;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, HeaderValue};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -53,7 +48,6 @@ pub struct HttpCaf {
     backoff_base: Duration,
     breaker: Breaker,
     slots: Semaphore,
-    jitter: AtomicU64,
 }
 
 /// How one attempt (or the whole lookup) failed, as a category that is safe
@@ -213,7 +207,6 @@ impl HttpCaf {
                 clock,
             ),
             slots: Semaphore::new(settings.max_concurrent),
-            jitter: AtomicU64::new(RandomState::new().hash_one(0x6361_665f_6272_6f6b_u64)),
         })
     }
 
@@ -323,20 +316,8 @@ impl HttpCaf {
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
             .min(MAX_BACKOFF);
         let half = step / 2;
-        let draw = splitmix(
-            self.jitter
-                .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
-        );
-        let fraction = (draw >> 11) as f64 / (1u64 << 53) as f64;
-        half + half.mul_f64(fraction)
+        half + rand::rng().random_range(Duration::ZERO..=half)
     }
-}
-
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// A record is a JSON object. serde_json's messages can quote the data, so
@@ -365,18 +346,10 @@ fn client_tls(
         &settings.client_key_file,
     ) {
         (true, Some(ca), Some(cert), Some(key)) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for certificate in certificates(ca, "ca_file", "CA certificates")? {
-                roots.add(certificate)?;
-            }
-            let chain = certificates(cert, "client_cert_file", "client certificate chain")?;
-            let key =
-                PrivateKeyDer::from_pem_file(key).map_err(|source| UpstreamSetupError::Pem {
-                    setting: "client_key_file",
-                    file: key.display().to_string(),
-                    what: "private key",
-                    source,
-                })?;
+            let pem = |setting| move |source| UpstreamSetupError::Pem { setting, source };
+            let roots = crate::tls::trust_store(ca).map_err(pem("ca_file"))?;
+            let chain = crate::tls::certificates(cert).map_err(pem("client_cert_file"))?;
+            let key = crate::tls::private_key(key).map_err(pem("client_key_file"))?;
             builder
                 .with_root_certificates(roots)
                 .with_client_auth_cert(chain, key)?
@@ -393,28 +366,6 @@ fn client_tls(
     };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
-}
-
-fn certificates(
-    file: &Path,
-    setting: &'static str,
-    what: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, UpstreamSetupError> {
-    let certificates = CertificateDer::pem_file_iter(file)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| UpstreamSetupError::Pem {
-            setting,
-            file: file.display().to_string(),
-            what,
-            source,
-        })?;
-    if certificates.is_empty() {
-        return Err(UpstreamSetupError::NoCertificate {
-            setting,
-            file: file.display().to_string(),
-        });
-    }
-    Ok(certificates)
 }
 
 impl CafClient for HttpCaf {

@@ -110,15 +110,12 @@ impl UpstreamError {
 pub enum UpstreamSetupError {
     #[error("upstream settings are invalid: {}", .0.join("; "))]
     Settings(Vec<String>),
-    #[error("upstream.{setting}: {file}: cannot read PEM {what}: {source}")]
+    /// A PEM file of the connector's TLS material, named by its setting.
+    #[error("upstream.{setting}: {source}")]
     Pem {
         setting: &'static str,
-        file: String,
-        what: &'static str,
-        source: rustls::pki_types::pem::Error,
+        source: crate::tls::PemError,
     },
-    #[error("upstream.{setting}: {file}: holds no certificate")]
-    NoCertificate { setting: &'static str, file: String },
     #[error(
         "the CAF's CA certificates and the client certificate do not make a TLS configuration: {0}"
     )]
