@@ -29,23 +29,48 @@ use crate::alerts::{self, Alert, Detector, LookupKind, Observation};
 use crate::audit::{AuditEntry, AuditLog, Outcome};
 use crate::auth::{Authenticator, Caller};
 use crate::cache::RecordCache;
-use crate::domain::{CacheOutcome, CaseReference, Lookup, Purpose};
+use crate::domain::{CacheOutcome, CaseReference, Lookup, PostCode, Purpose};
 use crate::error::{BrokerError, Unauthenticated};
 use crate::policy::{DriftTracker, Policy, PolicyStore, ReloadCounts, ShadowPolicy};
 use crate::quota::{Admission, Agent, Decision, ErrorBudget, Quota, QuotaState, RefusalCounts};
 use crate::upstream::{CafClient, UpstreamError, UpstreamHealth};
 
-/// What the edge read of a data request from an authenticated caller. The
-/// parts that failed to parse are kept as errors: the request is still
-/// recorded in the audit log with what is known.
-#[derive(Debug)]
-pub struct Attempt {
+/// What the edge read of a data request, as it came: the bearer token, the
+/// declared purpose and case reference, the identifier and the fresh flag. The
+/// parts that failed to parse are kept as errors: once the caller is
+/// authenticated, the request is still recorded in the audit log with what is known.
+pub struct Request<'a, L> {
     pub request_id: uuid::Uuid,
-    pub caller: Caller,
+    /// The token of the `Authorization: Bearer` header, if one was sent.
+    pub bearer_token: Option<&'a str>,
     pub purpose: Result<Purpose, BrokerError>,
     pub case_reference: Result<CaseReference, BrokerError>,
-    pub lookup: Result<Lookup, BrokerError>,
+    /// The identifier, awaited only once the caller is authenticated: a
+    /// search body is never read for a caller the broker does not know.
+    pub lookup: L,
+    /// The client asked for a fresh CAF read (`Cache-Control: no-cache`).
     pub fresh: bool,
+}
+
+/// How a data request ended, with everything the edge needs to answer it and
+/// to label it. The labels come from the broker's own decisions: `post` once
+/// the token is verified, `purpose` only if the request's policy snapshot
+/// defines it (the same value the audit record stores).
+#[derive(Debug)]
+pub struct Answer {
+    pub result: Result<Released, BrokerError>,
+    pub post: Option<PostCode>,
+    pub purpose: Option<Purpose>,
+}
+
+/// An authenticated request, with whatever the edge could parse.
+struct Attempt {
+    request_id: uuid::Uuid,
+    caller: Caller,
+    purpose: Result<Purpose, BrokerError>,
+    case_reference: Result<CaseReference, BrokerError>,
+    lookup: Result<Lookup, BrokerError>,
+    fresh: bool,
 }
 
 /// An authenticated, well-formed request for one dossier: what an [`Attempt`]
@@ -60,6 +85,26 @@ struct DataRequest {
     fresh: bool,
 }
 
+/// The `RateLimit-Policy` and `RateLimit` header fields of a quota state,
+/// rendered: the edge sends them as they are.
+#[derive(Debug, Clone)]
+pub struct RateLimitFields([(&'static str, String); 2]);
+
+impl RateLimitFields {
+    pub fn of(state: &QuotaState) -> Self {
+        use crate::quota::{POLICY_HEADER, RATELIMIT_HEADER};
+        Self([
+            (POLICY_HEADER, state.policy_header()),
+            (RATELIMIT_HEADER, state.ratelimit_header()),
+        ])
+    }
+
+    /// The fields, as (name, value) pairs.
+    pub fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.0.iter().map(|(name, value)| (*name, value.as_str()))
+    }
+}
+
 /// What the broker releases for a request: only what the purpose may see.
 #[derive(Debug)]
 pub struct Released {
@@ -69,8 +114,8 @@ pub struct Released {
     pub released_paths: Vec<String>,
     pub policy_version: Arc<str>,
     pub cache: CacheOutcome,
-    /// The post's quotas after this request, for the `RateLimit` headers.
-    pub quota: QuotaState,
+    /// The post's and the agent's quotas after this request, as header fields.
+    pub quota: RateLimitFields,
 }
 
 /// Whether the broker can serve data requests now.
@@ -131,9 +176,67 @@ impl Broker {
         }
     }
 
+    /// One data request, from the bearer token to its audit record: stage 1
+    /// here, then [`Broker::attempt`]. A request whose caller is not
+    /// authenticated is refused before anything else is read and leaves no
+    /// audit record of its own.
+    pub async fn serve<L>(&self, request: Request<'_, L>) -> Answer
+    where
+        L: Future<Output = Result<Lookup, BrokerError>>,
+    {
+        // One policy snapshot for the whole request, even if a reload lands meanwhile.
+        let policy = self.stages.policy.current();
+        let caller = match self.authenticate(&policy, request.bearer_token) {
+            Ok(caller) => caller,
+            Err(error) => {
+                return Answer {
+                    result: Err(error),
+                    post: None,
+                    purpose: None,
+                };
+            }
+        };
+        // The one purpose check: only a purpose the policy defines is recorded,
+        // in the audit log, on spans and in metric labels alike. The header is
+        // free text to the client, and what is not a purpose could be anything,
+        // even a NIR.
+        let purpose = request
+            .purpose
+            .as_ref()
+            .ok()
+            .filter(|p| policy.has_purpose(p))
+            .cloned();
+        // The request's span (the edge's, when it declares these fields).
+        let span = tracing::Span::current();
+        span.record("post", caller.post.as_str());
+        span.record("role", caller.role.as_str());
+        if let Some(purpose) = &purpose {
+            span.record("purpose", purpose.as_str());
+        }
+        let post = caller.post.clone();
+        let attempt = Attempt {
+            request_id: request.request_id,
+            caller,
+            purpose: request.purpose,
+            case_reference: request.case_reference,
+            lookup: request.lookup.await,
+            fresh: request.fresh,
+        };
+        let result = self.attempt(&policy, purpose.clone(), attempt).await;
+        Answer {
+            result,
+            post: Some(post),
+            purpose,
+        }
+    }
+
     /// Stage 1: the bearer token becomes a caller whose role the policy defines.
     #[instrument(name = "authenticate", skip_all)]
-    pub fn authenticate(&self, bearer_token: Option<&str>) -> Result<Caller, BrokerError> {
+    fn authenticate(
+        &self,
+        policy: &Policy,
+        bearer_token: Option<&str>,
+    ) -> Result<Caller, BrokerError> {
         let token =
             bearer_token.ok_or(BrokerError::Unauthenticated(Unauthenticated::MissingToken))?;
         let caller = self
@@ -141,16 +244,21 @@ impl Broker {
             .authenticator
             .authenticate(token)
             .map_err(|e| BrokerError::Unauthenticated(Unauthenticated::Token(e)))?;
-        if !self.stages.policy.current().has_role(&caller.role) {
+        if !policy.has_role(&caller.role) {
             return Err(BrokerError::Unauthenticated(Unauthenticated::UnknownRole));
         }
         Ok(caller)
     }
 
-    /// Stages 2 to 7 for one request, then its audit record: the answer leaves
-    /// only once the record is durably written, and if it cannot be written the
-    /// answer is `503 audit-unavailable` and nothing is released.
-    pub async fn serve(&self, attempt: Attempt) -> Result<Released, BrokerError> {
+    /// Stages 2 to 7 for one authenticated request, then its audit record: the
+    /// answer leaves only once the record is durably written, and if it cannot
+    /// be written the answer is `503 audit-unavailable` and nothing is released.
+    async fn attempt(
+        &self,
+        policy: &Policy,
+        known_purpose: Option<Purpose>,
+        attempt: Attempt,
+    ) -> Result<Released, BrokerError> {
         let Attempt {
             request_id,
             caller,
@@ -173,15 +281,7 @@ impl Broker {
         entry.post = Some(caller.post.clone());
         entry.sub = Some(caller.sub.clone());
         entry.role = Some(caller.role.clone());
-        // One policy snapshot for the whole request, even if a reload lands meanwhile.
-        let policy = self.stages.policy.current();
-        // Only a purpose the policy defines is recorded: the header is free text
-        // to the client, and what is not a purpose could be anything, even a NIR.
-        entry.purpose = purpose
-            .as_ref()
-            .ok()
-            .filter(|p| policy.has_purpose(p))
-            .cloned();
+        entry.purpose = known_purpose;
         entry.case_reference = case_reference.as_ref().ok().cloned();
         entry.lookup = lookup.as_ref().ok().cloned();
 
@@ -193,7 +293,7 @@ impl Broker {
                     lookup,
                     fresh,
                 };
-                self.lookup(&policy, &request).await
+                self.lookup(policy, &request).await
             }
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
         };
@@ -341,7 +441,7 @@ impl Broker {
     }
 
     /// Stages 2 to 6 for one dossier.
-    #[instrument(name = "broker.lookup", skip_all, fields(lookup = request.lookup.kind(), purpose = tracing::field::Empty))]
+    #[instrument(name = "broker.lookup", skip_all, fields(lookup = request.lookup.kind()))]
     async fn lookup(
         &self,
         policy: &Policy,
@@ -357,8 +457,6 @@ impl Broker {
                 }
             })
         })?;
-        // The policy knows the purpose now: it may label spans and metrics.
-        tracing::Span::current().record("purpose", purpose.as_str());
 
         // A post the quota table does not know (with `quotas.known_posts_only`)
         // is refused before anything counts.
@@ -475,7 +573,7 @@ impl Broker {
             released_paths: filtered.released,
             policy_version: policy.shared_version(),
             cache,
-            quota,
+            quota: RateLimitFields::of(&quota),
         })
     }
 }

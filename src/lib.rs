@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! A request walks one corridor, owned by [`broker`]:
-//! authenticate (in [`routes`], via [`auth`]) -> authorize the purpose ([`policy`])
+//! authenticate ([`auth`]) -> authorize the purpose ([`policy`])
 //! -> quota -> cache -> fetch ([`upstream`]) -> filter ([`policy`]) -> audit.
 //!
 //! The shared kernel ([`domain`], [`clock`], [`redis_link`]) may be imported by
@@ -21,7 +21,8 @@
 //! - [`simulator`]: the synthetic CAF: deterministic dataset and standalone HTTP server.
 //! - [`broker`]: the pipeline, free of any HTTP framework.
 //! - [`error`]: `BrokerError`, classified by who caused it.
-//! - [`routes`]: the HTTP edge: route table, extractors, errors to problem+json.
+//! - [`routes`]: the HTTP edge: route table, header extractors, one call to the broker per data
+//!   request, errors to problem+json.
 //! - [`server`]: connections: the cap per client, TLS and ALPN, HTTP/1.1, HTTP/2 with its limits.
 //! - [`config`]: typed, layered settings (file + `CAF_BROKER__*` env), all errors at once.
 //! - [`tls`]: rustls server configuration.

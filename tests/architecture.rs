@@ -137,28 +137,11 @@ const BY_DESIGN: &[(&str, &str, &str)] = &[
 
 /// Known breaks of the rules, to be removed: (file, imported target, reason).
 /// Each is listed in ARCHITECTURE.md under "Known exceptions".
-const KNOWN_EXCEPTIONS: &[(&str, &str, &str)] = &[
-    (
-        "src/routes/extract.rs",
-        "auth",
-        "the `Authenticated` extractor authenticates at the edge, before the broker",
-    ),
-    (
-        "src/routes/allocataires.rs",
-        "auth",
-        "the handlers hand the extractor's `auth::Caller` to the broker",
-    ),
-    (
-        "src/routes/mod.rs",
-        "quota",
-        "the rate-limit header names and their rendering belong to the quota's `QuotaState`",
-    ),
-    (
-        "src/routes/openapi.rs",
-        "quota",
-        "a test of the OpenAPI document builds a quota refusal from `quota::Window`",
-    ),
-];
+const KNOWN_EXCEPTIONS: &[(&str, &str, &str)] = &[(
+    "src/routes/openapi.rs",
+    "quota",
+    "a test of the OpenAPI document builds a quota refusal from `quota::Window`",
+)];
 
 /// The external crates reserved to some layers.
 fn reserved_crate(name: &str) -> Option<&'static str> {

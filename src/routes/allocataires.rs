@@ -4,10 +4,9 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{Authenticated, Declared};
+use super::extract::{Declared, bearer_token};
 use super::{ApiError, EdgeLimits, RequestId};
-use crate::auth::Caller;
-use crate::broker::{Attempt, Broker, Released};
+use crate::broker::{Answer, Broker, Released, Request};
 use crate::domain::CacheOutcome;
 use crate::domain::{Lookup, Nir, NumeroAllocataire, Purpose};
 use crate::error::BrokerError;
@@ -15,13 +14,12 @@ use crate::error::BrokerError;
 pub async fn read_by_numero(
     req: HttpRequest,
     broker: web::Data<Broker>,
-    Authenticated(caller): Authenticated,
     declared: Declared,
 ) -> Result<HttpResponse, ApiError> {
     let lookup = NumeroAllocataire::parse(req.match_info().query("numero"))
         .map(Lookup::Numero)
         .map_err(|e| BrokerError::InvalidRequest(format!("{e}.")));
-    answer(&req, &broker, caller, declared, lookup).await
+    answer(&req, &broker, declared, std::future::ready(lookup)).await
 }
 
 #[derive(Deserialize)]
@@ -34,12 +32,12 @@ pub async fn search_by_nir(
     req: HttpRequest,
     broker: web::Data<Broker>,
     limits: web::Data<EdgeLimits>,
-    Authenticated(caller): Authenticated,
     declared: Declared,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let lookup = read_nir(&req, payload, &limits).await.map(Lookup::Nir);
-    answer(&req, &broker, caller, declared, lookup).await
+    // The body is read only if the broker authenticates the caller.
+    let lookup = async { read_nir(&req, payload, &limits).await.map(Lookup::Nir) };
+    answer(&req, &broker, declared, lookup).await
 }
 
 /// The NIR of a search body, checked (key included) before any lookup.
@@ -137,23 +135,25 @@ struct Meta<'a> {
     cache: CacheOutcome,
 }
 
+/// Hands the request to the broker once, then answers and labels it from
+/// the broker's [`Answer`].
 async fn answer(
     req: &HttpRequest,
     broker: &Broker,
-    caller: Caller,
     declared: Declared,
-    lookup: Result<Lookup, BrokerError>,
+    lookup: impl Future<Output = Result<Lookup, BrokerError>>,
 ) -> Result<HttpResponse, ApiError> {
     let request_id = RequestId::of(req);
-    let declared_purpose = declared.purpose.as_ref().ok().cloned();
-    let attempt = Attempt {
+    let request = Request {
         request_id: request_id.uuid(),
-        caller,
+        bearer_token: bearer_token(req.headers()),
         purpose: declared.purpose,
         case_reference: declared.case_reference,
         lookup,
         fresh: wants_fresh(req),
     };
+    let answer = broker.serve(request).await;
+    observe(req, &answer);
     let Released {
         data,
         policy_version,
@@ -161,11 +161,7 @@ async fn answer(
         quota,
         purpose,
         ..
-    } = {
-        let result = broker.serve(attempt).await;
-        observe(req, declared_purpose, &result);
-        result.map_err(|e| ApiError::new(e, req))?
-    };
+    } = answer.result.map_err(|e| ApiError::new(e, req))?;
     let envelope = Envelope {
         data: &data,
         meta: Meta {
@@ -180,23 +176,22 @@ async fn answer(
     let mut res = HttpResponse::Ok();
     res.content_type("application/json")
         .insert_header(("X-Policy-Version", &*policy_version));
-    super::quota_headers(&mut res, &quota);
+    for field in quota.pairs() {
+        res.insert_header(field);
+    }
     Ok(res.body(body))
 }
 
-/// Labels the request's server span and metrics: the purpose once the policy
-/// has seen it (a 400 may be an unknown purpose, and any text passes for one),
-/// and the cache use and outcome of a release.
-fn observe(req: &HttpRequest, purpose: Option<Purpose>, result: &Result<Released, BrokerError>) {
-    let span = tracing::Span::current();
-    let known = !matches!(result, Err(e) if matches!(e.status(), 400 | 401));
-    if let Some(purpose) = purpose.filter(|_| known) {
-        span.record("purpose", purpose.as_str());
-        if let Some(observed) = req.extensions_mut().get_mut::<super::context::Observed>() {
-            observed.purpose = Some(purpose);
-        }
-    }
-    if let Ok(released) = result {
+/// Hands the broker's labels to the request-context middleware for the
+/// request metric (the broker already put them on the request's span), and
+/// labels the span with the cache use and outcome of a release.
+fn observe(req: &HttpRequest, answer: &Answer) {
+    req.extensions_mut().insert(super::context::Observed {
+        post: answer.post.clone(),
+        purpose: answer.purpose.clone(),
+    });
+    if let Ok(released) = &answer.result {
+        let span = tracing::Span::current();
         span.record("outcome", "released");
         span.record("cache", released.cache.as_str());
     }

@@ -1,49 +1,18 @@
-//! Extractors: the authenticated caller, and the declared purpose and case
-//! reference. A handler that takes them cannot forget to check them.
+//! What the edge reads of a data request's headers: the bearer token, and the
+//! declared purpose and case reference. The broker decides what they are worth.
 
 use std::future::{Ready, ready};
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{AUTHORIZATION, HeaderMap};
-use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use actix_web::{FromRequest, HttpRequest};
 
 use super::ApiError;
-use crate::auth::Caller;
-use crate::broker::Broker;
 use crate::domain::{CaseReference, Purpose};
 use crate::error::BrokerError;
 
-/// The caller, authenticated by the broker from the bearer token.
-pub struct Authenticated(pub Caller);
-
-impl FromRequest for Authenticated {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let result = match req.app_data::<web::Data<Broker>>() {
-            Some(broker) => broker
-                .authenticate(bearer_token(req.headers()))
-                .map(Authenticated),
-            None => Err(BrokerError::Internal(anyhow::anyhow!(
-                "the broker is not registered with the app"
-            ))),
-        };
-        if let Ok(Authenticated(caller)) = &result {
-            let span = tracing::Span::current();
-            span.record("post", caller.post.as_str());
-            span.record("role", caller.role.as_str());
-            req.extensions_mut().insert(super::context::Observed {
-                post: Some(caller.post.clone()),
-                purpose: None,
-            });
-        }
-        ready(result.map_err(|e| ApiError::new(e, req)))
-    }
-}
-
 /// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();

@@ -9,11 +9,8 @@ pub mod openapi;
 mod ops;
 mod problem;
 
-use actix_web::HttpResponseBuilder;
 use actix_web::middleware::from_fn;
 use actix_web::web;
-
-use crate::quota::{POLICY_HEADER, QuotaState, RATELIMIT_HEADER};
 
 pub use context::RequestId;
 pub use problem::ApiError;
@@ -62,10 +59,4 @@ fn get_only(path: &str, route: actix_web::Route) -> actix_web::Resource {
     web::resource(path)
         .route(route)
         .default_service(problem::method_not_allowed("GET"))
-}
-
-/// The `RateLimit-Policy` and `RateLimit` fields of a post's quota state.
-fn quota_headers(res: &mut HttpResponseBuilder, state: &QuotaState) {
-    res.insert_header((POLICY_HEADER, state.policy_header()))
-        .insert_header((RATELIMIT_HEADER, state.ratelimit_header()));
 }

@@ -9,6 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
 use super::RequestId;
+use crate::broker::RateLimitFields;
 use crate::error::BrokerError;
 
 /// A broker error bound to the request it answers.
@@ -85,7 +86,9 @@ impl ResponseError for ApiError {
                 ..
             } => {
                 res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
-                super::quota_headers(&mut res, state);
+                for field in RateLimitFields::of(state).pairs() {
+                    res.insert_header(field);
+                }
             }
             BrokerError::ErrorBudgetSpent { retry_after_secs } => {
                 res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));

@@ -235,3 +235,59 @@ async fn a_purpose_header_the_policy_does_not_define_is_not_recorded() {
     assert_eq!(log[0].purpose, None);
     assert!(!all_text(&app.audit_dir).contains("295109912611193"));
 }
+
+/// The value of one series of `caf_broker_http_requests_total` (0 before its
+/// first increment). The recorder is shared by every broker of this test
+/// binary, so each caller picks a post of its own.
+async fn requests_counted(app: &crate::helpers::TestApp, labels: &str) -> f64 {
+    let series = format!("caf_broker_http_requests_total{{{labels}}}");
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series.as_str())?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_known_purpose_with_a_bad_case_reference_is_labelled_and_audited_with_that_purpose() {
+    let app = spawn_app().await;
+    // A post no other test of this binary uses: its series are this test's alone.
+    let token = app.token_for("SN-DAKAR", AGENT);
+    let ask = |purpose: &'static str| {
+        app.client
+            .get(format!("{}/v1/allocataires/1000002", app.address))
+            .bearer_auth(&token)
+            .header("X-Purpose", purpose)
+            .header("X-Case-Reference", "has space")
+            .send()
+    };
+    assert_problem(ask(RADIATION).await.unwrap(), 400, "invalid-request").await;
+    // A purpose the policy does not define is free text: labelled and audited as none.
+    assert_problem(ask("curiosite").await.unwrap(), 400, "invalid-request").await;
+
+    let route = r#"route="/v1/allocataires/{numero}",method="GET",status="400""#;
+    assert_eq!(
+        requests_counted(
+            &app,
+            &format!(r#"{route},purpose="{RADIATION}",post="SN-DAKAR""#)
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        requests_counted(&app, &format!(r#"{route},purpose="none",post="SN-DAKAR""#)).await,
+        1.0
+    );
+    let purposes: Vec<Option<String>> = records(&app.audit_dir)
+        .into_iter()
+        .map(|r| r.purpose)
+        .collect();
+    assert_eq!(purposes, [Some(RADIATION.to_owned()), None]);
+}
