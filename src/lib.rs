@@ -21,7 +21,7 @@
 //! - [`simulator`]: the synthetic CAF: deterministic dataset and standalone HTTP server.
 //! - [`broker`]: the pipeline, free of any HTTP framework.
 //! - [`error`]: `BrokerError`, classified by who caused it.
-//! - [`routes`]: the HTTP edge: route table, header extractors, one call to the broker per data
+//! - [`routes`]: the HTTP edge: route table, header parsing, one call to the broker per data
 //!   request, errors to problem+json.
 //! - [`server`]: connections: the cap per client, TLS and ALPN, HTTP/1.1, HTTP/2 with its limits.
 //! - [`config`]: typed, layered settings (file + `CAF_BROKER__*` env), all errors at once.

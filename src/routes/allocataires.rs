@@ -4,7 +4,7 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{Declared, bearer_token};
+use super::extract::{bearer_token, declared};
 use super::{ApiError, EdgeLimits, RequestId};
 use crate::broker::{Answer, Broker, Released, Request};
 use crate::domain::CacheOutcome;
@@ -14,12 +14,11 @@ use crate::error::BrokerError;
 pub async fn read_by_numero(
     req: HttpRequest,
     broker: web::Data<Broker>,
-    declared: Declared,
 ) -> Result<HttpResponse, ApiError> {
     let lookup = NumeroAllocataire::parse(req.match_info().query("numero"))
         .map(Lookup::Numero)
         .map_err(|e| BrokerError::InvalidRequest(format!("{e}.")));
-    answer(&req, &broker, declared, std::future::ready(lookup)).await
+    answer(&req, &broker, std::future::ready(lookup)).await
 }
 
 #[derive(Deserialize)]
@@ -32,12 +31,11 @@ pub async fn search_by_nir(
     req: HttpRequest,
     broker: web::Data<Broker>,
     limits: web::Data<EdgeLimits>,
-    declared: Declared,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     // The body is read only if the broker authenticates the caller.
     let lookup = async { read_nir(&req, payload, &limits).await.map(Lookup::Nir) };
-    answer(&req, &broker, declared, lookup).await
+    answer(&req, &broker, lookup).await
 }
 
 /// The NIR of a search body, checked (key included) before any lookup.
@@ -140,10 +138,10 @@ struct Meta<'a> {
 async fn answer(
     req: &HttpRequest,
     broker: &Broker,
-    declared: Declared,
     lookup: impl Future<Output = Result<Lookup, BrokerError>>,
 ) -> Result<HttpResponse, ApiError> {
     let request_id = RequestId::of(req);
+    let declared = declared(req.headers());
     let request = Request {
         request_id: request_id.uuid(),
         bearer_token: bearer_token(req.headers()),

@@ -1,13 +1,8 @@
 //! What the edge reads of a data request's headers: the bearer token, and the
 //! declared purpose and case reference. The broker decides what they are worth.
 
-use std::future::{Ready, ready};
-
-use actix_web::dev::Payload;
 use actix_web::http::header::{AUTHORIZATION, HeaderMap};
-use actix_web::{FromRequest, HttpRequest};
 
-use super::ApiError;
 use crate::domain::{CaseReference, Purpose};
 use crate::error::BrokerError;
 
@@ -20,23 +15,14 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The purpose and case reference the request is made for (`X-Purpose`,
-/// `X-Case-Reference`), each parsed or refused with the reason. The extractor
-/// never fails: the broker refuses the request and still records it.
+/// `X-Case-Reference`), each parsed or refused with the reason: the broker
+/// refuses the request and still records it.
 pub struct Declared {
     pub purpose: Result<Purpose, BrokerError>,
     pub case_reference: Result<CaseReference, BrokerError>,
 }
 
-impl FromRequest for Declared {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(Ok(declared(req.headers())))
-    }
-}
-
-fn declared(headers: &HeaderMap) -> Declared {
+pub fn declared(headers: &HeaderMap) -> Declared {
     let purpose = header_value(headers, "x-purpose").and_then(|value| {
         Purpose::parse(value).map_err(|e| BrokerError::InvalidRequest(format!("X-Purpose: {e}.")))
     });

@@ -1,4 +1,4 @@
-//! The HTTP edge: the route table, the request context, extractors, and the
+//! The HTTP edge: the route table, the request context, the data handlers, and the
 //! one mapping from [`BrokerError`](crate::error::BrokerError) to problem+json.
 
 mod allocataires;
