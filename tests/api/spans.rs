@@ -132,3 +132,36 @@ async fn a_nir_search_leaves_one_server_span_with_a_child_per_stage_and_no_perso
         );
     }
 }
+
+#[tokio::test]
+async fn a_defined_purpose_labels_the_server_span_even_when_the_case_reference_is_refused() {
+    exporter();
+    let app = spawn_app().await;
+    let token = app.token("agent_consulaire");
+    let mut labels = Vec::new();
+    for (purpose, trace_id) in [
+        ("verification_radiation", "5bf92f3577b34da6a3ce929d0e0e4736"),
+        ("curiosite", "6bf92f3577b34da6a3ce929d0e0e4736"),
+    ] {
+        let response = app
+            .client
+            .get(format!("{}/v1/allocataires/1000002", app.address))
+            .bearer_auth(&token)
+            .header("X-Purpose", purpose)
+            .header("X-Case-Reference", "has space")
+            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let spans = spans_of(trace_id).await;
+        let server = spans
+            .iter()
+            .find(|s| s.span_kind == SpanKind::Server)
+            .expect("a server span");
+        assert_eq!(attribute(server, "post").as_deref(), Some("TN-TUNIS"));
+        labels.push(attribute(server, "purpose"));
+    }
+    // The purpose the policy defines, as the audit records it; free text, none.
+    assert_eq!(labels, [Some("verification_radiation".to_owned()), None]);
+}
