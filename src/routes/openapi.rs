@@ -12,7 +12,8 @@ use std::sync::OnceLock;
 use actix_web::HttpResponse;
 use serde::Serialize;
 use serde_json::json;
-use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder,
@@ -445,7 +446,7 @@ const PROBLEM_ANSWERS: [ProblemAnswer; 13] = [
 ];
 
 /// The codes a data operation answers with `status`.
-fn codes_of(status: u16) -> Vec<&'static str> {
+fn codes_of(status: u16) -> Vec<ProblemCode> {
     ProblemCode::ALL
         .iter()
         .filter(|code| code.status() == status)
@@ -455,7 +456,7 @@ fn codes_of(status: u16) -> Vec<&'static str> {
                 ProblemCode::RouteNotFound | ProblemCode::MethodNotAllowed
             )
         })
-        .map(|code| code.as_str())
+        .copied()
         .collect()
 }
 
@@ -525,42 +526,37 @@ fn header_ref(name: &str) -> RefOr<utoipa::openapi::Header> {
     RefOr::Ref(Ref::new(format!("#/components/headers/{name}")))
 }
 
-/// A problem answer: the problem schema, with its status and codes pinned.
+/// A problem answer: the one `Problem` schema, by reference, so that a
+/// generated client has one problem type; the codes this status may carry are
+/// named in the description and given one example each.
 fn problem_response(answer: &ProblemAnswer) -> Response {
     let codes = codes_of(answer.status);
-    let schema = AllOfBuilder::new()
-        .item(Ref::from_schema_name("Problem"))
-        .item(
-            ObjectBuilder::new()
-                .property(
-                    "status",
-                    ObjectBuilder::new()
-                        .schema_type(Type::Integer)
-                        .enum_values(Some([answer.status])),
-                )
-                .property(
-                    "code",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .enum_values(Some(codes.clone())),
-                ),
-        );
-    let first = codes.first().copied().unwrap_or_default();
-    let example = json!({
-        "type": format!("urn:caf-broker:problem:{first}"),
-        "title": "…",
-        "status": answer.status,
-        "detail": "…",
-        "code": first,
-        "request_id": "0b7e0f53-5d5c-4f6e-9d3e-2f0c8a1b6c4d",
+    let listed: Vec<String> = codes
+        .iter()
+        .map(|code| format!("`{}`", code.as_str()))
+        .collect();
+    let examples = codes.iter().map(|code| {
+        let example = ExampleBuilder::new().value(Some(json!({
+            "type": format!("urn:caf-broker:problem:{}", code.as_str()),
+            "title": code.title(),
+            "status": answer.status,
+            "detail": "…",
+            "code": code.as_str(),
+            "request_id": "0b7e0f53-5d5c-4f6e-9d3e-2f0c8a1b6c4d",
+        })));
+        (code.as_str(), example.build())
     });
     let mut response = ResponseBuilder::new()
-        .description(answer.description)
+        .description(format!(
+            "{} Codes: {}.",
+            answer.description,
+            listed.join(", ")
+        ))
         .content(
             PROBLEM_JSON,
             ContentBuilder::new()
-                .schema(Some(schema))
-                .example(Some(example))
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .examples_from_iter(examples)
                 .build(),
         );
     for name in ["X-Request-Id", "Cache-Control"]
@@ -798,15 +794,28 @@ mod tests {
                 .unwrap()
                 .contains(&json!("limit"))
         );
-        let codes = &doc["components"]["responses"]["Unavailable"]["content"][PROBLEM_JSON]["schema"]
-            ["allOf"][1]["properties"]["code"]["enum"];
+        let unavailable = &doc["components"]["responses"]["Unavailable"]["content"][PROBLEM_JSON];
+        assert_eq!(
+            unavailable["schema"]["$ref"],
+            "#/components/schemas/Problem"
+        );
+        let codes: Vec<&str> = unavailable["examples"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(
             codes,
-            &json!([
+            [
+                "audit-unavailable",
                 "quota-unavailable",
-                "upstream-unavailable",
-                "audit-unavailable"
-            ])
+                "upstream-unavailable"
+            ]
+        );
+        assert_eq!(
+            problem["properties"]["code"]["$ref"],
+            "#/components/schemas/ProblemCode"
         );
     }
 }
