@@ -191,7 +191,9 @@ impl Lookup {
 
 /// Whether a record came from the cache or from the CAF: `hit` or `miss` in
 /// the audit record's `cache` field, in spans and in metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum CacheOutcome {
     Hit,

@@ -311,13 +311,32 @@ impl BrokerError {
     }
 
     /// The limit a `429` names in its problem body (`limit`), if any.
-    pub fn limit(&self) -> Option<&'static str> {
+    pub fn limit(&self) -> Option<QuotaLimit> {
         match self {
-            BrokerError::QuotaExceeded { limit, .. } => Some(limit.as_str()),
-            BrokerError::ErrorBudgetSpent { .. } => Some("agent-error-budget"),
+            BrokerError::QuotaExceeded { limit, .. } => Some(match limit {
+                Window::Burst => QuotaLimit::Burst,
+                Window::Daily => QuotaLimit::Daily,
+                Window::AgentBurst => QuotaLimit::AgentBurst,
+                Window::AgentDaily => QuotaLimit::AgentDaily,
+            }),
+            BrokerError::ErrorBudgetSpent { .. } => Some(QuotaLimit::AgentErrorBudget),
             _ => None,
         }
     }
+}
+
+/// The limit a `429 quota-exceeded` names: the post's `burst` or `daily`
+/// quota (shared by its agents), the agent's own `agent-burst` or
+/// `agent-daily`, or `agent-error-budget` when the agent caused too many
+/// refusals lately. The first four are the names of the `RateLimit` fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuotaLimit {
+    Burst,
+    Daily,
+    AgentBurst,
+    AgentDaily,
+    AgentErrorBudget,
 }
 
 impl From<Refusal> for BrokerError {

@@ -650,7 +650,7 @@ async fn check_answer(doc: &Value, path: &str, method: &str, res: reqwest::Respo
         for (key, _) in body["meta"].as_object().unwrap() {
             assert!(meta.get(key).is_some(), "{what}: undocumented meta.{key}");
         }
-        let cache = &doc["components"]["schemas"]["CacheStatus"]["enum"];
+        let cache = &doc["components"]["schemas"]["CacheOutcome"]["enum"];
         assert!(cache.as_array().unwrap().contains(&body["meta"]["cache"]));
     }
 }

@@ -3,14 +3,35 @@
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::extract::{bearer_token, declared};
+use super::openapi::DataHeaders;
 use super::{ApiError, EdgeLimits, RequestId};
 use crate::broker::{Answer, Broker, Released, Request};
 use crate::domain::CacheOutcome;
 use crate::domain::{Lookup, Nir, NumeroAllocataire, Purpose};
 use crate::error::BrokerError;
 
+/// Reads a dossier by its numéro allocataire.
+///
+/// A numéro that is not 1 to 7 digits, or is zeros only, is answered `400
+/// invalid-request`. Leading zeros are ignored: `0000042` is dossier `42`.
+#[utoipa::path(
+    get,
+    path = "/v1/allocataires/{numero}",
+    tag = "allocataires",
+    params(
+        ("numero" = String, Path, description = "The numéro allocataire: 1 to 7 digits, not all zeros; leading zeros are ignored (`0000042` is `42`).",
+            pattern = "^[0-9]{1,7}$", example = "1000002"),
+        DataHeaders
+    ),
+    responses(
+        (status = 200, description = "The dossier, filtered for the purpose.", body = Envelope,
+            content_type = "application/json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn read_by_numero(
     req: HttpRequest,
     broker: web::Data<Broker>,
@@ -21,12 +42,35 @@ pub async fn read_by_numero(
     answer(&req, &broker, std::future::ready(lookup)).await
 }
 
-#[derive(Deserialize)]
+/// A lookup by NIR, sent in the body so that it never sits in a URL.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SearchBody {
+    /// 13 characters (digits; `2A` or `2B` for a Corsican department) and a
+    /// 2-digit mod-97 key, checked before any lookup.
+    #[schema(
+        pattern = "^[0-9]{5}([0-9]{2}|2[ABab])[0-9]{8}$",
+        example = "295109912611193"
+    )]
     nir: String,
 }
 
+/// Finds a dossier by NIR.
+///
+/// The NIR is sent in the body so that it never sits in a URL or a log.
+#[utoipa::path(
+    post,
+    path = "/v1/allocataires/recherche",
+    tag = "allocataires",
+    params(DataHeaders),
+    request_body(content = SearchBody, content_type = "application/json",
+        description = "`{\"nir\": \"…\"}` and nothing else, at most `server.max_body_bytes`."),
+    responses(
+        (status = 200, description = "The dossier, filtered for the purpose.", body = Envelope,
+            content_type = "application/json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn search_by_nir(
     req: HttpRequest,
     broker: web::Data<Broker>,
@@ -119,16 +163,28 @@ async fn read_body(
     Ok(body)
 }
 
-#[derive(Serialize)]
+/// The answer to a data request.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct Envelope<'a> {
+    /// The dossier, holding only the fields the purpose may see (CAF record
+    /// field names, see the policy); absent fields were not released.
+    #[schema(value_type = Object)]
     data: &'a serde_json::Value,
     meta: Meta<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct Meta<'a> {
+    /// The declared purpose, as sent in `X-Purpose`.
+    #[schema(value_type = String, pattern = "^[a-z0-9_]{1,64}$", example = "verification_radiation")]
     purpose: &'a Purpose,
+    /// The policy that filtered the answer (also in `X-Policy-Version`).
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
     policy_version: &'a str,
+    /// The request id (also in `X-Request-Id`).
+    #[schema(format = "uuid")]
     request_id: String,
     cache: CacheOutcome,
 }

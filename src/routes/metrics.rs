@@ -8,6 +8,16 @@ use crate::telemetry::{Metrics, set_upstream_circuit_open};
 /// The content type of the Prometheus text format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Prometheus metrics (text exposition format 0.0.4); labels hold no personal data.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The metrics.", body = String,
+            content_type = "text/plain; version=0.0.4")
+    )
+)]
 pub async fn metrics(handle: web::Data<Metrics>, broker: web::Data<Broker>) -> HttpResponse {
     // The circuit state is read at scrape time, so the gauge is never stale
     // and the upstream module needs no metrics code of its own.

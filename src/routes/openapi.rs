@@ -1,16 +1,15 @@
 //! `GET /openapi.json`: the OpenAPI 3.1 document of the broker's HTTP API,
-//! generated with utoipa from the schema types and operation stubs below.
+//! generated with utoipa from the handlers' `#[utoipa::path]` annotations and
+//! the types they send (`allocataires.rs`, `ops.rs`, `metrics.rs`,
+//! `problem.rs`).
 //!
-//! The types here mirror what the handlers send (`allocataires.rs`,
-//! `problem.rs`, `ops.rs`); the shared problem answers and the headers every
+//! The problem answers every data operation shares and the headers every
 //! answer carries are added to each operation by [`SharedAnswers`]. A test
 //! checks the served document against real answers.
 
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
-use serde::Serialize;
 use serde_json::json;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -18,8 +17,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder,
 };
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, Modify, OpenApi};
 
+use super::problem::Problem;
 use crate::error::ProblemCode;
 
 /// The security scheme name of the bearer token.
@@ -32,7 +32,17 @@ pub fn document() -> &'static Document {
     DOCUMENT.get_or_init(ApiDoc::openapi)
 }
 
-/// `GET /openapi.json`.
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    operation_id = "openapi",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document.", body = Object,
+            content_type = "application/json")
+    )
+)]
 pub async fn openapi_json() -> HttpResponse {
     static JSON: OnceLock<Option<String>> = OnceLock::new();
     match JSON.get_or_init(|| document().to_json().ok()) {
@@ -54,19 +64,15 @@ and `Cache-Control: no-store`. Failures are RFC 9457 problems with a stable `cod
 unknown path is answered `404 route-not-found`, a known path with another method \
 `405 method-not-allowed` with an `Allow` header naming the method it takes. An incoming W3C `traceparent` header is honoured."
     ),
-    paths(read_by_numero, search_by_nir, healthz, readyz, metrics, openapi),
-    components(schemas(
-        Envelope,
-        Meta,
-        CacheStatus,
-        SearchBody,
-        Problem,
-        ProblemCode,
-        QuotaLimit,
-        Health,
-        Readiness,
-        ReadinessCheck
-    )),
+    paths(
+        super::allocataires::read_by_numero,
+        super::allocataires::search_by_nir,
+        super::ops::healthz,
+        super::ops::readyz,
+        super::metrics::metrics,
+        openapi_json
+    ),
+    components(schemas(Problem, ProblemCode)),
     modifiers(&SharedAnswers),
     tags(
         (name = "allocataires", description = "Dossiers, filtered for the declared purpose."),
@@ -75,128 +81,11 @@ unknown path is answered `404 route-not-found`, a known path with another method
 )]
 struct ApiDoc;
 
-/// The answer to a data request.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Envelope {
-    /// The dossier, holding only the fields the purpose may see (CAF record
-    /// field names, see the policy); absent fields were not released.
-    #[schema(value_type = Object)]
-    pub data: serde_json::Value,
-    pub meta: Meta,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Meta {
-    /// The declared purpose, as sent in `X-Purpose`.
-    #[schema(pattern = "^[a-z0-9_]{1,64}$", example = "verification_radiation")]
-    pub purpose: String,
-    /// The policy that filtered the answer (also in `X-Policy-Version`).
-    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
-    pub policy_version: String,
-    /// The request id (also in `X-Request-Id`).
-    #[schema(format = "uuid")]
-    pub request_id: String,
-    pub cache: CacheStatus,
-}
-
-/// Whether the CAF record came from the broker's cache or from the CAF.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheStatus {
-    Hit,
-    Miss,
-}
-
-/// A lookup by NIR, sent in the body so that it never sits in a URL.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SearchBody {
-    /// 13 characters (digits; `2A` or `2B` for a Corsican department) and a
-    /// 2-digit mod-97 key, checked before any lookup.
-    #[schema(
-        pattern = "^[0-9]{5}([0-9]{2}|2[ABab])[0-9]{8}$",
-        example = "295109912611193"
-    )]
-    pub nir: String,
-}
-
-/// An RFC 9457 problem. Bodies never carry causes or personal data.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Problem {
-    /// `urn:caf-broker:problem:<code>`.
-    #[serde(rename = "type")]
-    #[schema(pattern = "^urn:caf-broker:problem:[a-z-]+$")]
-    pub kind: String,
-    /// A short, fixed title of the problem type.
-    pub title: String,
-    /// The HTTP status code.
-    pub status: u16,
-    /// A sentence a client developer can act on.
-    pub detail: String,
-    pub code: ProblemCode,
-    /// The request id (also in `X-Request-Id`), to quote to the operators.
-    #[schema(format = "uuid")]
-    pub request_id: String,
-    /// On `429 quota-exceeded` only: the spent limit, named as in the `RateLimit`
-    /// fields, or `agent-error-budget` when the agent caused too many refusals lately.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<QuotaLimit>,
-}
-
-/// The limit a `429 quota-exceeded` names: the post's `burst` or `daily`
-/// quota (shared by its agents), or the agent's own `agent-burst` or `agent-daily`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum QuotaLimit {
-    Burst,
-    Daily,
-    AgentBurst,
-    AgentDaily,
-    AgentErrorBudget,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Health {
-    #[schema(example = "ok")]
-    pub status: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Readiness {
-    /// `ready`, or `not_ready` when a check fails.
-    #[schema(example = "ready")]
-    pub status: String,
-    /// One entry per check (`policy`, `upstream`, `audit`).
-    pub checks: BTreeMap<String, ReadinessCheck>,
-}
-
-/// One readiness check; checks may carry more detail than listed here.
-#[derive(Serialize, ToSchema)]
-pub struct ReadinessCheck {
-    /// `ok`, or `failing`.
-    #[schema(example = "ok")]
-    pub status: String,
-    /// The policy version, for the `policy` check.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// Policy reloads since start (applied, refused), for the `policy` check.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub reloads: Option<serde_json::Value>,
-    /// The state behind the status (e.g. the CAF circuit), for the `upstream` check.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub detail: Option<serde_json::Value>,
-}
-
 /// The request headers of both data operations.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
 #[allow(dead_code, reason = "read by the OpenAPI derive only")]
-struct DataHeaders {
+pub(super) struct DataHeaders {
     /// The purpose of the access: one of the policy's purposes that the
     /// caller's role may declare. Sent once.
     #[param(
@@ -221,120 +110,6 @@ struct DataHeaders {
     #[param(rename = "traceparent", required = false)]
     traceparent: String,
 }
-
-/// Reads a dossier by its numéro allocataire.
-///
-/// A numéro that is not 1 to 7 digits, or is zeros only, is answered `400
-/// invalid-request`. Leading zeros are ignored: `0000042` is dossier `42`.
-#[utoipa::path(
-    get,
-    path = "/v1/allocataires/{numero}",
-    tag = "allocataires",
-    operation_id = "read_by_numero",
-    params(
-        ("numero" = String, Path, description = "The numéro allocataire: 1 to 7 digits, not all zeros; leading zeros are ignored (`0000042` is `42`).",
-            pattern = "^[0-9]{1,7}$", example = "1000002"),
-        DataHeaders
-    ),
-    responses(
-        (status = 200, description = "The dossier, filtered for the purpose.", body = Envelope,
-            content_type = "application/json")
-    ),
-    security(("bearer" = []))
-)]
-#[allow(
-    dead_code,
-    reason = "an operation stub read by the OpenAPI derive only"
-)]
-async fn read_by_numero() {}
-
-/// Finds a dossier by NIR.
-///
-/// The NIR is sent in the body so that it never sits in a URL or a log.
-#[utoipa::path(
-    post,
-    path = "/v1/allocataires/recherche",
-    tag = "allocataires",
-    operation_id = "search_by_nir",
-    params(DataHeaders),
-    request_body(content = SearchBody, content_type = "application/json",
-        description = "`{\"nir\": \"…\"}` and nothing else, at most `server.max_body_bytes`."),
-    responses(
-        (status = 200, description = "The dossier, filtered for the purpose.", body = Envelope,
-            content_type = "application/json")
-    ),
-    security(("bearer" = []))
-)]
-#[allow(
-    dead_code,
-    reason = "an operation stub read by the OpenAPI derive only"
-)]
-async fn search_by_nir() {}
-
-/// Liveness: the process answers.
-#[utoipa::path(
-    get,
-    path = "/healthz",
-    tag = "operations",
-    operation_id = "healthz",
-    responses((status = 200, description = "The process is alive.", body = Health))
-)]
-#[allow(
-    dead_code,
-    reason = "an operation stub read by the OpenAPI derive only"
-)]
-async fn healthz() {}
-
-/// Readiness: the policy is loaded, the audit log writable, the CAF circuit not open.
-#[utoipa::path(
-    get,
-    path = "/readyz",
-    tag = "operations",
-    operation_id = "readyz",
-    responses(
-        (status = 200, description = "Ready to serve.", body = Readiness),
-        (status = 503, description = "Not ready: a check fails.", body = Readiness)
-    )
-)]
-#[allow(
-    dead_code,
-    reason = "an operation stub read by the OpenAPI derive only"
-)]
-async fn readyz() {}
-
-/// Prometheus metrics (text exposition format 0.0.4); labels hold no personal data.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    operation_id = "metrics",
-    responses(
-        (status = 200, description = "The metrics.", body = String,
-            content_type = "text/plain; version=0.0.4")
-    )
-)]
-#[allow(
-    dead_code,
-    reason = "an operation stub read by the OpenAPI derive only"
-)]
-async fn metrics() {}
-
-/// This document.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "operations",
-    operation_id = "openapi",
-    responses(
-        (status = 200, description = "The OpenAPI 3.1 document.", body = Object,
-            content_type = "application/json")
-    )
-)]
-#[allow(
-    dead_code,
-    reason = "an operation stub read by the OpenAPI derive only"
-)]
-async fn openapi() {}
 
 /// Adds the bearer scheme, the shared problem answers of the data operations
 /// and the headers of every answer.

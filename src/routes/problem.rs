@@ -7,10 +7,11 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::RequestId;
 use crate::broker::RateLimitFields;
-use crate::error::BrokerError;
+use crate::error::{BrokerError, ProblemCode, QuotaLimit};
 
 /// A broker error bound to the request it answers.
 #[derive(Debug)]
@@ -35,19 +36,28 @@ impl fmt::Display for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem. Bodies never carry causes or personal data.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Problem {
+    /// `urn:caf-broker:problem:<code>`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^urn:caf-broker:problem:[a-z-]+$")]
     kind: String,
-    title: &'a str,
+    /// A short, fixed title of the problem type.
+    title: &'static str,
+    /// The HTTP status code.
     status: u16,
+    /// A sentence a client developer can act on.
     detail: String,
-    code: &'a str,
+    code: ProblemCode,
+    /// The request id (also in `X-Request-Id`), to quote to the operators.
+    #[schema(format = "uuid")]
     request_id: String,
-    /// On `429 quota-exceeded`: the spent limit (`burst`, `daily`, `agent-burst`,
-    /// `agent-daily`, `agent-error-budget`).
+    /// On `429 quota-exceeded` only: the spent limit, named as in the `RateLimit`
+    /// fields, or `agent-error-budget` when the agent caused too many refusals lately.
     #[serde(skip_serializing_if = "Option::is_none")]
-    limit: Option<&'static str>,
+    limit: Option<QuotaLimit>,
 }
 
 impl ResponseError for ApiError {
@@ -61,10 +71,10 @@ impl ResponseError for ApiError {
             // The cause chain goes to the operators' log; the client gets the code only.
             tracing::error!(request_id = %self.request_id, code = self.error.code(), error = ?anyhow_chain(&self.error), "request failed");
         }
-        let code = self.error.code();
+        let code = self.error.problem();
         let problem = Problem {
-            kind: format!("urn:caf-broker:problem:{code}"),
-            title: self.error.title(),
+            kind: format!("urn:caf-broker:problem:{}", code.as_str()),
+            title: code.title(),
             status: status.as_u16(),
             detail: self.error.detail(),
             code,
