@@ -298,7 +298,7 @@ impl Broker {
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
         };
 
-        let alerts = self.observe(&entry, &result).await;
+        let alerts = self.observe(&mut entry, &result).await;
         (entry.outcome, entry.status) = match &result {
             Ok(_) => (Outcome::Released, 200),
             Err(e) => (outcome_of(e), e.status()),
@@ -384,7 +384,7 @@ impl Broker {
     /// detector; logs and counts the alerts it raises, and returns them.
     async fn observe(
         &self,
-        entry: &AuditEntry,
+        entry: &mut AuditEntry,
         result: &Result<Released, BrokerError>,
     ) -> Vec<Alert> {
         if !self.stages.alerts.is_on() {
@@ -402,6 +402,7 @@ impl Broker {
             post: post.clone(),
             sub: sub.clone(),
         };
+        // Computed once: the audit record reuses it.
         let dossier = self.stages.audit.pseudonymize(lookup);
         let kind = match lookup {
             Lookup::Numero(_) => LookupKind::Numero,
@@ -409,11 +410,12 @@ impl Broker {
         };
         let observation = Observation {
             agent: &agent,
-            dossier: &dossier,
+            dossier: dossier.as_str(),
             kind,
             found,
         };
         let alerts = self.stages.alerts.observe(observation).await;
+        entry.dossier = Some(dossier);
         for alert in &alerts {
             // Figures are numbers only: no dossier, NIR or name can ride along.
             let figures = serde_json::to_string(&alert.figures).unwrap_or_default();

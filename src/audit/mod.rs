@@ -83,7 +83,7 @@ use crate::domain::Lookup;
 pub use chain::GENESIS;
 pub use files::FileName;
 pub use key::AuditKey;
-pub use record::{AuditEntry, AuditReceipt, Figures, Outcome, Record, RecordKind};
+pub use record::{AuditEntry, AuditReceipt, Figures, Outcome, Pseudonym, Record, RecordKind};
 pub use retention::{CHECKPOINT_FILE, Checkpoint, CheckpointError, read_checkpoint};
 pub use search::{SearchError, SearchResult, search};
 pub use settings::AuditSettings;
@@ -260,7 +260,10 @@ impl AuditLog {
     /// at once with [`AuditError::QueueFull`]: memory stays bounded however far
     /// behind the disk is. Dropping the future does not withdraw the record.
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditReceipt, AuditError> {
-        let dossier = entry.lookup.as_ref().map(|l| self.key.pseudonymize(l));
+        let dossier = match &entry.dossier {
+            Some(pseudonym) => Some(pseudonym.0.clone()),
+            None => entry.lookup.as_ref().map(|l| self.key.pseudonymize(l)),
+        };
         let record = Record::unsealed(entry, dossier);
         let (reply, receipt) = oneshot::channel();
         let sent = match &self.sender {
@@ -282,8 +285,8 @@ impl AuditLog {
     }
 
     /// The dossier as the log records it (and as `search` looks it up).
-    pub fn pseudonymize(&self, lookup: &Lookup) -> String {
-        self.key.pseudonymize(lookup)
+    pub fn pseudonymize(&self, lookup: &Lookup) -> Pseudonym {
+        Pseudonym(self.key.pseudonymize(lookup))
     }
 
     /// False from a failed write until the log is writable again: for `/readyz`.

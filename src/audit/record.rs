@@ -46,6 +46,18 @@ pub enum RecordKind {
     Alert,
 }
 
+/// A dossier as the audit log records it: the keyed hash of a lookup. Only
+/// [`super::AuditLog::pseudonymize`] makes one, so it never holds a clear
+/// numéro or NIR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pseudonym(pub(super) String);
+
+impl Pseudonym {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Figures of a summary or an alert, by name: numbers only, so that no free
 /// text (and so no personal data) can ride along.
 pub type Figures = BTreeMap<String, serde_json::Number>;
@@ -75,6 +87,10 @@ pub struct AuditEntry {
     pub released: Vec<String>,
     pub policy_version: Option<String>,
     pub cache: Option<CacheOutcome>,
+    /// The lookup's pseudonym, when the caller already computed it with this
+    /// log ([`super::AuditLog::pseudonymize`]); otherwise the log computes it
+    /// from `lookup`. Either way one keyed hash per request.
+    pub dossier: Option<Pseudonym>,
     /// `None` for an access record; see [`RecordKind`].
     pub kind: Option<RecordKind>,
     /// The detection rule of an alert.
@@ -101,6 +117,7 @@ impl AuditEntry {
             released: Vec::new(),
             policy_version: None,
             cache: None,
+            dossier: None,
             kind: None,
             rule: None,
             figures: Figures::new(),
