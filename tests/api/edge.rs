@@ -21,7 +21,7 @@ const SEARCH: &str = "/v1/allocataires/recherche";
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A TLS connection to the app offering only `alpn`.
-async fn connect(app: &TestApp, alpn: &[u8]) -> std::io::Result<TlsStream<TcpStream>> {
+pub(crate) async fn connect(app: &TestApp, alpn: &[u8]) -> std::io::Result<TlsStream<TcpStream>> {
     caf_broker::tls::install_default_provider();
     let mut roots = rustls::RootCertStore::empty();
     let ca = CertificateDer::from_pem_file(repo("certs-dev/ca.pem")).expect("dev CA");

@@ -4,28 +4,29 @@
 //! request example is sent, and each answer is checked against what the
 //! document promises for it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 
+use crate::edge::connect;
 use crate::helpers::{TestApp, repo, spawn_app_with};
 
 const AGENT: &str = "agent_consulaire";
 /// A purpose the policy defines but the agent's role may not declare.
 const FORBIDDEN_PURPOSE: &str = "accompagnement_social";
 const CASE: &str = "TN-2026/0042";
+const SEARCH: &str = "/v1/allocataires/recherche";
 /// The header list limit of the app under test, so that 431 is reachable.
 const HEADER_LIST_BYTES: &str = "4096";
 
-/// Documented statuses this test cannot provoke in-process, with the reason.
-/// A documented status that is neither provoked nor listed here fails the test.
-const OUT_OF_REACH: [(&str, u16, &str); 5] = [
-    (
-        "*",
-        408,
-        "needs a body trickled past the request deadline on a raw connection; tests/api/edge.rs provokes it",
-    ),
+/// Documented statuses this test cannot provoke in-process, with the reason
+/// (path `*`: every operation that documents the status). A documented status
+/// that is neither provoked nor listed here fails the test, and so does an
+/// entry here that no operation documents any more. The tests named in a
+/// reason provoke that status with a failing peer.
+const OUT_OF_REACH: [(&str, u16, &str); 4] = [
     (
         "*",
         500,
@@ -34,18 +35,23 @@ const OUT_OF_REACH: [(&str, u16, &str); 5] = [
     (
         "*",
         502,
-        "needs a CAF that answers with an error or another dossier; tests/api/upstream.rs",
+        "needs a CAF that answers with an error or another dossier (tests/api/upstream.rs)",
     ),
     (
         "*",
         503,
-        "needs a failing dependency: an open circuit, an unwritable audit log or an unreachable quota store",
+        "needs a failing dependency: an open circuit (tests/api/upstream.rs), an unwritable audit log (tests/api/audit.rs) or an unreachable quota store set to refuse",
     ),
-    ("*", 504, "needs a CAF that does not answer in time"),
+    (
+        "*",
+        504,
+        "needs a CAF that does not answer in time (tests/api/upstream.rs)",
+    ),
 ];
 
 /// The two apps the statuses are provoked on: the shipped settings (with a
-/// small header list limit), and the same with a post burst of one.
+/// small header list limit and a request deadline of one second), and the
+/// same with a post burst of one.
 struct Apps {
     app: TestApp,
     tight: TestApp,
@@ -138,6 +144,56 @@ fn provoke(apps: &Apps, method: &str, path: &str, status: u16) -> Option<Request
     Some(request)
 }
 
+/// A search whose body stops after its first byte, over HTTP/2: the broker
+/// answers 408 once the request deadline passes.
+async fn late_search(app: &TestApp) -> Answer {
+    let tls = connect(app, b"h2").await.expect("TLS connection");
+    let (client, connection) = h2::client::handshake(tls).await.expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("HTTP/2 ready");
+    let request = http::Request::post(format!("https://localhost{SEARCH}"))
+        .header("authorization", format!("Bearer {}", app.token(AGENT)))
+        .header("x-purpose", "verification_radiation")
+        .header("x-case-reference", CASE)
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    // The stream is kept open, with the rest of the body never sent.
+    body.send_data(bytes::Bytes::from_static(b"{"), false)
+        .expect("the first byte is sent");
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("an answer once the deadline passes")
+        .expect("an answer, not a reset");
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = value.to_str().unwrap_or_default().to_string();
+            (name.as_str().to_string(), value)
+        })
+        .collect();
+    let mut stream = response.into_body();
+    let mut problem = Vec::new();
+    while let Some(chunk) = stream.data().await {
+        match chunk {
+            Ok(chunk) => problem.extend_from_slice(&chunk),
+            // After a complete answer the server stops the unfinished upload
+            // with RST_STREAM(NO_ERROR) (RFC 9113, 8.1): the answer stands.
+            Err(e) if e.reason() == Some(h2::Reason::NO_ERROR) => break,
+            Err(e) => panic!("the answer's body failed: {e}"),
+        }
+    }
+    drop(body);
+    Answer {
+        status,
+        headers,
+        body: problem,
+    }
+}
+
 /// The NIR the document gives as the search body's example.
 fn example_nir(doc: &Value) -> String {
     doc["components"]["schemas"]["SearchBody"]["properties"]["nir"]["example"]
@@ -194,9 +250,40 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
     found
 }
 
+/// A real answer, whichever client received it: header names in lower case.
+struct Answer {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    async fn of(response: reqwest::Response) -> Answer {
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                let value = value.to_str().unwrap_or_default().to_string();
+                (name.as_str().to_string(), value)
+            })
+            .collect();
+        let body = response.bytes().await.expect("a body").to_vec();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
 /// Checks one real answer against what the document promises for its status.
 async fn check(doc: &Value, path: &str, method: &str, response: reqwest::Response) -> u16 {
-    let status = response.status().as_u16();
+    check_answer(doc, path, method, Answer::of(response).await)
+}
+
+fn check_answer(doc: &Value, path: &str, method: &str, answer: Answer) -> u16 {
+    let status = answer.status;
     let what = format!("{method} {path} -> {status}");
     let documented = resolve(
         doc,
@@ -204,18 +291,14 @@ async fn check(doc: &Value, path: &str, method: &str, response: reqwest::Respons
     );
     assert!(documented.is_object(), "{what}: undocumented status");
 
-    let headers = response.headers().clone();
+    let headers = &answer.headers;
     for (name, _) in documented["headers"].as_object().into_iter().flatten() {
         assert!(
-            headers.contains_key(name.to_ascii_lowercase().as_str()),
+            headers.contains_key(&name.to_ascii_lowercase()),
             "{what}: documented header {name} missing"
         );
     }
-    let content_type = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let content_type = headers.get("content-type").cloned().unwrap_or_default();
     let content = documented["content"]
         .as_object()
         .expect("documented content");
@@ -229,7 +312,7 @@ async fn check(doc: &Value, path: &str, method: &str, response: reqwest::Respons
     if !media_type.contains("json") {
         return status;
     }
-    let body: Value = response.json().await.expect("a JSON body");
+    let body: Value = serde_json::from_slice(&answer.body).expect("a JSON body");
     let schema = resolve(doc, &media["schema"]);
     for required in schema["required"].as_array().into_iter().flatten() {
         let key = required.as_str().unwrap();
@@ -324,10 +407,13 @@ fn example_of(doc: &Value, schema: &Value) -> Value {
 
 #[tokio::test]
 async fn every_documented_status_is_provoked_and_answered_as_the_served_document_says() {
-    let app = spawn_app_with(&[(
-        "CAF_BROKER__SERVER__MAX_HEADER_LIST_BYTES",
-        HEADER_LIST_BYTES,
-    )])
+    let app = spawn_app_with(&[
+        (
+            "CAF_BROKER__SERVER__MAX_HEADER_LIST_BYTES",
+            HEADER_LIST_BYTES,
+        ),
+        ("CAF_BROKER__SERVER__REQUEST_TIMEOUT_SECS", "1"),
+    ])
     .await;
     let tight = spawn_app_with(&[(
         "CAF_BROKER__QUOTAS__DEFAULT",
@@ -359,6 +445,12 @@ async fn every_documented_status_is_provoked_and_answered_as_the_served_document
                 .find(|(p, s, _)| (*p == "*" || *p == path) && *s == status)
             {
                 skipped.insert((skip.0, skip.1));
+                continue;
+            }
+            if (method.as_str(), path.as_str(), status) == ("post", SEARCH, 408) {
+                let answer = late_search(&apps.app).await;
+                assert_eq!(check_answer(doc, &path, &method, answer), 408);
+                provoked.push(format!("{method} {path} {status}"));
                 continue;
             }
             let Some(request) = provoke(&apps, &method, &path, status) else {
