@@ -292,11 +292,17 @@ fn check_answer(doc: &Value, path: &str, method: &str, answer: Answer) -> u16 {
     assert!(documented.is_object(), "{what}: undocumented status");
 
     let headers = &answer.headers;
-    for (name, _) in documented["headers"].as_object().into_iter().flatten() {
-        assert!(
-            headers.contains_key(&name.to_ascii_lowercase()),
-            "{what}: documented header {name} missing"
-        );
+    for (name, header) in documented["headers"].as_object().into_iter().flatten() {
+        let value = headers
+            .get(&name.to_ascii_lowercase())
+            .unwrap_or_else(|| panic!("{what}: documented header {name} missing"));
+        let allowed = &resolve(doc, header)["schema"]["enum"];
+        if let Some(allowed) = allowed.as_array() {
+            assert!(
+                allowed.contains(&Value::from(value.as_str())),
+                "{what}: header {name}: {value} is not one of {allowed:?}"
+            );
+        }
     }
     let content_type = headers.get("content-type").cloned().unwrap_or_default();
     let content = documented["content"]
@@ -314,6 +320,14 @@ fn check_answer(doc: &Value, path: &str, method: &str, answer: Answer) -> u16 {
     }
     let body: Value = serde_json::from_slice(&answer.body).expect("a JSON body");
     let schema = resolve(doc, &media["schema"]);
+    if let Some(properties) = schema["properties"].as_object() {
+        for key in body.as_object().expect("an object body").keys() {
+            assert!(
+                properties.contains_key(key),
+                "{what}: property {key} is not documented"
+            );
+        }
+    }
     for required in schema["required"].as_array().into_iter().flatten() {
         let key = required.as_str().unwrap();
         assert!(
