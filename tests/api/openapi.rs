@@ -102,8 +102,8 @@ fn provoke(apps: &Apps, method: &str, path: &str, status: u16) -> Option<Request
                 _ => data(app, &url, &token, purpose),
             }
         }
-        (_, "/v1/allocataires/recherche", _) => {
-            let url = "/v1/allocataires/recherche";
+        (_, SEARCH, _) => {
+            let url = SEARCH;
             let nir = |nir: &str| json!({ "nir": nir });
             match status {
                 200 => data(app, url, &token, purpose).json(&nir(&example_nir(&apps.doc))),
@@ -111,7 +111,8 @@ fn provoke(apps: &Apps, method: &str, path: &str, status: u16) -> Option<Request
                 401 => data(app, url, "not-a-jwt", purpose).json(&nir("295109912611193")),
                 403 => data(app, url, &token, FORBIDDEN_PURPOSE).json(&nir("295109912611193")),
                 404 => data(app, url, &token, purpose).json(&nir(&absent_nir())),
-                413 => data(app, url, &token, purpose).json(&nir(&"1".repeat(8192))),
+                413 => data(app, url, &token, purpose)
+                    .json(&nir(&"1".repeat(app.settings.server.max_body_bytes + 1))),
                 415 => data(app, url, &token, purpose)
                     .header("content-type", "text/plain")
                     .body(r#"{"nir": "295109912611193"}"#),
