@@ -64,23 +64,6 @@ async fn status_of(app: &TestApp, numero: &str, token: &str) -> u16 {
         .as_u16()
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// The value of a counter sample line starting with `series`, if any.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
-
 #[tokio::test]
 async fn an_agent_reading_more_distinct_dossiers_than_allowed_raises_one_alert_in_the_chain() {
     let (app, _clock) = app_at(
@@ -117,9 +100,10 @@ async fn an_agent_reading_more_distinct_dossiers_than_allowed_raises_one_alert_i
     assert_eq!(alert.seq, accesses[3].seq + 1);
     assert_eq!(verify_dir(&app.audit_dir).unwrap().records, 8);
 
-    let text = metrics(&app).await;
-    let count = sample(&text, "caf_broker_alerts_total{rule=\"distinct_dossiers\"}");
-    assert!(count.is_some_and(|n| n >= 1.0), "{text}");
+    let count = app
+        .counter("caf_broker_alerts_total{rule=\"distinct_dossiers\"}")
+        .await;
+    assert!(count >= 1.0, "{count}");
 }
 
 #[tokio::test]

@@ -236,25 +236,6 @@ async fn a_purpose_header_the_policy_does_not_define_is_not_recorded() {
     assert!(!all_text(&app.audit_dir).contains("295109912611193"));
 }
 
-/// The value of one series of `caf_broker_http_requests_total` (0 before its
-/// first increment). The recorder is shared by every broker of this test
-/// binary, so each caller picks a post of its own.
-async fn requests_counted(app: &crate::helpers::TestApp, labels: &str) -> f64 {
-    let series = format!("caf_broker_http_requests_total{{{labels}}}");
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series.as_str())?.strip_prefix(' '))
-        .map_or(0.0, |value| value.trim().parse().unwrap())
-}
-
 #[tokio::test]
 async fn a_known_purpose_with_a_bad_case_reference_is_labelled_and_audited_with_that_purpose() {
     let app = spawn_app().await;
@@ -272,19 +253,13 @@ async fn a_known_purpose_with_a_bad_case_reference_is_labelled_and_audited_with_
     // A purpose the policy does not define is free text: labelled and audited as none.
     assert_problem(ask("curiosite").await.unwrap(), 400, "invalid-request").await;
 
-    let route = r#"route="/v1/allocataires/{numero}",method="GET",status="400""#;
-    assert_eq!(
-        requests_counted(
-            &app,
-            &format!(r#"{route},purpose="{RADIATION}",post="SN-DAKAR""#)
+    let series = |purpose: &str| {
+        format!(
+            r#"caf_broker_http_requests_total{{route="/v1/allocataires/{{numero}}",method="GET",status="400",purpose="{purpose}",post="SN-DAKAR"}}"#
         )
-        .await,
-        1.0
-    );
-    assert_eq!(
-        requests_counted(&app, &format!(r#"{route},purpose="none",post="SN-DAKAR""#)).await,
-        1.0
-    );
+    };
+    assert_eq!(app.counter(&series(RADIATION)).await, 1.0);
+    assert_eq!(app.counter(&series("none")).await, 1.0);
     let purposes: Vec<Option<String>> = records(&app.audit_dir)
         .into_iter()
         .map(|r| r.purpose)

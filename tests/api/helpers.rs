@@ -175,6 +175,30 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// The broker's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("request sent")
+            .text()
+            .await
+            .expect("a text body")
+    }
+
+    /// The value of one counter series, written as in `/metrics`
+    /// (`name{label="value"}`); 0 before its first increment. The recorder is
+    /// shared by every broker of this test binary, so callers compare before
+    /// and after, or pick labels of their own.
+    pub async fn counter(&self, series: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.trim().parse().expect("a number"))
+    }
+
     /// `POST /v1/allocataires/recherche` with a JSON body.
     pub async fn search(&self, body: &Value, token: &str, purpose: &str) -> reqwest::Response {
         self.client

@@ -155,22 +155,6 @@ fn dossier(numero: &str) -> Value {
         .expect("a fixed dossier")
 }
 
-/// The value of one counter series in the broker's `/metrics` (0 before its first increment).
-async fn counter(app: &TestApp, series: &str) -> f64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.trim().parse().unwrap())
-}
-
 fn outcomes(dir: &Path) -> Vec<(String, u16)> {
     records(dir)
         .iter()
@@ -195,7 +179,7 @@ async fn a_caf_answering_another_dossier_gets_a_502_and_its_record_is_neither_re
     .await;
     let app = broker_in_front_of(&caf).await;
     let series = "caf_broker_upstream_mismatch_total{lookup=\"numero\"}";
-    let before = counter(&app, series).await;
+    let before = app.counter(series).await;
     let token = app.token(AGENT);
 
     let wrong = app.get_dossier("1000002", &token, RADIATION).await;
@@ -206,7 +190,7 @@ async fn a_caf_answering_another_dossier_gets_a_502_and_its_record_is_neither_re
         !text.contains("1000003") && !text.contains("1000002"),
         "{text}"
     );
-    assert_eq!(counter(&app, series).await, before + 1.0);
+    assert_eq!(app.counter(series).await, before + 1.0);
 
     // The CAF has recovered: the next request asks it again, rather than
     // finding the stranger's record in the cache.
@@ -220,7 +204,7 @@ async fn a_caf_answering_another_dossier_gets_a_502_and_its_record_is_neither_re
         outcomes(&app.audit_dir),
         [("upstream_error".into(), 502), ("released".into(), 200)]
     );
-    assert_eq!(counter(&app, series).await, before + 1.0);
+    assert_eq!(app.counter(series).await, before + 1.0);
     caf.stop().await;
 }
 
@@ -233,7 +217,7 @@ async fn a_caf_answering_a_search_with_another_persons_dossier_gets_a_502_and_no
     .await;
     let app = broker_in_front_of(&caf).await;
     let series = "caf_broker_upstream_mismatch_total{lookup=\"nir\"}";
-    let before = counter(&app, series).await;
+    let before = app.counter(series).await;
     let token = app.token(AGENT);
 
     for _ in 0..2 {
@@ -246,7 +230,7 @@ async fn a_caf_answering_a_search_with_another_persons_dossier_gets_a_502_and_no
         assert!(problem.get("data").is_none());
         assert!(!problem.to_string().contains("1000001"));
     }
-    assert_eq!(counter(&app, series).await, before + 2.0);
+    assert_eq!(app.counter(series).await, before + 2.0);
     assert_eq!(
         caf.received("/dossiers/recherche"),
         2,
@@ -279,7 +263,7 @@ async fn a_nir_written_in_released_free_text_is_redacted_and_counted_on_every_an
     let caf = StubCaf::start(&[("/dossiers/1000002", vec![record])]).await;
     let app = broker_in_front_of(&caf).await;
     let series = "caf_broker_nir_redactions_total";
-    let before = counter(&app, series).await;
+    let before = app.counter(series).await;
     let token = app.token(AGENT);
 
     for (round, cache) in [(1.0, "miss"), (2.0, "hit")] {
@@ -300,7 +284,7 @@ async fn a_nir_written_in_released_free_text_is_redacted_and_counted_on_every_an
         assert_eq!(data["prestations"][0]["libelle"], "RSA (sécu [redacted])");
         assert_eq!(data["adresse"]["lieu_dit"], "parcelle 123456789012345");
         assert_eq!(data["adresse"]["pays"], "TUNISIE");
-        assert_eq!(counter(&app, series).await, before + 2.0 * round);
+        assert_eq!(app.counter(series).await, before + 2.0 * round);
     }
     assert_eq!(caf.received("/dossiers/1000002"), 1);
     caf.stop().await;
