@@ -77,8 +77,8 @@ struct Attempt {
 /// becomes once every part of it parsed. (The case reference goes to the audit
 /// record only; no stage reads it.)
 #[derive(Debug)]
-struct DataRequest {
-    caller: Caller,
+struct DataRequest<'a> {
+    caller: &'a Caller,
     purpose: Purpose,
     lookup: Lookup,
     /// The client asked for a fresh CAF read (`Cache-Control: no-cache`).
@@ -288,7 +288,7 @@ impl Broker {
         let result = match (purpose, case_reference, lookup) {
             (Ok(purpose), Ok(_), Ok(lookup)) => {
                 let request = DataRequest {
-                    caller,
+                    caller: &caller,
                     purpose,
                     lookup,
                     fresh,
@@ -310,20 +310,15 @@ impl Broker {
         } else {
             entry.policy_version = Some(policy.version().to_owned());
         }
-        // The unit of error budget this request held is kept by a refusal
-        // and given back otherwise, including when the record fails (503).
-        let budget = &self.stages.error_budget;
-        let refusal = match (is_refusal(entry.status), &entry.post, &entry.sub) {
-            (true, Some(post), Some(sub)) => Some((post.clone(), sub.clone())),
-            (_, Some(post), Some(sub)) => {
-                budget.refund(post, sub);
-                None
-            }
-            _ => None,
-        };
+        // The unit of error budget this request holds is kept by a refusal and
+        // given back otherwise, including when the record fails (503).
+        let refused = is_refusal(entry.status);
+        if !refused {
+            self.stages.error_budget.refund(&caller.post, &caller.sub);
+        }
         let recorded = self.record_with_alerts(entry, alerts).await;
-        if let (Err(_), Some((post, sub))) = (&recorded, refusal) {
-            budget.refund(&post, &sub);
+        if refused && recorded.is_err() {
+            self.stages.error_budget.refund(&caller.post, &caller.sub);
         }
         recorded?;
         result
@@ -447,7 +442,7 @@ impl Broker {
     async fn lookup(
         &self,
         policy: &Policy,
-        request: &DataRequest,
+        request: &DataRequest<'_>,
     ) -> Result<Released, BrokerError> {
         let (role, purpose) = (&request.caller.role, &request.purpose);
 
