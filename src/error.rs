@@ -91,91 +91,55 @@ pub enum Unauthenticated {
     UnknownRole,
 }
 
-/// The stable problem codes, each with its HTTP status and title: the one
-/// table from which answers, the OpenAPI document and the docs' checks derive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProblemCode {
-    InvalidRequest,
-    Unauthenticated,
-    PurposeNotPermitted,
-    AgentSuspended,
-    PostNotRegistered,
-    AllocataireNotFound,
-    RouteNotFound,
-    MethodNotAllowed,
-    RequestTimeout,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    QuotaExceeded,
-    HeadersTooLarge,
-    InternalError,
-    UpstreamError,
-    QuotaUnavailable,
-    UpstreamUnavailable,
-    AuditUnavailable,
-    UpstreamTimeout,
+/// Declares [`ProblemCode`] from its table: one line per code, in order of status.
+macro_rules! problem_codes {
+    ($($code:ident => ($text:literal, $status:literal, $title:literal, $when:literal),)+) => {
+        /// The stable problem codes, each with its HTTP status, title and the
+        /// cases it answers: the one table from which answers, the OpenAPI
+        /// document and the docs' checks derive.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+        #[serde(rename_all = "kebab-case")]
+        pub enum ProblemCode {
+            $($code,)+
+        }
+
+        impl ProblemCode {
+            /// Every code, in order of status.
+            pub const ALL: &'static [ProblemCode] = &[$(ProblemCode::$code,)+];
+
+            /// The code as sent, its HTTP status, a short fixed title, and when it is answered.
+            const fn row(self) -> (&'static str, u16, &'static str, &'static str) {
+                match self {
+                    $(ProblemCode::$code => ($text, $status, $title, $when),)+
+                }
+            }
+        }
+    };
+}
+
+problem_codes! {
+    InvalidRequest => ("invalid-request", 400, "Invalid request", "A malformed identifier, a bad NIR key, a missing, repeated or invalid `X-Purpose` or `X-Case-Reference`, a purpose the policy does not define, or a body that is not `{\"nir\": \"…\"}`."),
+    Unauthenticated => ("unauthenticated", 401, "Unauthenticated", "A missing, malformed, expired, not-yet-valid or wrongly signed token, a wrong issuer or audience, a disallowed algorithm, or a role the policy does not define."),
+    PurposeNotPermitted => ("purpose-not-permitted", 403, "Purpose not permitted", "The caller's role may not declare this purpose."),
+    AgentSuspended => ("agent-suspended", 403, "Agent suspended", "The agent is suspended after a bulk-lookup alert (with `alerts.block = true`)."),
+    PostNotRegistered => ("post-not-registered", 403, "Post not registered", "With `quotas.known_posts_only`, the caller's post has no quota entry."),
+    AllocataireNotFound => ("allocataire-not-found", 404, "Allocataire not found", "The CAF has no such dossier."),
+    RouteNotFound => ("route-not-found", 404, "Route not found", "No route has this path."),
+    MethodNotAllowed => ("method-not-allowed", 405, "Method not allowed", "The route does not take this method; `Allow` names the one it takes."),
+    RequestTimeout => ("request-timeout", 408, "Request timeout", "The body did not arrive in full within `server.request_timeout_secs` of the request's head; the connection is closed (`Connection: close` over HTTP/1.1)."),
+    PayloadTooLarge => ("payload-too-large", 413, "Payload too large", "The body is larger than `server.max_body_bytes`."),
+    UnsupportedMediaType => ("unsupported-media-type", 415, "Unsupported media type", "The body is not sent as `Content-Type: application/json`."),
+    QuotaExceeded => ("quota-exceeded", 429, "Quota exceeded", "A quota is spent: the post's burst or daily quota (shared by its agents), the agent's own, or the agent's error budget. The body's `limit` names it (`burst`, `daily`, `agent-burst`, `agent-daily`, `agent-error-budget`; no `RateLimit` fields with the last)."),
+    HeadersTooLarge => ("headers-too-large", 431, "Request header fields too large", "The header fields (names, values and 32 bytes per field) exceed `server.max_header_list_bytes`. Over HTTP/2 the connection itself answers 431, without a problem body."),
+    InternalError => ("internal-error", 500, "Internal error", "A fault of the broker itself; quote the request id to the operators."),
+    UpstreamError => ("upstream-error", 502, "Upstream error", "The CAF answered with an error, unreadable data, or another dossier than the one asked for (nothing of it is released or cached)."),
+    QuotaUnavailable => ("quota-unavailable", 503, "Quota unavailable", "The shared quota store is unreachable and set to refuse."),
+    UpstreamUnavailable => ("upstream-unavailable", 503, "Upstream unavailable", "The CAF is not called for now: its circuit is open after repeated failures."),
+    AuditUnavailable => ("audit-unavailable", 503, "Audit unavailable", "The access cannot be recorded in the audit log, so no data is released."),
+    UpstreamTimeout => ("upstream-timeout", 504, "Upstream timeout", "The CAF did not answer in time."),
 }
 
 impl ProblemCode {
-    /// Every code, in order of status.
-    pub const ALL: [ProblemCode; 19] = [
-        ProblemCode::InvalidRequest,
-        ProblemCode::Unauthenticated,
-        ProblemCode::PurposeNotPermitted,
-        ProblemCode::AgentSuspended,
-        ProblemCode::PostNotRegistered,
-        ProblemCode::AllocataireNotFound,
-        ProblemCode::RouteNotFound,
-        ProblemCode::MethodNotAllowed,
-        ProblemCode::RequestTimeout,
-        ProblemCode::PayloadTooLarge,
-        ProblemCode::UnsupportedMediaType,
-        ProblemCode::QuotaExceeded,
-        ProblemCode::HeadersTooLarge,
-        ProblemCode::InternalError,
-        ProblemCode::UpstreamError,
-        ProblemCode::QuotaUnavailable,
-        ProblemCode::UpstreamUnavailable,
-        ProblemCode::AuditUnavailable,
-        ProblemCode::UpstreamTimeout,
-    ];
-
-    /// The code as sent, its HTTP status, and a short fixed title.
-    const fn row(self) -> (&'static str, u16, &'static str) {
-        match self {
-            ProblemCode::InvalidRequest => ("invalid-request", 400, "Invalid request"),
-            ProblemCode::Unauthenticated => ("unauthenticated", 401, "Unauthenticated"),
-            ProblemCode::PurposeNotPermitted => {
-                ("purpose-not-permitted", 403, "Purpose not permitted")
-            }
-            ProblemCode::AgentSuspended => ("agent-suspended", 403, "Agent suspended"),
-            ProblemCode::PostNotRegistered => ("post-not-registered", 403, "Post not registered"),
-            ProblemCode::AllocataireNotFound => {
-                ("allocataire-not-found", 404, "Allocataire not found")
-            }
-            ProblemCode::RouteNotFound => ("route-not-found", 404, "Route not found"),
-            ProblemCode::MethodNotAllowed => ("method-not-allowed", 405, "Method not allowed"),
-            ProblemCode::RequestTimeout => ("request-timeout", 408, "Request timeout"),
-            ProblemCode::PayloadTooLarge => ("payload-too-large", 413, "Payload too large"),
-            ProblemCode::UnsupportedMediaType => {
-                ("unsupported-media-type", 415, "Unsupported media type")
-            }
-            ProblemCode::QuotaExceeded => ("quota-exceeded", 429, "Quota exceeded"),
-            ProblemCode::HeadersTooLarge => {
-                ("headers-too-large", 431, "Request header fields too large")
-            }
-            ProblemCode::InternalError => ("internal-error", 500, "Internal error"),
-            ProblemCode::UpstreamError => ("upstream-error", 502, "Upstream error"),
-            ProblemCode::QuotaUnavailable => ("quota-unavailable", 503, "Quota unavailable"),
-            ProblemCode::UpstreamUnavailable => {
-                ("upstream-unavailable", 503, "Upstream unavailable")
-            }
-            ProblemCode::AuditUnavailable => ("audit-unavailable", 503, "Audit unavailable"),
-            ProblemCode::UpstreamTimeout => ("upstream-timeout", 504, "Upstream timeout"),
-        }
-    }
-
     /// The code as sent (`invalid-request`; the type is `urn:caf-broker:problem:<code>`).
     pub const fn as_str(self) -> &'static str {
         self.row().0
@@ -189,6 +153,11 @@ impl ProblemCode {
     /// A short, fixed human title for the problem type.
     pub const fn title(self) -> &'static str {
         self.row().2
+    }
+
+    /// When the code is answered, in a sentence or two for the API's documents.
+    pub const fn when(self) -> &'static str {
+        self.row().3
     }
 }
 

@@ -115,109 +115,31 @@ pub(super) struct DataHeaders {
 /// and the headers of every answer.
 struct SharedAnswers;
 
-/// A problem answer shared by operations: its component name, status, codes
-/// and the headers it carries besides those of every answer.
-struct ProblemAnswer {
-    name: &'static str,
-    status: u16,
-    description: &'static str,
-    headers: &'static [&'static str],
-    /// Only the `POST` operation answers it.
-    body_only: bool,
-}
+/// A problem answer shared by the data operations: its component name, its
+/// status, the headers it carries besides those of every answer, and whether
+/// only the `POST` operation (which has a body) answers it. Its description
+/// lists the cases of each code of that status ([`ProblemCode::when`]).
+type ProblemAnswer = (&'static str, u16, &'static [&'static str], bool);
 
 const PROBLEM_ANSWERS: [ProblemAnswer; 13] = [
-    ProblemAnswer {
-        name: "InvalidRequest",
-        status: 400,
-        description: "A malformed identifier, a bad NIR key, a missing, repeated or invalid `X-Purpose` or `X-Case-Reference`, a purpose the policy does not define, or a body that is not `{\"nir\": \"…\"}`.",
-        headers: &[],
-        body_only: false,
-    },
-    ProblemAnswer {
-        name: "Unauthenticated",
-        status: 401,
-        description: "A missing, malformed, expired, not-yet-valid or wrongly signed token, a wrong issuer or audience, a disallowed algorithm, or a role the policy does not define.",
-        headers: &["WWW-Authenticate"],
-        body_only: false,
-    },
-    ProblemAnswer {
-        name: "PurposeNotPermitted",
-        status: 403,
-        description: "The caller's role may not declare this purpose (`purpose-not-permitted`), with `quotas.known_posts_only` the caller's post has no quota entry (`post-not-registered`), or the agent is suspended after a bulk-lookup alert (`agent-suspended`, with `alerts.block = true`).",
-        headers: &[],
-        body_only: false,
-    },
-    ProblemAnswer {
-        name: "AllocataireNotFound",
-        status: 404,
-        description: "The CAF has no such dossier.",
-        headers: &[],
-        body_only: false,
-    },
-    ProblemAnswer {
-        name: "PayloadTooLarge",
-        status: 413,
-        description: "The body is larger than `server.max_body_bytes`.",
-        headers: &[],
-        body_only: true,
-    },
-    ProblemAnswer {
-        name: "RequestTimeout",
-        status: 408,
-        description: "The body did not arrive in full within `server.request_timeout_secs` of the request's head; the connection is closed (`Connection: close` over HTTP/1.1).",
-        headers: &[],
-        body_only: true,
-    },
-    ProblemAnswer {
-        name: "UnsupportedMediaType",
-        status: 415,
-        description: "The body is not sent as `Content-Type: application/json`.",
-        headers: &[],
-        body_only: true,
-    },
-    ProblemAnswer {
-        name: "QuotaExceeded",
-        status: 429,
-        description: "A quota is spent: the post's burst or daily quota (shared by its agents), the agent's own, or the agent's error budget. The body's `limit` names it (`burst`, `daily`, `agent-burst`, `agent-daily`, `agent-error-budget`; no `RateLimit` fields with the last).",
-        headers: &["Retry-After", "RateLimit-Policy", "RateLimit"],
-        body_only: false,
-    },
-    ProblemAnswer {
-        name: "HeadersTooLarge",
-        status: 431,
-        description: "The header fields (names, values and 32 bytes per field) exceed `server.max_header_list_bytes`. Over HTTP/2 the connection itself answers 431, without a problem body.",
-        headers: &[],
-        body_only: false,
-    },
-    ProblemAnswer {
-        name: "InternalError",
-        status: 500,
-        description: "A fault of the broker itself; quote the request id to the operators.",
-        headers: &[],
-        body_only: false,
-    },
-    ProblemAnswer {
-        name: "UpstreamError",
-        status: 502,
-        description: "The CAF answered with an error, unreadable data, or another dossier than the one asked for (nothing of it is released or cached).",
-        headers: &[],
-        body_only: false,
-    },
-    ProblemAnswer {
-        name: "Unavailable",
-        status: 503,
-        description: "The CAF cannot be called (circuit open: `upstream-unavailable`), the audit log cannot be written (`audit-unavailable`; no data is released), or the shared quota store is unreachable and set to refuse (`quota-unavailable`).",
-        headers: &["Retry-After"],
-        body_only: false,
-    },
-    ProblemAnswer {
-        name: "UpstreamTimeout",
-        status: 504,
-        description: "The CAF did not answer in time.",
-        headers: &[],
-        body_only: false,
-    },
+    ("InvalidRequest", 400, &[], false),
+    ("Unauthenticated", 401, &["WWW-Authenticate"], false),
+    ("PurposeNotPermitted", 403, &[], false),
+    ("AllocataireNotFound", 404, &[], false),
+    ("RequestTimeout", 408, &[], true),
+    ("PayloadTooLarge", 413, &[], true),
+    ("UnsupportedMediaType", 415, &[], true),
+    (
+        "QuotaExceeded",
+        429,
+        &["Retry-After", "RateLimit-Policy", "RateLimit"],
+        false,
+    ),
+    ("HeadersTooLarge", 431, &[], false),
+    ("InternalError", 500, &[], false),
+    ("UpstreamError", 502, &[], false),
+    ("Unavailable", 503, &["Retry-After"], false),
+    ("UpstreamTimeout", 504, &[], false),
 ];
 
 /// The codes a data operation answers with `status`.
@@ -304,40 +226,31 @@ fn header_ref(name: &str) -> RefOr<utoipa::openapi::Header> {
 /// A problem answer: the one `Problem` schema, by reference, so that a
 /// generated client has one problem type; the codes this status may carry are
 /// named in the description and given one example each.
-fn problem_response(answer: &ProblemAnswer) -> Response {
-    let codes = codes_of(answer.status);
-    let listed: Vec<String> = codes
+fn problem_response(&(_, status, headers, _): &ProblemAnswer) -> Response {
+    let codes = codes_of(status);
+    let cases: Vec<String> = codes
         .iter()
-        .map(|code| format!("`{}`", code.as_str()))
+        .map(|code| format!("`{}`: {}", code.as_str(), code.when()))
         .collect();
     let examples = codes.iter().map(|code| {
         let example = ExampleBuilder::new().value(Some(json!({
             "type": format!("urn:caf-broker:problem:{}", code.as_str()),
             "title": code.title(),
-            "status": answer.status,
+            "status": status,
             "detail": "…",
             "code": code.as_str(),
             "request_id": "0b7e0f53-5d5c-4f6e-9d3e-2f0c8a1b6c4d",
         })));
         (code.as_str(), example.build())
     });
-    let mut response = ResponseBuilder::new()
-        .description(format!(
-            "{} Codes: {}.",
-            answer.description,
-            listed.join(", ")
-        ))
-        .content(
-            PROBLEM_JSON,
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("Problem")))
-                .examples_from_iter(examples)
-                .build(),
-        );
-    for name in ["X-Request-Id", "Cache-Control"]
-        .iter()
-        .chain(answer.headers)
-    {
+    let mut response = ResponseBuilder::new().description(cases.join(" ")).content(
+        PROBLEM_JSON,
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
+            .examples_from_iter(examples)
+            .build(),
+    );
+    for name in ["X-Request-Id", "Cache-Control"].iter().chain(headers) {
         response = response.header_ref(*name, Ref::new(format!("#/components/headers/{name}")));
     }
     response.build()
@@ -364,7 +277,7 @@ impl Modify for SharedAnswers {
         for answer in &PROBLEM_ANSWERS {
             components
                 .responses
-                .insert(answer.name.into(), RefOr::T(problem_response(answer)));
+                .insert(answer.0.into(), RefOr::T(problem_response(answer)));
         }
 
         for (path, item) in doc.paths.paths.iter_mut() {
@@ -392,14 +305,13 @@ impl Modify for SharedAnswers {
                     }
                 }
                 if is_data {
-                    for answer in PROBLEM_ANSWERS
-                        .iter()
-                        .filter(|answer| has_body || !answer.body_only)
-                    {
-                        responses.insert(
-                            answer.status.to_string(),
-                            RefOr::Ref(Ref::new(format!("#/components/responses/{}", answer.name))),
-                        );
+                    for (name, status, _, body_only) in PROBLEM_ANSWERS {
+                        if has_body || !body_only {
+                            responses.insert(
+                                status.to_string(),
+                                RefOr::Ref(Ref::new(format!("#/components/responses/{name}"))),
+                            );
+                        }
                     }
                 }
             }
