@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use caf_broker::clock::SystemClock;
-use caf_broker::domain::{PostCode, Subject};
-use caf_broker::quota::{self, Agent, Backend, Limits, Quota, QuotaSettings, RedisFailure};
+use caf_broker::domain::{Agent, PostCode, Subject};
+use caf_broker::quota::{self, Backend, Limits, Quota, QuotaSettings, RedisFailure};
 use criterion::{
     BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
 };

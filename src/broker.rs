@@ -25,14 +25,14 @@ use std::sync::Arc;
 
 use tracing::{Instrument, info_span, instrument};
 
-use crate::alerts::{self, Alert, Detector, LookupKind, Observation};
+use crate::alerts::{Alert, Detector, LookupKind, Observation};
 use crate::audit::{AuditEntry, AuditLog, Outcome};
 use crate::auth::{Authenticator, Caller};
 use crate::cache::RecordCache;
-use crate::domain::{CacheOutcome, CaseReference, Lookup, PostCode, Purpose};
+use crate::domain::{Agent, CacheOutcome, CaseReference, Lookup, PostCode, Purpose};
 use crate::error::{BrokerError, Unauthenticated};
 use crate::policy::{DriftTracker, Policy, PolicyStore, ReloadCounts, ShadowPolicy};
-use crate::quota::{Admission, Agent, Decision, ErrorBudget, Quota, QuotaState, RefusalCounts};
+use crate::quota::{Admission, Decision, ErrorBudget, Quota, QuotaState, RefusalCounts};
 use crate::upstream::{CafClient, UpstreamError, UpstreamHealth};
 
 /// What the edge read of a data request, as it came: the bearer token, the
@@ -63,17 +63,7 @@ pub struct Answer {
     pub purpose: Option<Purpose>,
 }
 
-/// An authenticated request, with whatever the edge could parse.
-struct Attempt {
-    request_id: uuid::Uuid,
-    caller: Caller,
-    purpose: Result<Purpose, BrokerError>,
-    case_reference: Result<CaseReference, BrokerError>,
-    lookup: Result<Lookup, BrokerError>,
-    fresh: bool,
-}
-
-/// An authenticated, well-formed request for one dossier: what an [`Attempt`]
+/// An authenticated, well-formed request for one dossier: what a [`Request`]
 /// becomes once every part of it parsed. (The case reference goes to the audit
 /// record only; no stage reads it.)
 #[derive(Debug)]
@@ -213,19 +203,12 @@ impl Broker {
         if let Some(purpose) = &purpose {
             span.record("purpose", purpose.as_str());
         }
-        let post = caller.post.clone();
-        let attempt = Attempt {
-            request_id: request.request_id,
-            caller,
-            purpose: request.purpose,
-            case_reference: request.case_reference,
-            lookup: request.lookup.await,
-            fresh: request.fresh,
-        };
-        let result = self.attempt(&policy, purpose.clone(), attempt).await;
+        let result = self
+            .attempt(&policy, &caller, purpose.clone(), request)
+            .await;
         Answer {
             result,
-            post: Some(post),
+            post: Some(caller.post),
             purpose,
         }
     }
@@ -253,26 +236,30 @@ impl Broker {
     /// Stages 2 to 7 for one authenticated request, then its audit record: the
     /// answer leaves only once the record is durably written, and if it cannot
     /// be written the answer is `503 audit-unavailable` and nothing is released.
-    async fn attempt(
+    async fn attempt<L>(
         &self,
         policy: &Policy,
+        caller: &Caller,
         known_purpose: Option<Purpose>,
-        attempt: Attempt,
-    ) -> Result<Released, BrokerError> {
-        let Attempt {
+        request: Request<'_, L>,
+    ) -> Result<Released, BrokerError>
+    where
+        L: Future<Output = Result<Lookup, BrokerError>>,
+    {
+        let Request {
             request_id,
-            caller,
             purpose,
             case_reference,
             lookup,
             fresh,
-        } = attempt;
+            ..
+        } = request;
+        let lookup = lookup.await;
         // Before anything else: an agent past its error budget costs no quota,
         // no CAF call and no audit line of its own (its minute's summary counts it).
         // Admitted, the request holds one unit of the budget until its outcome.
-        if let Admission::Spent { retry_after_secs } =
-            self.stages.error_budget.admit(&caller.post, &caller.sub)
-        {
+        let agent = caller.agent();
+        if let Admission::Spent { retry_after_secs } = self.stages.error_budget.admit(agent) {
             crate::telemetry::record_error_budget_refusal(caller.post.as_str());
             return Err(BrokerError::ErrorBudgetSpent { retry_after_secs });
         }
@@ -288,7 +275,7 @@ impl Broker {
         let result = match (purpose, case_reference, lookup) {
             (Ok(purpose), Ok(_), Ok(lookup)) => {
                 let request = DataRequest {
-                    caller: &caller,
+                    caller,
                     purpose,
                     lookup,
                     fresh,
@@ -314,11 +301,11 @@ impl Broker {
         // given back otherwise, including when the record fails (503).
         let refused = is_refusal(entry.status);
         if !refused {
-            self.stages.error_budget.refund(&caller.post, &caller.sub);
+            self.stages.error_budget.refund(agent);
         }
         let recorded = self.record_with_alerts(entry, alerts).await;
         if refused && recorded.is_err() {
-            self.stages.error_budget.refund(&caller.post, &caller.sub);
+            self.stages.error_budget.refund(agent);
         }
         recorded?;
         result
@@ -393,10 +380,7 @@ impl Broker {
         let (Some(post), Some(sub), Some(lookup)) = (&entry.post, &entry.sub, &entry.lookup) else {
             return Vec::new();
         };
-        let agent = alerts::Agent {
-            post: post.clone(),
-            sub: sub.clone(),
-        };
+        let agent = Agent { post, sub };
         // Computed once: the audit record reuses it.
         let dossier = self.stages.audit.pseudonymize(lookup);
         let kind = match lookup {
@@ -404,7 +388,7 @@ impl Broker {
             Lookup::Nir(_) => LookupKind::Nir,
         };
         let observation = Observation {
-            agent: &agent,
+            agent,
             dossier: dossier.as_str(),
             kind,
             found,
@@ -462,13 +446,8 @@ impl Broker {
             return Err(BrokerError::PostNotRegistered);
         }
         // A suspended agent is refused before its request costs its post any quota.
-        let suspended = self.stages.alerts.blocks() && {
-            let watched = alerts::Agent {
-                post: caller.post.clone(),
-                sub: caller.sub.clone(),
-            };
-            self.stages.alerts.is_blocked(&watched).await
-        };
+        let agent = caller.agent();
+        let suspended = self.stages.alerts.blocks() && self.stages.alerts.is_blocked(agent).await;
         if suspended {
             // Debug only: the request line and the audit record already say it,
             // and a suspended agent that insists must not double the log.
@@ -477,10 +456,6 @@ impl Broker {
         }
 
         // 3. quota: counted before the cache, so hits and misses, found or not, all count.
-        let agent = Agent {
-            post: &caller.post,
-            sub: &caller.sub,
-        };
         let quota = match self
             .stages
             .quota

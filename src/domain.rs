@@ -171,6 +171,14 @@ token_newtype!(
     Subject, Subject, 256, |b: u8| b.is_ascii_graphic()
 );
 
+/// An agent: its `sub` within its post (the same `sub` in two posts is two
+/// agents). Quotas, the error budget and the bulk-lookup detector count per agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Agent<'a> {
+    pub post: &'a PostCode,
+    pub sub: &'a Subject,
+}
+
 /// What the client asked to look up: a dossier number, or a NIR (sent in a body
 /// so that it never sits in a URL).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use caf_broker::clock::ManualClock;
-use caf_broker::domain::{PostCode, Subject};
+use caf_broker::domain::{Agent, PostCode, Subject};
 use caf_broker::quota::{
-    self, Agent, Backend, Decision, Limits, Quota, QuotaSettings, RedisFailure, Window,
+    self, Backend, Decision, Limits, Quota, QuotaSettings, RedisFailure, Window,
 };
 use jiff::Timestamp;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};

@@ -31,7 +31,8 @@ use crate::redis_link::lazy_manager;
 
 use super::rules::{Counts, Rule, WINDOW};
 use super::windows::MAX_EVENTS_PER_AGENT;
-use super::{Agent, LookupKind, Observation};
+use super::{LookupKind, Observation};
+use crate::domain::Agent;
 
 /// How long Redis is skipped after a failure before it is tried again.
 const RETRY_INTERVAL_MS: i64 = 1_000;
@@ -127,7 +128,7 @@ impl RedisStore {
     /// and it is still silent; suspends the agent for `block_ms` if given.
     pub(crate) async fn claim(
         &self,
-        agent: &Agent,
+        agent: Agent<'_>,
         rule: Rule,
         now: Timestamp,
         silent_ms: i64,
@@ -167,7 +168,7 @@ impl RedisStore {
 
     pub(crate) async fn is_blocked(
         &self,
-        agent: &Agent,
+        agent: Agent<'_>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let key = format!("{}:blocked", prefix(agent));
@@ -240,7 +241,7 @@ impl RedisStore {
 }
 
 /// The keys' common prefix for an agent; the agent is the hash tag.
-pub(crate) fn prefix(agent: &Agent) -> String {
+pub(crate) fn prefix(agent: Agent<'_>) -> String {
     format!("caf-broker:alerts:{{{}/{}}}", agent.post, agent.sub)
 }
 
@@ -251,10 +252,14 @@ mod tests {
 
     #[test]
     fn keys_carry_the_agent_as_a_cluster_hash_tag() {
+        let (post, sub) = (
+            PostCode::parse("TN-TUNIS").unwrap(),
+            Subject::parse("agent-42").unwrap(),
+        );
         let agent = Agent {
-            post: PostCode::parse("TN-TUNIS").unwrap(),
-            sub: Subject::parse("agent-42").unwrap(),
+            post: &post,
+            sub: &sub,
         };
-        assert_eq!(prefix(&agent), "caf-broker:alerts:{TN-TUNIS/agent-42}");
+        assert_eq!(prefix(agent), "caf-broker:alerts:{TN-TUNIS/agent-42}");
     }
 }

@@ -15,7 +15,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use jiff::{SignedDuration, Timestamp};
 
 use super::rules::{Counts, Rule, WINDOW};
-use super::{Agent, LookupKind, Observation};
+use super::{LookupKind, Observation};
+use crate::domain::{Agent, PostCode, Subject};
 
 /// The most events one window of an agent keeps; older ones are dropped. It is
 /// above every threshold ([`super::settings::MAX_THRESHOLD`]), so dropping
@@ -32,7 +33,8 @@ pub(crate) struct MemoryWindows {
 }
 
 struct Inner {
-    agents: HashMap<Agent, AgentState>,
+    /// Keyed by post and `sub`, owned.
+    agents: HashMap<(PostCode, Subject), AgentState>,
     next_sweep: Timestamp,
 }
 
@@ -78,10 +80,7 @@ impl MemoryWindows {
     pub(crate) fn record(&self, observation: &Observation<'_>, now: Timestamp) -> Counts {
         let mut inner = self.lock();
         inner.sweep_if_due(now);
-        if !inner.agents.contains_key(observation.agent) {
-            inner.make_room(self.max_agents, now);
-        }
-        let state = inner.agents.entry(observation.agent.clone()).or_default();
+        let state = inner.state(observation.agent, self.max_agents, now);
         state.record(observation, now);
         state.counts()
     }
@@ -91,17 +90,14 @@ impl MemoryWindows {
     /// if given. True when the rule fired.
     pub(crate) fn claim(
         &self,
-        agent: &Agent,
+        agent: Agent<'_>,
         rule: Rule,
         now: Timestamp,
         silent_until: Timestamp,
         block_until: Option<Timestamp>,
     ) -> bool {
         let mut inner = self.lock();
-        if !inner.agents.contains_key(agent) {
-            inner.make_room(self.max_agents, now);
-        }
-        let state = inner.agents.entry(agent.clone()).or_default();
+        let state = inner.state(agent, self.max_agents, now);
         let slot = &mut state.silent_until[rule.index()];
         if slot.is_some_and(|until| until > now) {
             return false;
@@ -115,18 +111,14 @@ impl MemoryWindows {
 
     /// Suspends the agent until `until` (a suspension decided elsewhere, kept
     /// here too so that it holds while the shared store does not answer).
-    pub(crate) fn block(&self, agent: &Agent, now: Timestamp, until: Timestamp) {
-        let mut inner = self.lock();
-        if !inner.agents.contains_key(agent) {
-            inner.make_room(self.max_agents, now);
-        }
-        inner.agents.entry(agent.clone()).or_default().block(until);
+    pub(crate) fn block(&self, agent: Agent<'_>, now: Timestamp, until: Timestamp) {
+        self.lock().state(agent, self.max_agents, now).block(until);
     }
 
-    pub(crate) fn is_blocked(&self, agent: &Agent, now: Timestamp) -> bool {
+    pub(crate) fn is_blocked(&self, agent: Agent<'_>, now: Timestamp) -> bool {
         self.lock()
             .agents
-            .get(agent)
+            .get(&(agent.post.clone(), agent.sub.clone()))
             .and_then(|state| state.blocked_until)
             .is_some_and(|until| until > now)
     }
@@ -139,6 +131,15 @@ impl MemoryWindows {
 }
 
 impl Inner {
+    /// The agent's state, made (room first) if it is not tracked yet.
+    fn state(&mut self, agent: Agent<'_>, max_agents: usize, now: Timestamp) -> &mut AgentState {
+        let key = (agent.post.clone(), agent.sub.clone());
+        if !self.agents.contains_key(&key) {
+            self.make_room(max_agents, now);
+        }
+        self.agents.entry(key).or_default()
+    }
+
     fn sweep_if_due(&mut self, now: Timestamp) {
         if now < self.next_sweep {
             return;
@@ -275,10 +276,11 @@ mod tests {
     use super::*;
     use crate::domain::{PostCode, Subject};
 
-    fn agent(sub: &str) -> Agent {
+    /// A test agent at `TN-TUNIS`, alive for the whole test process.
+    fn agent(sub: &str) -> Agent<'static> {
         Agent {
-            post: PostCode::parse("TN-TUNIS").unwrap(),
-            sub: Subject::parse(sub).unwrap(),
+            post: Box::leak(Box::new(PostCode::parse("TN-TUNIS").unwrap())),
+            sub: Box::leak(Box::new(Subject::parse(sub).unwrap())),
         }
     }
 
@@ -291,7 +293,7 @@ mod tests {
     }
 
     fn look<'a>(
-        agent: &'a Agent,
+        agent: Agent<'a>,
         dossier: &'a str,
         kind: LookupKind,
         found: bool,
@@ -308,17 +310,17 @@ mod tests {
     fn distinct_dossiers_are_counted_once_and_leave_an_hour_after_their_last_lookup() {
         let windows = MemoryWindows::new(10);
         let a = agent("agent-1");
-        windows.record(&look(&a, "d1", LookupKind::Numero, true), at(0));
-        windows.record(&look(&a, "d2", LookupKind::Numero, true), at(10));
-        let counts = windows.record(&look(&a, "d1", LookupKind::Numero, true), at(30));
+        windows.record(&look(a, "d1", LookupKind::Numero, true), at(0));
+        windows.record(&look(a, "d2", LookupKind::Numero, true), at(10));
+        let counts = windows.record(&look(a, "d1", LookupKind::Numero, true), at(30));
         assert_eq!((counts.distinct_dossiers, counts.lookups), (2, 3));
         // At 0:60 the first lookup of d1 leaves, but d1 was seen again at 0:30.
-        let counts = windows.record(&look(&a, "d3", LookupKind::Numero, true), at(60));
+        let counts = windows.record(&look(a, "d3", LookupKind::Numero, true), at(60));
         assert_eq!((counts.distinct_dossiers, counts.lookups), (3, 3));
         // At 1:10 d2 leaves; at 1:30 the second lookup of d1 does.
-        let counts = windows.record(&look(&a, "d3", LookupKind::Numero, true), at(70));
+        let counts = windows.record(&look(a, "d3", LookupKind::Numero, true), at(70));
         assert_eq!(counts.distinct_dossiers, 2);
-        let counts = windows.record(&look(&a, "d3", LookupKind::Numero, true), at(90));
+        let counts = windows.record(&look(a, "d3", LookupKind::Numero, true), at(90));
         assert_eq!((counts.distinct_dossiers, counts.lookups), (1, 3));
     }
 
@@ -326,9 +328,9 @@ mod tests {
     fn not_found_and_nir_counts_slide_with_their_lookups() {
         let windows = MemoryWindows::new(10);
         let a = agent("agent-1");
-        windows.record(&look(&a, "n1", LookupKind::Nir, false), at(0));
-        windows.record(&look(&a, "n2", LookupKind::Nir, true), at(20));
-        let counts = windows.record(&look(&a, "d3", LookupKind::Numero, false), at(40));
+        windows.record(&look(a, "n1", LookupKind::Nir, false), at(0));
+        windows.record(&look(a, "n2", LookupKind::Nir, true), at(20));
+        let counts = windows.record(&look(a, "d3", LookupKind::Numero, false), at(40));
         assert_eq!(
             counts,
             Counts {
@@ -338,7 +340,7 @@ mod tests {
                 nir_searches: 2
             }
         );
-        let counts = windows.record(&look(&a, "d4", LookupKind::Numero, true), at(61));
+        let counts = windows.record(&look(a, "d4", LookupKind::Numero, true), at(61));
         assert_eq!(
             counts,
             Counts {
@@ -354,8 +356,8 @@ mod tests {
     fn agents_are_counted_apart() {
         let windows = MemoryWindows::new(10);
         let (a, b) = (agent("agent-1"), agent("agent-2"));
-        windows.record(&look(&a, "d1", LookupKind::Numero, true), at(0));
-        let counts = windows.record(&look(&b, "d2", LookupKind::Numero, true), at(0));
+        windows.record(&look(a, "d1", LookupKind::Numero, true), at(0));
+        let counts = windows.record(&look(b, "d2", LookupKind::Numero, true), at(0));
         assert_eq!(counts.distinct_dossiers, 1);
     }
 
@@ -364,21 +366,21 @@ mod tests {
         let windows = MemoryWindows::new(10);
         let a = agent("agent-1");
         let rule = Rule::DistinctDossiers;
-        assert!(windows.claim(&a, rule, at(0), at(60), None));
-        assert!(!windows.claim(&a, rule, at(1), at(61), None));
-        assert!(!windows.claim(&a, rule, at(59), at(119), None));
-        assert!(windows.claim(&a, Rule::NirSearches, at(1), at(61), None));
-        assert!(windows.claim(&a, rule, at(60), at(120), None));
+        assert!(windows.claim(a, rule, at(0), at(60), None));
+        assert!(!windows.claim(a, rule, at(1), at(61), None));
+        assert!(!windows.claim(a, rule, at(59), at(119), None));
+        assert!(windows.claim(a, Rule::NirSearches, at(1), at(61), None));
+        assert!(windows.claim(a, rule, at(60), at(120), None));
     }
 
     #[test]
     fn a_suspension_holds_until_its_end_for_that_agent_only() {
         let windows = MemoryWindows::new(10);
         let (a, b) = (agent("agent-1"), agent("agent-2"));
-        assert!(windows.claim(&a, Rule::OffHours, at(0), at(60), Some(at(15))));
-        assert!(windows.is_blocked(&a, at(14)));
-        assert!(!windows.is_blocked(&b, at(14)));
-        assert!(!windows.is_blocked(&a, at(15)));
+        assert!(windows.claim(a, Rule::OffHours, at(0), at(60), Some(at(15))));
+        assert!(windows.is_blocked(a, at(14)));
+        assert!(!windows.is_blocked(b, at(14)));
+        assert!(!windows.is_blocked(a, at(15)));
     }
 
     #[test]
@@ -386,19 +388,19 @@ mod tests {
         let windows = MemoryWindows::new(3);
         for (i, sub) in ["a", "b", "c"].iter().enumerate() {
             windows.record(
-                &look(&agent(sub), "d", LookupKind::Numero, true),
+                &look(agent(sub), "d", LookupKind::Numero, true),
                 at(i as i64),
             );
         }
         assert_eq!(windows.agents(), 3);
         // A fourth agent: nobody is idle yet, so the least recently seen (a) goes.
-        windows.record(&look(&agent("d"), "d", LookupKind::Numero, true), at(3));
+        windows.record(&look(agent("d"), "d", LookupKind::Numero, true), at(3));
         assert_eq!(windows.agents(), 3);
-        let counts = windows.record(&look(&agent("a"), "x", LookupKind::Numero, true), at(4));
+        let counts = windows.record(&look(agent("a"), "x", LookupKind::Numero, true), at(4));
         assert_eq!(counts.lookups, 1, "a's windows were dropped");
         // Two hours later every window is empty: the next sweep leaves only
         // the agent just seen.
-        windows.record(&look(&agent("e"), "d", LookupKind::Numero, true), at(130));
+        windows.record(&look(agent("e"), "d", LookupKind::Numero, true), at(130));
         assert_eq!(windows.agents(), 1);
     }
 
@@ -406,13 +408,13 @@ mod tests {
     fn a_suspended_or_silenced_agent_is_not_swept_while_it_matters() {
         let windows = MemoryWindows::new(10);
         let a = agent("agent-1");
-        windows.record(&look(&a, "d", LookupKind::Numero, true), at(0));
-        assert!(windows.claim(&a, Rule::DistinctDossiers, at(0), at(60), Some(at(180))));
+        windows.record(&look(a, "d", LookupKind::Numero, true), at(0));
+        assert!(windows.claim(a, Rule::DistinctDossiers, at(0), at(60), Some(at(180))));
         windows.record(
-            &look(&agent("other"), "d", LookupKind::Numero, true),
+            &look(agent("other"), "d", LookupKind::Numero, true),
             at(120),
         );
-        assert!(windows.is_blocked(&a, at(120)));
+        assert!(windows.is_blocked(a, at(120)));
         assert_eq!(windows.agents(), 2);
     }
 
@@ -422,7 +424,7 @@ mod tests {
         let a = agent("agent-1");
         let mut counts = Counts::default();
         for i in 0..MAX_EVENTS_PER_AGENT + 5 {
-            counts = windows.record(&look(&a, &i.to_string(), LookupKind::Nir, false), at(0));
+            counts = windows.record(&look(a, &i.to_string(), LookupKind::Nir, false), at(0));
         }
         let cap = MAX_EVENTS_PER_AGENT as u64;
         assert_eq!(

@@ -32,7 +32,7 @@ mod verify;
 mod tests;
 
 use crate::clock::Clock;
-use crate::domain::{PostCode, Role, Subject};
+use crate::domain::{Agent, PostCode, Role, Subject};
 
 pub use jwks::AuthSetupError;
 pub use mint::{DevClaims, MintError, mint_dev_token, mint_dev_token_at};
@@ -53,6 +53,16 @@ pub struct Caller {
     pub expires_at: u64,
     /// The token's `jti`, when it has one (for revocation lists and the audit log).
     pub jti: Option<String>,
+}
+
+impl Caller {
+    /// The agent behind the request: its `sub` within its post.
+    pub fn agent(&self) -> Agent<'_> {
+        Agent {
+            post: &self.post,
+            sub: &self.sub,
+        }
+    }
 }
 
 /// Why a bearer token was refused. Every variant is a 401 for the client.

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Deserialize;
 
-use crate::domain::{PostCode, Subject};
+use crate::domain::{Agent, PostCode, Subject};
 
 use super::gcra;
 use crate::clock::Clock;
@@ -146,11 +146,11 @@ impl ErrorBudget {
         }
     }
 
-    /// Whether `post` + `sub` may be served. An admitted request holds one
+    /// Whether the agent may be served. An admitted request holds one
     /// unit of the budget until its outcome is known: [`ErrorBudget::refund`]
     /// it unless the request ends in a refusal. A refusal for a spent budget
     /// takes nothing and is counted in the agent's current minute.
-    pub fn admit(&self, post: &PostCode, sub: &Subject) -> Admission {
+    pub fn admit(&self, Agent { post, sub }: Agent<'_>) -> Admission {
         let now = self.now_ns();
         let (interval, burst) = (self.limits.interval_ns(), self.limits.burst);
         // Nothing below panics, so a poisoned lock still holds consistent state.
@@ -192,10 +192,10 @@ impl ErrorBudget {
         }
     }
 
-    /// Gives back the unit an admitted request of `post` + `sub` held: it did
+    /// Gives back the unit an admitted request of the agent held: it did
     /// not end in a refusal. (An agent forgotten meanwhile has a full budget:
     /// nothing to give back.)
-    pub fn refund(&self, post: &PostCode, sub: &Subject) {
+    pub fn refund(&self, Agent { post, sub }: Agent<'_>) {
         let interval = self.limits.interval_ns();
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(state) = inner
@@ -310,17 +310,17 @@ mod tests {
 
     /// A request that will end in a refusal: admitted, its unit kept.
     fn refused(budget: &ErrorBudget, post: &PostCode, sub: &Subject) {
-        assert_eq!(budget.admit(post, sub), Admission::Admitted);
+        assert_eq!(budget.admit(Agent { post, sub }), Admission::Admitted);
     }
 
     /// A request that will be served: admitted, its unit given back.
     fn served(budget: &ErrorBudget, post: &PostCode, sub: &Subject) {
-        assert_eq!(budget.admit(post, sub), Admission::Admitted);
-        budget.refund(post, sub);
+        assert_eq!(budget.admit(Agent { post, sub }), Admission::Admitted);
+        budget.refund(Agent { post, sub });
     }
 
     fn is_spent(budget: &ErrorBudget, post: &PostCode, sub: &Subject) -> bool {
-        matches!(budget.admit(post, sub), Admission::Spent { .. })
+        matches!(budget.admit(Agent { post, sub }), Admission::Spent { .. })
     }
 
     #[test]
@@ -331,7 +331,10 @@ mod tests {
             refused(&budget, &post, &sub);
         }
         assert_eq!(
-            budget.admit(&post, &sub),
+            budget.admit(Agent {
+                post: &post,
+                sub: &sub
+            }),
             Admission::Spent {
                 retry_after_secs: 1
             }
@@ -356,11 +359,26 @@ mod tests {
         let (post, sub) = agent("agent-1");
         // Three requests admitted, none answered yet: a fourth waits for one of them.
         for _ in 0..3 {
-            assert_eq!(budget.admit(&post, &sub), Admission::Admitted);
+            assert_eq!(
+                budget.admit(Agent {
+                    post: &post,
+                    sub: &sub
+                }),
+                Admission::Admitted
+            );
         }
         assert!(is_spent(&budget, &post, &sub));
-        budget.refund(&post, &sub);
-        assert_eq!(budget.admit(&post, &sub), Admission::Admitted);
+        budget.refund(Agent {
+            post: &post,
+            sub: &sub,
+        });
+        assert_eq!(
+            budget.admit(Agent {
+                post: &post,
+                sub: &sub
+            }),
+            Admission::Admitted
+        );
     }
 
     #[test]
@@ -372,7 +390,10 @@ mod tests {
         // One unit comes back every half second.
         clock.advance(Duration::from_millis(499));
         assert_eq!(
-            budget.admit(&post, &sub),
+            budget.admit(Agent {
+                post: &post,
+                sub: &sub
+            }),
             Admission::Spent {
                 retry_after_secs: 1
             }
@@ -391,7 +412,13 @@ mod tests {
             assert!(is_spent(&budget, &post, &sub));
         }
         clock.advance(Duration::from_secs(1));
-        assert_eq!(budget.admit(&post, &sub), Admission::Admitted);
+        assert_eq!(
+            budget.admit(Agent {
+                post: &post,
+                sub: &sub
+            }),
+            Admission::Admitted
+        );
     }
 
     #[test]
@@ -401,9 +428,21 @@ mod tests {
         let (_, second) = agent("agent-2");
         refused(&budget, &post, &first);
         assert!(is_spent(&budget, &post, &first));
-        assert_eq!(budget.admit(&post, &second), Admission::Admitted);
+        assert_eq!(
+            budget.admit(Agent {
+                post: &post,
+                sub: &second
+            }),
+            Admission::Admitted
+        );
         let other_post = PostCode::parse("MA-RABAT").unwrap();
-        assert_eq!(budget.admit(&other_post, &first), Admission::Admitted);
+        assert_eq!(
+            budget.admit(Agent {
+                post: &other_post,
+                sub: &first
+            }),
+            Admission::Admitted
+        );
     }
 
     #[test]
@@ -508,7 +547,13 @@ mod tests {
         clock.advance(Duration::from_secs(60));
         assert_eq!(budget.take_closed().len(), 1);
         assert_eq!(budget.tracked_agents(), 0);
-        assert_eq!(budget.admit(&post, &spent), Admission::Admitted);
+        assert_eq!(
+            budget.admit(Agent {
+                post: &post,
+                sub: &spent
+            }),
+            Admission::Admitted
+        );
     }
 
     #[test]

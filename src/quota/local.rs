@@ -20,12 +20,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use jiff::Timestamp;
 use jiff::civil::Date;
 
-use crate::domain::{PostCode, Subject};
+use crate::domain::{Agent, PostCode, Subject};
 
+use super::Decision;
 use super::day::{Calendar, Day};
 use super::meter::{self, Meter};
 use super::settings::{LimitTable, Limits};
-use super::{Agent, Decision};
 use crate::clock::Clock;
 
 /// Idle posts and agents are forgotten every this many decisions (see [`Inner::prune`]).

@@ -43,7 +43,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::domain::{PostCode, Subject};
+use crate::domain::{Agent, PostCode};
 
 pub use budget::{Admission, ErrorBudget, ErrorBudgetLimits, RefusalCounts};
 pub use headers::{Allowance, POLICY_HEADER, QuotaState, RATELIMIT_HEADER};
@@ -52,14 +52,6 @@ pub use settings::{Backend, Limits, QuotaSettings, RedisFailure, redacted_url};
 use day::Calendar;
 use local::LocalQuota;
 use settings::LimitTable;
-
-/// Who a request counts against: an agent is its `sub` within its post (the
-/// same `sub` in two posts is two agents).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Agent<'a> {
-    pub post: &'a PostCode,
-    pub sub: &'a Subject,
-}
 
 /// The quota stage: one decision per authorised data request.
 pub trait Quota: Send + Sync {
@@ -214,6 +206,7 @@ impl Quota for LocalQuota {
 mod tests {
     use super::*;
     use crate::clock::{ManualClock, SystemClock};
+    use crate::domain::Subject;
 
     fn settings(toml_text: &str) -> QuotaSettings {
         toml::from_str(toml_text).unwrap()

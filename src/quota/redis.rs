@@ -38,7 +38,7 @@ use jiff::Timestamp;
 use redis::aio::ConnectionManager;
 use redis::{IntoConnectionInfo, RedisError, Script};
 
-use crate::domain::{PostCode, Subject};
+use crate::domain::{Agent, PostCode, Subject};
 use crate::redis_link::lazy_manager;
 
 use super::day::Calendar;
@@ -46,7 +46,7 @@ use super::fallback::{Outage, Route};
 use super::local::LocalQuota;
 use super::meter::{self, Meter};
 use super::settings::{LimitTable, QuotaSettings, RedisFailure};
-use super::{Agent, Decision, Quota, Window};
+use super::{Decision, Quota, Window};
 use crate::clock::Clock;
 
 /// How long a day's counter outlives the day's midnight, so that a replica
