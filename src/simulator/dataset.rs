@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use super::fixed;
 use super::generate;
 use super::people::{self, Identity};
-use super::record::Record;
 use super::rng::Rng;
 
 /// Generated dossiers are numbered from here: `2000000 + index`.
@@ -100,19 +99,6 @@ impl Dataset {
         }
     }
 
-    /// The dossier with this number, as the CAF serves it.
-    pub fn by_numero(&self, numero: &str) -> Option<serde_json::Value> {
-        self.record_by_numero(numero)
-            .and_then(|r| serde_json::to_value(r).ok())
-    }
-
-    /// The dossier of the allocataire with this NIR (Corsican `2a`/`2b` accepted
-    /// in either case), as the CAF serves it.
-    pub fn by_nir(&self, nir: &str) -> Option<serde_json::Value> {
-        self.record_by_nir(nir)
-            .and_then(|r| serde_json::to_value(r).ok())
-    }
-
     /// How many dossiers the dataset holds, fixed ones included.
     pub fn len(&self) -> usize {
         fixed::NUMEROS.len() + self.identities.len()
@@ -135,17 +121,17 @@ impl Dataset {
 
     /// The dossier with this number, serialised as the CAF sends it.
     pub fn json_by_numero(&self, numero: &str) -> Option<Vec<u8>> {
-        self.record_by_numero(numero)
+        self.by_numero(numero)
             .and_then(|r| serde_json::to_vec(&r).ok())
     }
 
     /// The dossier of this NIR, serialised as the CAF sends it.
     pub fn json_by_nir(&self, nir: &str) -> Option<Vec<u8>> {
-        self.record_by_nir(nir)
-            .and_then(|r| serde_json::to_vec(&r).ok())
+        self.by_nir(nir).and_then(|r| serde_json::to_vec(&r).ok())
     }
 
-    pub(super) fn record_by_numero(&self, numero: &str) -> Option<Record> {
+    /// The dossier with this number, as the CAF serves it.
+    pub fn by_numero(&self, numero: &str) -> Option<serde_json::Value> {
         // Numbers are matched as written: no sign, no leading zero.
         if numero.is_empty()
             || numero.len() > NUMERO_LEN
@@ -162,22 +148,25 @@ impl Dataset {
         self.record(Slot::Generated(index))
     }
 
-    pub(super) fn record_by_nir(&self, nir: &str) -> Option<Record> {
+    /// The dossier of the allocataire with this NIR (Corsican `2a`/`2b` accepted
+    /// in either case), as the CAF serves it.
+    pub fn by_nir(&self, nir: &str) -> Option<serde_json::Value> {
         let key = <[u8; 15]>::try_from(nir.to_ascii_uppercase().as_bytes()).ok()?;
         self.record(*self.by_nir.get(&key)?)
     }
 
-    fn record(&self, slot: Slot) -> Option<Record> {
+    fn record(&self, slot: Slot) -> Option<serde_json::Value> {
         match slot {
-            Slot::Fixed(position) => fixed::dossier(position),
+            Slot::Fixed(position) => fixed::dossier(position).cloned(),
             Slot::Generated(index) => {
                 let identity = self.identities.get(usize::try_from(index).ok()?)?;
-                Some(generate::dossier(
+                let record = generate::dossier(
                     self.seed,
                     u64::from(index),
                     (FIRST_GENERATED + index).to_string(),
                     identity,
-                ))
+                );
+                serde_json::to_value(record).ok()
             }
         }
     }

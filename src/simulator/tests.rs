@@ -634,21 +634,3 @@ fn generating_the_default_dataset_is_quick() {
     );
     assert_eq!(d.len(), Dataset::DEFAULT_RECORDS + 5);
 }
-
-#[test]
-fn fixed_dossiers_are_exactly_the_policy_test_fixtures() {
-    let d = Dataset::generate(Dataset::DEFAULT_SEED, 0);
-    for numero in ["1000001", "1000002", "1000003", "1000004", "1000005"] {
-        let path = format!(
-            "{}/config/policy-tests/fixtures/{numero}.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let fixture: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(
-            d.by_numero(numero),
-            Some(fixture),
-            "{numero} differs from {path}"
-        );
-    }
-}
