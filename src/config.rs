@@ -149,12 +149,17 @@ impl Settings {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
             problems: vec![format!("{origin}: {}", one_line(&e.to_string()))],
         })?;
+        let file = table.clone();
         let mut problems = Vec::new();
-        apply_env(&mut table, env, &mut problems);
+        let overrides = apply_env(&mut table, env, &mut problems);
 
         let mut sections = Sections {
             table,
-            origin,
+            places: Places {
+                file_name: origin,
+                file,
+                overrides,
+            },
             problems,
         };
         let server = sections.take::<ServerSettings>();
@@ -168,11 +173,15 @@ impl Settings {
         let alerts = sections.take::<AlertSettings>();
         let Sections {
             table,
+            places,
             mut problems,
-            ..
         } = sections;
         for unknown in table.keys() {
-            problems.push(format!("{origin}: [{unknown}]: unknown section"));
+            let place = places.of(std::slice::from_ref(unknown));
+            let known = SECTIONS.map(|s| format!("`{s}`")).join(", ");
+            problems.push(format!(
+                "{place}: [{unknown}]: unknown section, expected one of {known}"
+            ));
         }
         let settings = (|| {
             Some(Settings {
@@ -234,39 +243,208 @@ impl PolicySettings {
     }
 }
 
+/// The sections of the settings, in the order they are read.
+pub const SECTIONS: [&str; 9] = [
+    "server",
+    "auth",
+    "policy",
+    "upstream",
+    "quotas",
+    "cache",
+    "audit",
+    "telemetry",
+    "alerts",
+];
+
+/// Where each value of the merged table comes from: the file, or the
+/// environment variable that set it (or a table above it, or a key below it).
+struct Places<'a> {
+    file_name: &'a str,
+    /// The file's table, before the environment was applied.
+    file: toml::Table,
+    /// Each applied variable: the path of keys it set, and its name.
+    overrides: Vec<(Vec<String>, String)>,
+}
+
+impl Places<'_> {
+    /// `environment: NAME` when a variable put the value at `path` there,
+    /// else the file's name.
+    fn of(&self, path: &[String]) -> String {
+        // The variable that set this key, or a table above it; the deepest wins.
+        let above = self
+            .overrides
+            .iter()
+            .filter(|(set, _)| path.starts_with(set))
+            .max_by_key(|(set, _)| set.len());
+        // Or a key below it, when the file does not hold this key at all.
+        let below = || {
+            self.overrides
+                .iter()
+                .find(|(set, _)| set.starts_with(path))
+                .filter(|_| !holds(&self.file, path))
+        };
+        match above.or_else(below) {
+            Some((_, name)) => format!("environment: {name}"),
+            None => self.file_name.to_owned(),
+        }
+    }
+
+    /// As [`Places::of`], for a problem of a module's validation, which names
+    /// its key as text (`quotas.posts.TN-TUNIS.per_day: must be ...`).
+    fn of_problem(&self, problem: &str) -> String {
+        let key = problem.split(": ").next().unwrap_or("");
+        let by_env = self.overrides.iter().rev().find(|(set, _)| {
+            let set = set.join(".");
+            key == set || key.starts_with(&format!("{set}.")) || set.starts_with(&format!("{key}."))
+        });
+        match by_env {
+            Some((_, name)) => format!("environment: {name}"),
+            None => self.file_name.to_owned(),
+        }
+    }
+}
+
+/// Whether `table` has a value at `path`.
+fn holds(table: &toml::Table, path: &[String]) -> bool {
+    let Some((first, rest)) = path.split_first() else {
+        return true;
+    };
+    match table.get(first) {
+        Some(toml::Value::Table(inner)) => holds(inner, rest),
+        Some(_) => rest.is_empty(),
+        None => false,
+    }
+}
+
+/// Removes the value at `path`; false when there is none.
+fn remove(table: &mut toml::Table, path: &[String]) -> bool {
+    match path {
+        [] => false,
+        [last] => table.remove(last).is_some(),
+        [first, rest @ ..] => match table.get_mut(first) {
+            Some(toml::Value::Table(inner)) => remove(inner, rest),
+            _ => false,
+        },
+    }
+}
+
+/// The path of keys that `dotted` (`posts.TN-TUNIS`, as the TOML deserializer
+/// names where an error is) spells in `table`; keys may themselves hold dots.
+fn resolve(table: &toml::Table, dotted: &str) -> Option<Vec<String>> {
+    for (key, value) in table {
+        if dotted == key {
+            return Some(vec![key.clone()]);
+        }
+        let Some(rest) = dotted
+            .strip_prefix(key.as_str())
+            .and_then(|r| r.strip_prefix('.'))
+        else {
+            continue;
+        };
+        if let Some(mut path) = value.as_table().and_then(|inner| resolve(inner, rest)) {
+            path.insert(0, key.clone());
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// What went wrong in a deserialization error, and the keys (within the
+/// section) of the value it happened in, when the error names them.
+fn split_error(error: &toml::de::Error, section: &toml::Value) -> (String, Vec<String>) {
+    let message = one_line(error.message());
+    let shown = error.to_string();
+    let keys = shown
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("in `")?.strip_suffix('`'))
+        .and_then(|dotted| resolve(section.as_table()?, dotted))
+        .unwrap_or_default();
+    (message, keys)
+}
+
+/// The name in backticks that follows `prefix` in a serde message
+/// (`unknown field `per_secon`, expected ...`).
+fn named_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?.strip_prefix('`')?;
+    Some(rest[..rest.find('`')?].to_owned())
+}
+
 /// The sections of the settings table, taken out one by one so that whatever
 /// remains at the end is unknown.
 struct Sections<'a> {
     table: toml::Table,
-    origin: &'a str,
+    places: Places<'a>,
     problems: Vec<String>,
 }
 
 impl Sections<'_> {
-    /// Takes, parses and validates one section, recording its problems.
+    /// Takes, parses and validates one section, recording every problem.
+    ///
+    /// Serde stops at the first problem of a section, so each one found is
+    /// recorded, the key that caused it is removed, and the section is read
+    /// again: every unknown key and every bad value is reported, each blamed on
+    /// the file or on the variable that set it. A section that needed a bad
+    /// value removed is not validated further (its default would be judged in
+    /// place of what was written).
     fn take<T: Section>(&mut self) -> Option<T> {
-        let value = match self.table.remove(T::NAME) {
+        let mut value = match self.table.remove(T::NAME) {
             Some(value) => value,
             None if T::OPTIONAL => toml::Value::Table(toml::Table::new()),
             None => {
-                let problem = format!("{}: [{}]: missing section", self.origin, T::NAME);
+                let place = self.places.file_name;
+                let problem = format!("{place}: [{}]: missing section", T::NAME);
                 self.problems.push(problem);
                 return None;
             }
         };
-        match value.try_into::<T>() {
-            Ok(section) => {
-                let origin = self.origin;
-                let problems = section.problems().into_iter();
+        let mut bad_values: Vec<Vec<String>> = Vec::new();
+        loop {
+            let error = match value.clone().try_into::<T>() {
+                Ok(section) if bad_values.is_empty() => {
+                    for problem in section.problems() {
+                        let place = self.places.of_problem(&problem);
+                        self.problems.push(format!("{place}: {problem}"));
+                    }
+                    return Some(section);
+                }
+                Ok(_) => return None,
+                Err(error) => error,
+            };
+            let (message, keys) = split_error(&error, &value);
+            let mut path = vec![T::NAME.to_owned()];
+            path.extend(keys.iter().cloned());
+            let table_name = path.join(".");
+            if let Some(field) = named_after(&message, "unknown field ") {
+                path.push(field);
+                let place = self.places.of(&path);
                 self.problems
-                    .extend(problems.map(|p| format!("{origin}: {p}")));
-                Some(section)
+                    .push(format!("{place}: [{table_name}]: {message}"));
+            } else if let Some(field) = named_after(&message, "missing field ") {
+                path.push(field);
+                // The field was written, with a bad value already reported.
+                if !bad_values.contains(&path) {
+                    let place = self.places.of(&path);
+                    self.problems
+                        .push(format!("{place}: [{table_name}]: {message}"));
+                }
+                return None;
+            } else if keys.is_empty() {
+                let place = self.places.of(&path);
+                self.problems
+                    .push(format!("{place}: [{table_name}]: {message}"));
+                return None;
+            } else {
+                let place = self.places.of(&path);
+                self.problems
+                    .push(format!("{place}: {table_name}: {message}"));
+                bad_values.push(path.clone());
             }
-            Err(e) => {
-                let message = one_line(&e.to_string());
-                let problem = format!("{}: [{}]: {message}", self.origin, T::NAME);
-                self.problems.push(problem);
-                None
+            let removed = value
+                .as_table_mut()
+                .is_some_and(|table| remove(table, &path[1..]));
+            if !removed {
+                return None;
             }
         }
     }
@@ -304,19 +482,26 @@ section!(AlertSettings, "alerts", optional = true);
 
 /// Applies `CAF_BROKER__SECTION__KEY=value` overrides. A value is read as a
 /// TOML value when it is one (`true`, `8443`, `["ES256"]`), else as a string.
+/// Returns the path each applied variable set, with the variable's name.
+///
+/// The levels of a name are read in lower case, as keys are written, except a
+/// post code under `quotas.posts`, which is written in upper case
+/// (`CAF_BROKER__QUOTAS__POSTS__TN-TUNIS__PER_DAY` is
+/// `quotas.posts.TN-TUNIS.per_day`, whatever the case of the variable).
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
     problems: &mut Vec<String>,
-) {
+) -> Vec<(Vec<String>, String)> {
     let mut overrides: Vec<(String, String)> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect();
     // Stable, by name only: of two settings of one name, the later wins.
     overrides.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut applied = Vec::new();
     for (name, raw) in overrides {
-        let path: Vec<String> = name[ENV_PREFIX.len()..]
+        let mut path: Vec<String> = name[ENV_PREFIX.len()..]
             .split("__")
             .map(|s| s.to_ascii_lowercase())
             .collect();
@@ -326,14 +511,22 @@ fn apply_env(
             ));
             continue;
         }
+        if let [section, posts, code, ..] = path.as_mut_slice()
+            && section == "quotas"
+            && posts == "posts"
+        {
+            code.make_ascii_uppercase();
+        }
         let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or(toml::Value::String(raw));
-        if let Err(at) = insert_path(table, &path, value) {
-            problems.push(format!("environment: {name}: `{at}` is not a table"));
+        match insert_path(table, &path, value) {
+            Ok(()) => applied.push((path, name)),
+            Err(at) => problems.push(format!("environment: {name}: `{at}` is not a table")),
         }
     }
+    applied
 }
 
 fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
@@ -498,6 +691,149 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("alerts.off_hours: \"25:00\" is not a time of day"),
+            "{err}"
+        );
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// The one problem that mentions `needle`, failing unless there is exactly one.
+    fn the_problem<'a>(err: &'a ConfigError, needle: &str) -> &'a str {
+        let found: Vec<&String> = err.problems.iter().filter(|p| p.contains(needle)).collect();
+        assert_eq!(found.len(), 1, "{needle}: {:#?}", err.problems);
+        found[0]
+    }
+
+    #[test]
+    fn a_typo_in_quotas_or_policy_in_the_file_names_the_file_and_the_key() {
+        let text = shipped()
+            .replace("time_zone = ", "time_zon = \"UTC\"\ntime_zone = ")
+            .replace("tests_dir = ", "test_dir = \"x\"\ntests_dir = ");
+        let err = Settings::from_toml_with_env(&text, "broker.toml", no_env()).unwrap_err();
+        assert!(
+            the_problem(&err, "`time_zon`")
+                .starts_with("broker.toml: [quotas]: unknown field `time_zon`, expected one of"),
+            "{err}"
+        );
+        assert!(
+            the_problem(&err, "`test_dir`")
+                .starts_with("broker.toml: [policy]: unknown field `test_dir`, expected one of"),
+            "{err}"
+        );
+        assert_eq!(err.problems.len(), 2, "{err}");
+    }
+
+    #[test]
+    fn a_typo_in_quotas_or_policy_in_the_environment_names_the_variable_and_the_key() {
+        let env = env(&[
+            ("CAF_BROKER__QUOTAS__PER_SECON", "5"),
+            ("CAF_BROKER__QUOTAS__DEFAULT__PER_HOUR", "5"),
+            ("CAF_BROKER__POLICY__WATH", "false"),
+        ]);
+        let err = Settings::from_toml_with_env(&shipped(), "broker.toml", env).unwrap_err();
+        let expected = [
+            (
+                "`per_secon`",
+                "environment: CAF_BROKER__QUOTAS__PER_SECON: [quotas]: unknown field `per_secon`",
+            ),
+            (
+                "`per_hour`",
+                "environment: CAF_BROKER__QUOTAS__DEFAULT__PER_HOUR: [quotas.default]: unknown field `per_hour`",
+            ),
+            (
+                "`wath`",
+                "environment: CAF_BROKER__POLICY__WATH: [policy]: unknown field `wath`",
+            ),
+        ];
+        for (needle, start) in expected {
+            let problem = the_problem(&err, needle);
+            assert!(
+                problem.starts_with(start),
+                "{problem:?} should start with {start:?}"
+            );
+        }
+        assert_eq!(err.problems.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn every_problem_of_a_section_is_reported_from_the_file_and_the_environment() {
+        let text = shipped()
+            .replace("[quotas]", "[quotas]\nbackend_kind = 1\nreplicas = 2")
+            .replace("backend = \"local\"", "backend = \"memcached\"")
+            .replace(
+                "default = { per_second = 5, burst = 20, per_day = 2000 }",
+                "default = { per_second = 5, burst = 20, per_day = 2000, per_hour = 9 }",
+            );
+        let env = env(&[
+            ("CAF_BROKER__QUOTAS__TIMEZONE", "\"UTC\""),
+            ("CAF_BROKER__QUOTAS__REDIS_TIMEOUT_MS", "\"fast\""),
+        ]);
+        let err = Settings::from_toml_with_env(&text, "broker.toml", env).unwrap_err();
+        let expected = [
+            "broker.toml: [quotas]: unknown field `backend_kind`",
+            "broker.toml: [quotas]: unknown field `replicas`",
+            "broker.toml: quotas.backend: unknown variant `memcached`",
+            "broker.toml: [quotas.default]: unknown field `per_hour`",
+            "environment: CAF_BROKER__QUOTAS__TIMEZONE: [quotas]: unknown field `timezone`",
+            "environment: CAF_BROKER__QUOTAS__REDIS_TIMEOUT_MS: quotas.redis_timeout_ms: invalid type: string \"fast\"",
+        ];
+        for start in expected {
+            assert!(
+                err.problems.iter().any(|p| p.starts_with(start)),
+                "no problem starts with {start:?}: {:#?}",
+                err.problems
+            );
+        }
+        assert_eq!(err.problems.len(), expected.len(), "{err}");
+    }
+
+    #[test]
+    fn a_post_code_in_a_variable_name_is_matched_in_any_case_and_kept_in_upper_case() {
+        let text = shipped().replace(
+            "[audit]",
+            "[quotas.posts.TN-TUNIS]\nper_second = 10\nburst = 40\nper_day = 5000\n\n[audit]",
+        );
+        let env = env(&[
+            ("CAF_BROKER__QUOTAS__POSTS__TN-TUNIS__PER_DAY", "7000"),
+            (
+                "CAF_BROKER__QUOTAS__POSTS__ma-rabat",
+                "{ per_second = 1, burst = 2, per_day = 3 }",
+            ),
+        ]);
+        let settings = Settings::from_toml_with_env(&text, "broker.toml", env).unwrap();
+        let posts = &settings.quotas.posts;
+        assert_eq!(posts.keys().collect::<Vec<_>>(), ["MA-RABAT", "TN-TUNIS"]);
+        assert_eq!(posts["TN-TUNIS"].per_day, 7000);
+        assert_eq!(posts["TN-TUNIS"].burst, 40);
+        assert_eq!(posts["MA-RABAT"].burst, 2);
+
+        let env = vec![(
+            "CAF_BROKER__QUOTAS__POSTS__TN-TUNIS__PER_DAY".to_owned(),
+            "0".to_owned(),
+        )];
+        let err = Settings::from_toml_with_env(&text, "broker.toml", env).unwrap_err();
+        assert_eq!(
+            err.problems,
+            [
+                "environment: CAF_BROKER__QUOTAS__POSTS__TN-TUNIS__PER_DAY: quotas.posts.TN-TUNIS.per_day: must be at least 1"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_section_from_the_environment_names_the_variable() {
+        let env = env(&[("CAF_BROKER__QUOTA__BACKEND", "\"redis\"")]);
+        let err = Settings::from_toml_with_env(&shipped(), "broker.toml", env).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(
+            err.problems[0].starts_with(
+                "environment: CAF_BROKER__QUOTA__BACKEND: [quota]: unknown section, expected one of `server`"
+            ),
             "{err}"
         );
     }

@@ -53,6 +53,68 @@ fn check_reports_every_problem_of_a_broken_configuration_and_fails() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// `check` with the shipped configuration and these environment variables.
+fn check_with_env(vars: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_caf-broker"))
+        .arg("check")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .envs(vars.iter().copied())
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn check_reads_a_post_code_in_a_variable_name_in_upper_case() {
+    // Only registered posts are served: a post code read as `tn-tunis` would
+    // be refused as no post code at all.
+    let whole = (
+        "CAF_BROKER__QUOTAS__POSTS__TN-TUNIS",
+        "{ per_second = 1, burst = 2, per_day = 3 }",
+    );
+    let only = ("CAF_BROKER__QUOTAS__KNOWN_POSTS_ONLY", "true");
+    let out = check_with_env(&[
+        whole,
+        only,
+        ("CAF_BROKER__QUOTAS__POSTS__TN-TUNIS__PER_DAY", "7000"),
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+
+    let out = check_with_env(&[
+        whole,
+        only,
+        ("CAF_BROKER__QUOTAS__POSTS__TN-TUNIS__PER_DAY", "0"),
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "environment: CAF_BROKER__QUOTAS__POSTS__TN-TUNIS__PER_DAY: quotas.posts.TN-TUNIS.per_day: must be at least 1"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("tn-tunis"), "{stderr}");
+}
+
+#[test]
+fn check_names_the_variable_that_holds_an_unknown_key_and_reports_every_one() {
+    let out = check_with_env(&[
+        ("CAF_BROKER__QUOTAS__PER_SECON", "5"),
+        ("CAF_BROKER__QUOTAS__DEFAULT__PER_HOUR", "5"),
+        ("CAF_BROKER__POLICY__WATH", "false"),
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    for problem in [
+        "environment: CAF_BROKER__QUOTAS__PER_SECON: [quotas]: unknown field `per_secon`",
+        "environment: CAF_BROKER__QUOTAS__DEFAULT__PER_HOUR: [quotas.default]: unknown field `per_hour`",
+        "environment: CAF_BROKER__POLICY__WATH: [policy]: unknown field `wath`",
+    ] {
+        assert!(stderr.contains(problem), "{problem}\n{stderr}");
+    }
+    assert!(!stderr.contains("broker.toml"), "{stderr}");
+}
+
 #[test]
 fn check_reads_the_redis_ca_and_password_files_without_showing_the_url() {
     let dir = tempdir("check-redis");

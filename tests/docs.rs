@@ -1,6 +1,7 @@
 //! The reference in `docs/` against the code it describes: every problem code
 //! with its status, every field of the record schema with its nullability and
-//! values, every settings key the shipped files use, every path of the shipped
+//! values, every settings key the shipped files use and every key the loader
+//! accepts (and no other), every path of the shipped
 //! policy, and every link between the documents.
 //!
 //! These read files and tables only (no broker runs), so they cost nothing and
@@ -313,4 +314,62 @@ fn no_document_points_to_files_the_repository_does_not_hold() {
             );
         }
     }
+}
+
+/// `section.key` for every key the settings loader accepts directly under a
+/// section, as the loader itself lists them when it refuses an unknown key.
+fn accepted_keys() -> BTreeSet<String> {
+    use caf_broker::config::{SECTIONS, Settings};
+    let mut accepted = BTreeSet::new();
+    for section in SECTIONS {
+        let probe = format!("CAF_BROKER__{}__NO_SUCH_KEY", section.to_uppercase());
+        let err = Settings::load_with_env(
+            &root().join("config/broker.toml"),
+            [(probe.clone(), "1".to_owned())],
+        )
+        .expect_err("an unknown key is refused");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        let problem = &err.problems[0];
+        let expected = problem
+            .split_once("unknown field `no_such_key`, expected ")
+            .unwrap_or_else(|| panic!("{probe}: {problem}"))
+            .1;
+        let keys: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        assert!(!keys.is_empty(), "{problem}");
+        accepted.extend(keys.into_iter().map(|key| format!("{section}.{key}")));
+    }
+    accepted
+}
+
+#[test]
+fn the_configuration_reference_documents_every_key_the_loader_accepts_and_no_other() {
+    let reference = read("docs/configuration.md");
+    for section in caf_broker::config::SECTIONS {
+        let heading = format!("## `[{section}]`");
+        assert!(
+            reference.lines().any(|line| line == heading),
+            "docs/configuration.md has no heading {heading}"
+        );
+    }
+    // A row names a key, or a key under one (`quotas.posts.<POST>`): the key
+    // directly under the section is what the loader knows.
+    let documented: BTreeSet<String> = reference
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .filter_map(|line| code_of(line))
+        .filter(|key| key.contains('.'))
+        .map(|key| key.splitn(3, '.').take(2).collect::<Vec<_>>().join("."))
+        .collect();
+    let accepted = accepted_keys();
+    assert!(accepted.len() > 60, "only {} keys read", accepted.len());
+    let missing: Vec<_> = accepted.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md has no row for {missing:?}, which the loader accepts"
+    );
+    let unknown: Vec<_> = documented.difference(&accepted).collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/configuration.md documents {unknown:?}, which the loader refuses"
+    );
 }

@@ -498,18 +498,33 @@ mod tests {
         assert_eq!(table.for_post(&rabat).burst, 20);
     }
 
+    /// The error of `toml_text`, which must fail only for the reason given.
+    fn refused(toml_text: &str) -> String {
+        parse(toml_text).unwrap_err().message().to_owned()
+    }
+
+    const DEFAULT: &str = "default = { per_second = 5, burst = 20, per_day = 2000 }";
+
     #[test]
     fn unknown_keys_are_rejected() {
-        assert!(
-            parse("default = { per_second = 5, burst = 20, per_day = 2000, per_hour = 3 }")
-                .is_err()
-        );
-        assert!(parse("defaults = { per_second = 5, burst = 20, per_day = 2000 }").is_err());
-        assert!(
-            parse(
-                "backend = \"memcached\"\ndefault = { per_second = 5, burst = 20, per_day = 2000 }"
-            )
-            .is_err()
+        // What the cases below change is valid without the change.
+        assert!(parse(DEFAULT).is_ok());
+        let nested =
+            refused("default = { per_second = 5, burst = 20, per_day = 2000, per_hour = 3 }");
+        assert!(nested.starts_with("unknown field `per_hour`"), "{nested}");
+        let top = refused(&format!(
+            "{DEFAULT}\ndefaults = {{ per_second = 5, burst = 20, per_day = 2000 }}"
+        ));
+        assert!(top.starts_with("unknown field `defaults`"), "{top}");
+    }
+
+    #[test]
+    fn an_unknown_backend_is_rejected_with_the_known_ones() {
+        assert!(parse(&format!("backend = \"redis\"\n{DEFAULT}")).is_ok());
+        let message = refused(&format!("backend = \"memcached\"\n{DEFAULT}"));
+        assert_eq!(
+            message,
+            "unknown variant `memcached`, expected `local` or `redis`"
         );
     }
 

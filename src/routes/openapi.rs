@@ -121,6 +121,27 @@ struct SharedAnswers;
 /// lists the cases of each code of that status ([`ProblemCode::when`]).
 type ProblemAnswer = (&'static str, u16, &'static [&'static str], bool);
 
+/// Headers of an answer that only some of its codes carry: the answer's name,
+/// the header, and when it is sent. The document describes them in place
+/// (a header of an OpenAPI answer is not required unless it says so).
+const SOMETIMES_SENT: [(&str, &str, &str); 3] = [
+    (
+        "QuotaExceeded",
+        "RateLimit-Policy",
+        "Sent when a quota is spent (`limit`: `burst`, `daily`, `agent-burst`, `agent-daily`); absent with `agent-error-budget`, which is not a quota.",
+    ),
+    (
+        "QuotaExceeded",
+        "RateLimit",
+        "Sent when a quota is spent (`limit`: `burst`, `daily`, `agent-burst`, `agent-daily`); absent with `agent-error-budget`, which is not a quota.",
+    ),
+    (
+        "Unavailable",
+        "Retry-After",
+        "Sent with `upstream-unavailable` (seconds until the open circuit lets a probe through); absent with `audit-unavailable` and `quota-unavailable`.",
+    ),
+];
+
 const PROBLEM_ANSWERS: [ProblemAnswer; 13] = [
     ("InvalidRequest", 400, &[], false),
     ("Unauthenticated", 401, &["WWW-Authenticate"], false),
@@ -198,7 +219,7 @@ fn headers() -> [(&'static str, utoipa::openapi::Header); 7] {
         (
             "RateLimit",
             header(
-                "What is left of each policy, e.g. `\"burst\";r=19;t=0, \"daily\";r=1999;t=43200, \"agent-burst\";r=9;t=1, \"agent-daily\";r=499;t=43200`.",
+                "What is left of each policy, e.g. `\"burst\";r=19;t=1, \"daily\";r=1999;t=43200, \"agent-burst\";r=9;t=1, \"agent-daily\";r=499;t=43200`.",
                 ObjectBuilder::new(),
             ),
         ),
@@ -226,7 +247,7 @@ fn header_ref(name: &str) -> RefOr<utoipa::openapi::Header> {
 /// A problem answer: the one `Problem` schema, by reference, so that a
 /// generated client has one problem type; the codes this status may carry are
 /// named in the description and given one example each.
-fn problem_response(&(_, status, headers, _): &ProblemAnswer) -> Response {
+fn problem_response(&(answer_name, status, headers, _): &ProblemAnswer) -> Response {
     let codes = codes_of(status);
     let cases: Vec<String> = codes
         .iter()
@@ -251,7 +272,20 @@ fn problem_response(&(_, status, headers, _): &ProblemAnswer) -> Response {
             .build(),
     );
     for name in ["X-Request-Id", "Cache-Control"].iter().chain(headers) {
-        response = response.header_ref(*name, Ref::new(format!("#/components/headers/{name}")));
+        let sometimes = SOMETIMES_SENT
+            .iter()
+            .find(|(of, header, _)| *of == answer_name && header == name);
+        let shared = self::headers()
+            .into_iter()
+            .find(|(shared, _)| shared == name);
+        response = match (sometimes, shared) {
+            (Some((_, _, when)), Some((_, mut header))) => {
+                let what = header.description.take().unwrap_or_default();
+                header.description = Some(format!("{what} {when}"));
+                response.header(*name, header)
+            }
+            _ => response.header_ref(*name, Ref::new(format!("#/components/headers/{name}"))),
+        };
     }
     response.build()
 }
@@ -420,6 +454,92 @@ mod tests {
         }
     }
 
+    /// The answer of `error` as the routes send it.
+    fn answer_of(error: BrokerError) -> actix_web::HttpResponse {
+        use actix_web::ResponseError;
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        crate::routes::problem::ApiError::new(error, &req).error_response()
+    }
+
+    #[test]
+    fn the_headers_of_each_429_and_503_are_the_ones_the_document_names_for_its_code() {
+        let allowance = crate::quota::Allowance {
+            burst_limit: 1,
+            burst_window_secs: 1,
+            burst_remaining: 0,
+            burst_reset_secs: 1,
+            daily_limit: 10,
+            daily_remaining: 9,
+        };
+        let state = crate::quota::QuotaState {
+            post: allowance,
+            agent: allowance,
+            daily_reset_secs: 60,
+        };
+        let errors = [
+            BrokerError::QuotaExceeded {
+                state,
+                retry_after_secs: 1,
+                limit: Window::Burst,
+            },
+            BrokerError::ErrorBudgetSpent {
+                retry_after_secs: 1,
+            },
+            BrokerError::UpstreamUnavailable {
+                retry_after_secs: Some(1),
+            },
+            BrokerError::QuotaUnavailable,
+            BrokerError::AuditUnavailable(anyhow::anyhow!("x")),
+        ];
+        let doc = doc();
+        for error in errors {
+            let code = error.problem().as_str();
+            let limit = error
+                .limit()
+                .map(|l| {
+                    serde_json::to_value(l)
+                        .unwrap()
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .unwrap_or_default();
+            let answer = PROBLEM_ANSWERS
+                .iter()
+                .find(|(_, status, _, _)| *status == error.status())
+                .unwrap();
+            let response = answer_of(error);
+            let documented = doc["components"]["responses"][answer.0]["headers"]
+                .as_object()
+                .unwrap();
+            for (name, header) in documented {
+                if ["X-Request-Id", "Cache-Control"].contains(&name.as_str()) {
+                    continue; // set by the middleware, on every answer
+                }
+                let description = header["description"].as_str().unwrap_or("");
+                let absent_with = description.split("absent with ").nth(1).unwrap_or("");
+                let absent = [code, limit.as_str()]
+                    .iter()
+                    .any(|c| !c.is_empty() && absent_with.contains(&format!("`{c}`")));
+                assert_eq!(
+                    response.headers().contains_key(name.as_str()),
+                    !absent,
+                    "{code} {limit}: {name} ({description})"
+                );
+            }
+            for sent in ["retry-after", "ratelimit", "ratelimit-policy"] {
+                if response.headers().contains_key(sent) {
+                    assert!(
+                        documented
+                            .keys()
+                            .any(|name| name.eq_ignore_ascii_case(sent)),
+                        "{code}: {sent} sent but not documented"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn data_operations_document_their_headers_security_and_problems() {
         let doc = doc();
@@ -473,6 +593,19 @@ mod tests {
         );
         let too_many = &doc["components"]["responses"]["QuotaExceeded"];
         assert!(too_many["headers"]["Retry-After"].is_object());
+        for name in ["RateLimit-Policy", "RateLimit"] {
+            let description = too_many["headers"][name]["description"].as_str().unwrap();
+            assert!(
+                description.contains("absent with `agent-error-budget`"),
+                "{description}"
+            );
+        }
+        let retry = &doc["components"]["responses"]["Unavailable"]["headers"]["Retry-After"];
+        let description = retry["description"].as_str().unwrap();
+        assert!(
+            description.contains("absent with `audit-unavailable` and `quota-unavailable`"),
+            "{description}"
+        );
         let problem = &doc["components"]["schemas"]["Problem"];
         assert!(problem["properties"]["limit"].is_object(), "{problem}");
         assert!(
