@@ -5,6 +5,7 @@ mod alerts;
 mod audit;
 #[path = "../support/audit_files.rs"]
 mod audit_files;
+mod cache;
 mod clock;
 mod edge;
 mod error_budget;
@@ -19,6 +20,7 @@ mod quotas_redis;
 #[allow(dead_code)] // each test crate uses part of the shared harness
 mod redis_server;
 mod spans;
+mod stub_caf;
 mod tls;
 mod tokens;
 mod upstream;

@@ -3,150 +3,20 @@
 //! NIR into free text; and the one canonical form of a numéro, from the URL to
 //! the upstream call, the cache and `caf-broker audit search`.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use actix_web::dev::ServerHandle;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use caf_broker::simulator::Dataset;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 
 use crate::audit_files::records;
-use crate::helpers::{TestApp, assert_problem, repo, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, assert_problem, spawn_app};
+use crate::stub_caf::{StubCaf, broker_in_front_of};
 
 const AGENT: &str = "agent_consulaire";
 const RADIATION: &str = "verification_radiation";
 const FRAUD: &str = "controle_fraude";
 /// The NIR of the fixed dossier 1000002.
 const NIR_1000002: &str = "295109912611193";
-
-/// A CAF stand-in over HTTPS that requires the broker's client certificate and
-/// answers each path from a script: the scripted answers are served in order,
-/// the last one for good. It counts the requests each path received.
-struct StubCaf {
-    url: String,
-    state: web::Data<Script>,
-    handle: ServerHandle,
-}
-
-#[derive(Default)]
-struct Script {
-    /// Path (`/dossiers/1000002`, `/dossiers/recherche`) -> answers still to serve.
-    answers: Mutex<HashMap<String, Vec<Value>>>,
-    /// Path -> requests received.
-    received: Mutex<HashMap<String, u64>>,
-}
-
-impl StubCaf {
-    async fn start(script: &[(&str, Vec<Value>)]) -> StubCaf {
-        let state = web::Data::new(Script::default());
-        {
-            let mut answers = state.answers.lock().unwrap();
-            for (path, values) in script {
-                answers.insert((*path).to_owned(), values.clone());
-            }
-        }
-        let shared = state.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(shared.clone())
-                .default_service(web::to(answer))
-        })
-        .workers(1)
-        .shutdown_timeout(0)
-        .bind_rustls_0_23(("127.0.0.1", 0), mutual_tls())
-        .expect("the stub CAF binds");
-        let port = server.addrs()[0].port();
-        let server = server.run();
-        let handle = server.handle();
-        tokio::spawn(server);
-        StubCaf {
-            url: format!("https://localhost:{port}"),
-            state,
-            handle,
-        }
-    }
-
-    fn received(&self, path: &str) -> u64 {
-        self.state
-            .received
-            .lock()
-            .unwrap()
-            .get(path)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    async fn stop(self) {
-        self.handle.stop(false).await;
-    }
-}
-
-async fn answer(req: HttpRequest, state: web::Data<Script>) -> HttpResponse {
-    let path = req.path().to_owned();
-    *state
-        .received
-        .lock()
-        .unwrap()
-        .entry(path.clone())
-        .or_default() += 1;
-    let mut answers = state.answers.lock().unwrap();
-    let next = match answers.get_mut(&path) {
-        Some(queue) if queue.len() > 1 => Some(queue.remove(0)),
-        Some(queue) => queue.first().cloned(),
-        None => None,
-    };
-    match next {
-        Some(record) => HttpResponse::Ok().json(record),
-        None => HttpResponse::NotFound().json(json!({"error": "not_found"})),
-    }
-}
-
-/// The development server certificate, and client certificates from the development CA only.
-fn mutual_tls() -> rustls::ServerConfig {
-    let provider = Arc::new(caf_broker::tls::provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(repo("certs-dev/ca.pem")).unwrap() {
-        roots.add(ca.unwrap()).unwrap();
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .unwrap();
-    let chain = CertificateDer::pem_file_iter(repo("certs-dev/server.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(repo("certs-dev/server.key.pem")).unwrap();
-    rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .unwrap()
-}
-
-async fn broker_in_front_of(caf: &StubCaf) -> TestApp {
-    let ca = repo("certs-dev/ca.pem").display().to_string();
-    let cert = repo("certs-dev/client-broker.pem").display().to_string();
-    let key = repo("certs-dev/client-broker.key.pem")
-        .display()
-        .to_string();
-    spawn_app_with(&[
-        ("CAF_BROKER__UPSTREAM__KIND", "\"http\""),
-        ("CAF_BROKER__UPSTREAM__URL", caf.url.as_str()),
-        ("CAF_BROKER__UPSTREAM__CA_FILE", ca.as_str()),
-        ("CAF_BROKER__UPSTREAM__CLIENT_CERT_FILE", cert.as_str()),
-        ("CAF_BROKER__UPSTREAM__CLIENT_KEY_FILE", key.as_str()),
-        ("CAF_BROKER__UPSTREAM__RETRIES", "0"),
-    ])
-    .await
-}
 
 /// A fixed dossier as the simulator serves it.
 fn dossier(numero: &str) -> Value {
