@@ -138,6 +138,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ttl_secs,
         } => {
             let settings = Settings::load(&cli.config)?;
+            if !crate::production::is_development(&settings.environment) {
+                anyhow::bail!(
+                    "token: development tokens are minted in dev and test only, and environment is {:?}",
+                    settings.environment
+                );
+            }
             let token = mint_dev_token(
                 &settings.auth,
                 DevClaims {
@@ -234,6 +240,9 @@ async fn check(config: &Path) -> ExitCode {
 
 /// What `check` found sound: the policies' versions and warnings.
 fn describe(components: &Components, settings: &Settings) {
+    for warning in &components.warnings {
+        println!("warning: {warning}");
+    }
     let policy = components.policy.current();
     for warning in policy.warnings() {
         println!("warning: {warning}");

@@ -24,6 +24,13 @@ pub const ENV_PREFIX: &str = "CAF_BROKER__";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The deployment's name (`environment` at the top level): in `dev` and
+    /// `test` development shortcuts are allowed; any other name (`staging`,
+    /// `production`) turns the production guards on.
+    pub environment: String,
+    /// What loading accepted but would have the operator change (a key under
+    /// its old name): `check` prints them, `serve` logs them.
+    pub warnings: Vec<String>,
     pub server: ServerSettings,
     pub auth: AuthSettings,
     pub policy: PolicySettings,
@@ -151,7 +158,9 @@ impl Settings {
         })?;
         let file = table.clone();
         let mut problems = Vec::new();
+        let mut warnings = Vec::new();
         let overrides = apply_env(&mut table, env, &mut problems);
+        let environment = take_environment(&mut table, origin, &mut problems, &mut warnings);
 
         let mut sections = Sections {
             table,
@@ -184,7 +193,12 @@ impl Settings {
             ));
         }
         let settings = (|| {
+            let environment = environment?;
+            let mut telemetry = telemetry?;
+            telemetry.environment = environment.clone();
             Some(Settings {
+                environment,
+                warnings,
                 server: server?,
                 auth: auth?,
                 policy: policy?,
@@ -192,7 +206,7 @@ impl Settings {
                 quotas: quotas?,
                 cache: cache?,
                 audit: audit?,
-                telemetry: telemetry?,
+                telemetry,
                 alerts: alerts?,
             })
         })();
@@ -480,6 +494,57 @@ section!(AuditSettings, "audit");
 section!(TelemetrySettings, "telemetry", optional = true);
 section!(AlertSettings, "alerts", optional = true);
 
+/// The top-level `environment`, or, under its old name `[telemetry]
+/// environment`, with a warning. Required: a deployment says what it is.
+fn take_environment(
+    table: &mut toml::Table,
+    origin: &str,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Option<String> {
+    let top = table.remove("environment");
+    let old = table
+        .get_mut("telemetry")
+        .and_then(toml::Value::as_table_mut)
+        .and_then(|telemetry| telemetry.remove("environment"));
+    if old.is_some() {
+        warnings.push(format!(
+            "{origin}: telemetry.environment: renamed `environment`, at the top level; the old name will go"
+        ));
+    }
+    let value = match (top, old) {
+        (Some(top), Some(old)) if top != old => {
+            problems.push(format!(
+                "{origin}: environment: differs from telemetry.environment, its old name; keep environment only"
+            ));
+            return None;
+        }
+        (Some(value), _) | (None, Some(value)) => value,
+        (None, None) => {
+            problems.push(format!(
+                "{origin}: environment: required: dev, test, or the deployment's name (e.g. production), before any [section]"
+            ));
+            return None;
+        }
+    };
+    match value.as_str() {
+        Some(name) if is_environment_name(name) => Some(name.to_owned()),
+        _ => {
+            problems.push(format!(
+                "{origin}: environment: 1 to 64 characters of [A-Za-z0-9._-]"
+            ));
+            None
+        }
+    }
+}
+
+fn is_environment_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// Applies `CAF_BROKER__SECTION__KEY=value` overrides. A value is read as a
 /// TOML value when it is one (`true`, `8443`, `["ES256"]`), else as a string.
 /// Returns the path each applied variable set, with the variable's name.
@@ -505,7 +570,8 @@ fn apply_env(
             .split("__")
             .map(|s| s.to_ascii_lowercase())
             .collect();
-        if path.len() < 2 || path.iter().any(String::is_empty) {
+        let top_level = path.len() == 1 && path[0] == "environment";
+        if (path.len() < 2 && !top_level) || path.iter().any(String::is_empty) {
             problems.push(format!(
                 "environment: {name}: expected {ENV_PREFIX}SECTION__KEY (double underscores between levels)"
             ));

@@ -41,6 +41,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod policy;
+pub mod production;
 pub mod quota;
 pub mod redis_link;
 pub mod routes;

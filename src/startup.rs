@@ -57,7 +57,11 @@ impl Application {
             alerts,
             upstream,
             tls,
+            warnings,
         } = Components::build(&settings, clock.clone()).await?;
+        for warning in &warnings {
+            tracing::warn!(%warning, "settings");
+        }
         let policy = Arc::new(policy);
         let policy_watch = match settings.policy.watch {
             true => Some(policy.watch().context("watching the policy file")?),
@@ -194,6 +198,9 @@ pub struct Components {
     pub upstream: Arc<dyn CafClient>,
     /// `None` when `server.tls = false`.
     pub tls: Option<rustls::ServerConfig>,
+    /// What the settings and the production guards would have the operator
+    /// change, without refusing to start: `check` prints them, `serve` logs them.
+    pub warnings: Vec<String>,
 }
 
 /// Every problem found while building the [`Components`], one per line, each
@@ -236,6 +243,7 @@ impl Components {
                 None
             }
         };
+        let clock_now = clock.wall();
         let upstream = settings.upstream.connect_with_clock(clock);
         let upstream = concerning(&mut problems, "upstream", upstream);
         let tls = match (
@@ -257,6 +265,10 @@ impl Components {
         };
         let audit = AuditLog::check(&settings.audit);
         problems.extend(audit.iter().map(ToString::to_string));
+        let guards = crate::production::inspect(settings, clock_now);
+        problems.extend(guards.problems);
+        let mut warnings = settings.warnings.clone();
+        warnings.extend(guards.warnings);
         match (policy, shadow, authenticator, quota, alerts, upstream, tls) {
             (
                 Some(policy),
@@ -274,6 +286,7 @@ impl Components {
                 alerts,
                 upstream,
                 tls,
+                warnings,
             }),
             _ => {
                 // The detector shares the quotas' Redis client: one bad file, one line.

@@ -58,6 +58,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("server", Layer::Server),
     ("routes", Layer::Edge),
     ("startup", Layer::Startup),
+    ("production", Layer::Startup),
     ("cli", Layer::Command),
     ("main", Layer::Command),
     ("lib", Layer::Command),
@@ -76,7 +77,7 @@ impl Layer {
             Server => &[Kernel, Telemetry],
             Edge => &[Kernel, Telemetry, Pipeline],
             Startup => &[
-                Kernel, Telemetry, Capability, Pipeline, Config, Server, Edge,
+                Kernel, Telemetry, Capability, Pipeline, Config, Server, Edge, Startup,
             ],
             Command => &[
                 Kernel, Telemetry, Capability, Pipeline, Config, Server, Edge, Startup, Command,

@@ -4,6 +4,11 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+#[path = "support/config_files.rs"]
+mod config_files;
+
+use config_files::{config_from, tempdir};
+
 fn broker(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_caf-broker"))
         .args(args)
@@ -168,20 +173,6 @@ fn check_fails_on_a_policy_naming_a_field_the_caf_record_does_not_have() {
     );
 }
 
-/// A copy of a shipped configuration with each `(from, to)` replaced, written
-/// to `dir`; every `from` must be there, so that a changed file fails loudly.
-fn config_from(shipped: &str, dir: &Path, replacements: &[(&str, &str)]) -> std::path::PathBuf {
-    let mut text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(shipped)).unwrap();
-    for (from, to) in replacements {
-        assert!(text.contains(from), "{shipped} no longer contains {from:?}");
-        text = text.replacen(from, to, 1);
-    }
-    let config = dir.join("broker.toml");
-    std::fs::write(&config, text).unwrap();
-    config
-}
-
 const EMBEDDED_UPSTREAM: &str = "kind = \"embedded\"              # the built-in CAF simulator; \"http\" for a CAF service\nseed = 42\nrecords = 10000";
 
 /// `[upstream]` of kind "http" over mutual TLS, with the development files
@@ -302,64 +293,6 @@ fn check_prints_every_problem_of_every_component_at_once_without_the_redis_passw
     }
     assert!(!stderr.contains("s3cret"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-}
-
-/// The production example with development files in place of /etc/..., a
-/// Redis and a collector that do not answer, and a new audit directory.
-fn production_like(dir: &Path) -> std::path::PathBuf {
-    let password = dir.join("redis-password");
-    std::fs::write(&password, "hunter2-redis\n").unwrap();
-    let audit = dir.join("audit");
-    config_from(
-        "config/production.example.toml",
-        dir,
-        &[
-            ("/etc/caf-broker/tls/server.pem", "certs-dev/server.pem"),
-            (
-                "/etc/caf-broker/tls/server.key.pem",
-                "certs-dev/server.key.pem",
-            ),
-            (
-                "jwks_url = \"https://idp.diplomatie.gouv.fr/.well-known/jwks.json\"",
-                "jwks_file = \"certs-dev/jwks.json\"",
-            ),
-            ("jwks_ca_file = \"/etc/caf-broker/idp/ca.pem\"", ""),
-            ("/etc/caf-broker/policy.toml", "config/policy.toml"),
-            ("/etc/caf-broker/policy-tests", "config/policy-tests"),
-            ("/etc/caf-broker/caf/ca.pem", "certs-dev/ca.pem"),
-            (
-                "/etc/caf-broker/caf/broker.pem",
-                "certs-dev/client-broker.pem",
-            ),
-            (
-                "/etc/caf-broker/caf/broker.key.pem",
-                "certs-dev/client-broker.key.pem",
-            ),
-            // Port 1: nothing answers there.
-            ("rediss://redis.internal:6380/0", "rediss://127.0.0.1:1/0"),
-            ("/etc/caf-broker/redis/ca.pem", "certs-dev/ca.pem"),
-            ("/run/secrets/caf-broker-redis", password.to_str().unwrap()),
-            ("/var/lib/caf-broker/audit", audit.to_str().unwrap()),
-            ("/etc/caf-broker/audit-hmac.key", "certs-dev/audit-hmac.key"),
-        ],
-    )
-}
-
-#[test]
-fn check_passes_on_the_production_example_with_good_files_and_no_redis_or_collector_up() {
-    let dir = tempdir("check-production");
-    let config = production_like(&dir);
-    let out = broker(&["check", "--config", config.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(text(&out.stdout).contains("is valid"));
-    // check writes nothing: the audit directory the broker would create is not there.
-    assert!(!dir.join("audit").exists());
-    assert!(!text(&out.stderr).contains("hunter2"));
 }
 
 #[test]
@@ -570,10 +503,4 @@ fn simulate_serves_dossiers_and_counts_requests() {
     let (found, missing, stats) = result.unwrap();
     assert_eq!((found, missing), (200, 404));
     assert_eq!(stats["requests_total"], 2);
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("caf-broker-test-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -67,6 +67,17 @@ impl AuditKey {
     }
 }
 
+impl AuditKey {
+    /// A fingerprint of the key that does not reveal it: lowercase hex of
+    /// HMAC-SHA-256(key, `caf-broker:key-fingerprint`). Two files hold the same
+    /// key exactly when their fingerprints are equal.
+    pub fn fingerprint(&self) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(b"caf-broker:key-fingerprint");
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
 impl fmt::Debug for AuditKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AuditKey(<redacted>)")

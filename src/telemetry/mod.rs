@@ -95,8 +95,9 @@ pub struct TelemetrySettings {
     /// The `service.name` resource attribute.
     #[serde(default = "default_service_name")]
     pub service_name: String,
-    /// The `deployment.environment` resource attribute (`dev`, `staging`, `prod`...).
-    #[serde(default = "default_environment")]
+    /// The `deployment.environment` resource attribute: the settings'
+    /// top-level `environment` (`dev`, `staging`, `production`...).
+    #[serde(skip, default = "default_environment")]
     pub environment: String,
 }
 
@@ -152,9 +153,6 @@ impl TelemetrySettings {
         }
         if !is_attribute_value(&self.service_name) {
             problems.push("telemetry.service_name: 1 to 64 characters of [A-Za-z0-9._-]".into());
-        }
-        if !is_attribute_value(&self.environment) {
-            problems.push("telemetry.environment: 1 to 64 characters of [A-Za-z0-9._-]".into());
         }
         problems
     }

@@ -95,7 +95,6 @@ fn an_otlp_endpoint_is_accepted_and_bad_values_are_all_reported() {
         otlp_endpoint: "otel-collector:4318".into(),
         sampling_ratio: 1.5,
         service_name: String::new(),
-        environment: "pro d".into(),
         log_level: "info,,=".into(),
         otlp_timeout_ms: 0,
         ..TelemetrySettings::default()
@@ -105,7 +104,6 @@ fn an_otlp_endpoint_is_accepted_and_bad_values_are_all_reported() {
         "otlp_endpoint",
         "sampling_ratio",
         "service_name",
-        "environment",
         "log_level",
         "otlp_timeout_ms",
     ] {
@@ -120,10 +118,11 @@ fn an_otlp_endpoint_is_accepted_and_bad_values_are_all_reported() {
 fn unknown_telemetry_keys_are_refused() {
     let parsed: Result<TelemetrySettings, _> = toml::from_str("sampling_rate = 0.5");
     assert!(parsed.is_err());
-    let parsed: TelemetrySettings =
-        toml::from_str("sampling_ratio = 1\nenvironment = \"prod\"").unwrap();
+    let parsed: TelemetrySettings = toml::from_str("sampling_ratio = 1").unwrap();
     assert_eq!(parsed.sampling_ratio, 1.0);
-    assert_eq!(parsed.environment, "prod");
+    // The environment is the settings' top-level one, which config moves here.
+    let parsed: Result<TelemetrySettings, _> = toml::from_str("environment = \"prod\"");
+    assert!(parsed.is_err());
 }
 
 #[test]
