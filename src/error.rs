@@ -89,6 +89,10 @@ pub enum Unauthenticated {
     Token(#[from] AuthError),
     #[error("role unknown to the policy")]
     UnknownRole,
+    /// The token's `post` is not the one the connection's client certificate
+    /// names (`server.client_post_from`).
+    #[error("token post differs from the client certificate's")]
+    PostMismatch,
 }
 
 /// The stable problem codes, each with its HTTP status and title: the one
@@ -256,6 +260,10 @@ impl BrokerError {
             BrokerError::Unauthenticated(Unauthenticated::Token(e)) => e.to_string(),
             BrokerError::Unauthenticated(Unauthenticated::UnknownRole) => {
                 "The token's role is not defined by this broker's policy.".into()
+            }
+            BrokerError::Unauthenticated(Unauthenticated::PostMismatch) => {
+                "The token's post is not the post named by the client certificate of this connection."
+                    .into()
             }
             BrokerError::PurposeNotPermitted => {
                 "Your role may not declare this purpose; see the policy for the purposes of your role."
