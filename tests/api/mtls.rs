@@ -1,15 +1,19 @@
 //! Mutual TLS and certificate-bound tokens through the real broker over real
 //! TLS: clients that present the development certificates of `certs-dev/`
-//! (or none, or one of another CA), over HTTP/1.1 and HTTP/2, and the audit
-//! records they leave.
+//! (or none, or one of another CA), over HTTP/1.1 and HTTP/2, on full and
+//! resumed TLS sessions, and the audit records they leave.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use caf_broker::auth::{DevClaims, mint_bound_dev_token_at};
 use caf_broker::tls::Thumbprint;
-use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::audit_files::records;
 use crate::helpers::{TestApp, assert_problem, repo, spawn_app_with};
@@ -311,4 +315,90 @@ async fn require_bound_tokens_refuses_an_unbound_token_even_with_a_valid_certifi
     assert_token_refused(get(&app, &tunis, &unbound).await.unwrap()).await;
     let bound = bound_token(&app, "TN-TUNIS", "client-TN-TUNIS");
     assert_eq!(get(&app, &tunis, &bound).await.unwrap().status(), 200);
+}
+
+/// A rustls client presenting `certs-dev/<name>.pem` over `version` only,
+/// keeping its sessions to resume them.
+fn resuming_client(
+    name: &str,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Arc<rustls::ClientConfig> {
+    caf_broker::tls::install_default_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(repo("certs-dev/ca.pem")).unwrap())
+        .unwrap();
+    let chain = vec![CertificateDer::from(der(name))];
+    let key = PrivateKeyDer::from_pem_file(repo(&format!("certs-dev/{name}.key.pem"))).unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(caf_broker::tls::provider()))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// One HTTP/1.1 request for a fixed dossier over a new TLS connection:
+/// how the handshake went and the answer's status line.
+async fn over_new_connection(
+    app: &TestApp,
+    config: &Arc<rustls::ClientConfig>,
+    token: &str,
+) -> (Option<rustls::HandshakeKind>, String) {
+    let port = app.address.rsplit(':').next().unwrap();
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let kind = tls.get_ref().1.handshake_kind();
+    let request = format!(
+        "GET /v1/allocataires/1000002 HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {token}\r\nX-Purpose: {PURPOSE}\r\n\
+         X-Case-Reference: TN-2026/0042\r\nConnection: close\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    // The server closes after the answer; a missing close_notify is no matter here.
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    (kind, answer.lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn a_resumed_tls_session_still_carries_its_client_certificate() {
+    let app = broker("optional", "cn", &[]).await;
+    let tunis = app.token_for("TN-TUNIS", AGENT);
+    let rabat = app.token_for("MA-RABAT", AGENT);
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let config = resuming_client("client-TN-TUNIS", version);
+        let (first, status) = over_new_connection(&app, &config, &tunis).await;
+        assert_eq!(first, Some(rustls::HandshakeKind::Full), "{version:?}");
+        assert!(status.starts_with("HTTP/1.1 200"), "{version:?}: {status}");
+        // Resumed: no certificate is sent again, yet the broker still knows
+        // it, so the token of another post is still refused.
+        let (second, status) = over_new_connection(&app, &config, &rabat).await;
+        assert_eq!(second, Some(rustls::HandshakeKind::Resumed), "{version:?}");
+        assert!(status.starts_with("HTTP/1.1 401"), "{version:?}: {status}");
+    }
+    let log = records(&app.audit_dir);
+    let seen: Vec<_> = log
+        .iter()
+        .map(|r| (r.status, r.post.as_deref(), r.client_post.as_deref()))
+        .collect();
+    let tunis_served = (200, Some("TN-TUNIS"), Some("TN-TUNIS"));
+    let rabat_refused = (401, Some("MA-RABAT"), Some("TN-TUNIS"));
+    assert_eq!(
+        seen,
+        [tunis_served, rabat_refused, tunis_served, rabat_refused]
+    );
+    let fingerprint = fingerprint("client-TN-TUNIS");
+    assert!(
+        log.iter()
+            .all(|r| r.client_cert_sha256.as_deref() == Some(fingerprint.as_str()))
+    );
 }
