@@ -137,7 +137,7 @@ const PROBLEM_ANSWERS: [ProblemAnswer; 13] = [
     ProblemAnswer {
         name: "Unauthenticated",
         status: 401,
-        description: "A missing, malformed, expired, not-yet-valid or wrongly signed token, a wrong issuer or audience, a disallowed algorithm, or a role the policy does not define.",
+        description: "A missing, malformed, expired, not-yet-valid or wrongly signed token, a wrong issuer or audience, a disallowed algorithm, a role the policy does not define, a token bound to another client certificate than the connection's (or sent without one), an unbound token where only bound ones are accepted, or a `post` that is not the one the client certificate names.",
         headers: &["WWW-Authenticate"],
         body_only: false,
     },
