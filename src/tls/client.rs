@@ -5,7 +5,7 @@
 //! validity and key usage are rustls' business, checked before it gets here.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -87,13 +87,25 @@ pub struct ClientCertificate(Arc<Inner>);
 struct Inner {
     der: CertificateDer<'static>,
     thumbprint: Thumbprint,
+    /// Read from the DER on first use, once per connection.
+    names: OnceLock<Names>,
+}
+
+/// What the certificate says its holder is called.
+struct Names {
+    common_name: Option<String>,
+    uris: Vec<String>,
 }
 
 impl ClientCertificate {
     /// The leaf of a verified chain (the first certificate rustls reports).
     pub fn new(der: CertificateDer<'static>) -> Self {
         let thumbprint = Thumbprint::of(der.as_ref());
-        Self(Arc::new(Inner { der, thumbprint }))
+        Self(Arc::new(Inner {
+            der,
+            thumbprint,
+            names: OnceLock::new(),
+        }))
     }
 
     /// The SHA-256 of its DER encoding: the audit fingerprint and the
@@ -109,109 +121,127 @@ impl ClientCertificate {
             PostSource::None => return None,
             PostSource::Cn => self.common_name()?,
             PostSource::SanUri => {
-                let uris = self.uri_names();
                 // Two URIs could name two posts: the certificate names none.
-                let [uri] = uris.as_slice() else { return None };
-                let last = uri.rsplit([':', '/']).next()?;
-                last.to_owned()
+                let [uri] = self.uri_names() else { return None };
+                uri.rsplit([':', '/']).next()?
             }
         };
-        PostCode::parse(&text).ok()
+        PostCode::parse(text).ok()
     }
 
     /// The subject's common name, when there is exactly one.
-    pub fn common_name(&self) -> Option<String> {
-        let subject = self.tbs_field(Field::Subject)?;
-        let ASN1Block::Sequence(_, rdns) = subject else {
-            return None;
-        };
-        let common_name = oid!(2, 5, 4, 3);
-        let mut names = rdns.iter().flat_map(|rdn| match rdn {
-            ASN1Block::Set(_, attributes) => attributes.as_slice(),
-            _ => &[],
-        });
-        let mut found = names.by_ref().filter_map(|attribute| match attribute {
-            ASN1Block::Sequence(_, pair) => match pair.as_slice() {
-                [ASN1Block::ObjectIdentifier(_, id), value] if *id == common_name => text(value),
-                _ => None,
-            },
-            _ => None,
-        });
-        let first = found.next()?;
-        found.next().is_none().then_some(first)
+    pub fn common_name(&self) -> Option<&str> {
+        self.names().common_name.as_deref()
     }
 
     /// The `uniformResourceIdentifier` names of its `subjectAltName` extension.
-    pub fn uri_names(&self) -> Vec<String> {
-        let Some(ASN1Block::Explicit(ASN1Class::ContextSpecific, _, _, extensions)) =
-            self.tbs_field(Field::Extensions)
-        else {
-            return Vec::new();
-        };
-        let ASN1Block::Sequence(_, extensions) = extensions.as_ref() else {
-            return Vec::new();
-        };
-        let subject_alt_name = oid!(2, 5, 29, 17);
-        let value = extensions.iter().find_map(|extension| match extension {
-            ASN1Block::Sequence(_, parts) => match parts.as_slice() {
-                [
-                    ASN1Block::ObjectIdentifier(_, id),
-                    ..,
-                    ASN1Block::OctetString(_, value),
-                ] if *id == subject_alt_name => Some(value),
-                _ => None,
-            },
-            _ => None,
-        });
-        let Some(Ok(blocks)) = value.map(|value| simple_asn1::from_der(value)) else {
-            return Vec::new();
-        };
-        let Some(ASN1Block::Sequence(_, names)) = blocks.first() else {
-            return Vec::new();
-        };
-        names
-            .iter()
-            .filter_map(|name| match name {
-                // [6] IMPLICIT IA5String (RFC 5280, 4.2.1.6).
-                ASN1Block::Unknown(ASN1Class::ContextSpecific, false, _, tag, bytes)
-                    if tag.to_u64_digits() == [6] =>
-                {
-                    std::str::from_utf8(bytes)
-                        .ok()
-                        .filter(|uri| uri.is_ascii())
-                        .map(str::to_owned)
-                }
-                _ => None,
-            })
-            .collect()
+    pub fn uri_names(&self) -> &[String] {
+        &self.names().uris
     }
 
-    /// One field of the `tbsCertificate` (RFC 5280, 4.1).
-    fn tbs_field(&self, field: Field) -> Option<ASN1Block> {
-        let mut blocks = simple_asn1::from_der(self.0.der.as_ref()).ok()?;
-        let ASN1Block::Sequence(_, mut certificate) = blocks.pop()? else {
-            return None;
-        };
-        if certificate.is_empty() {
-            return None;
-        }
-        let ASN1Block::Sequence(_, tbs) = certificate.swap_remove(0) else {
-            return None;
-        };
-        // version [0] is present in every v3 certificate, and only extensions
-        // come after subjectPublicKeyInfo that a client certificate needs.
-        let offset = usize::from(matches!(
-            tbs.first(),
-            Some(ASN1Block::Explicit(ASN1Class::ContextSpecific, _, tag, _)) if tag.to_u64_digits().is_empty()
-        ));
-        match field {
+    fn names(&self) -> &Names {
+        self.0.names.get_or_init(|| {
+            let der = self.0.der.as_ref();
+            Names {
+                common_name: read_common_name(der),
+                uris: read_uri_names(der),
+            }
+        })
+    }
+}
+
+/// The subject's common name of a DER certificate, when there is exactly one.
+fn read_common_name(der: &[u8]) -> Option<String> {
+    let subject = tbs_field(der, Field::Subject)?;
+    let ASN1Block::Sequence(_, rdns) = subject else {
+        return None;
+    };
+    let common_name = oid!(2, 5, 4, 3);
+    let mut names = rdns.iter().flat_map(|rdn| match rdn {
+        ASN1Block::Set(_, attributes) => attributes.as_slice(),
+        _ => &[],
+    });
+    let mut found = names.by_ref().filter_map(|attribute| match attribute {
+        ASN1Block::Sequence(_, pair) => match pair.as_slice() {
+            [ASN1Block::ObjectIdentifier(_, id), value] if *id == common_name => text(value),
+            _ => None,
+        },
+        _ => None,
+    });
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
+}
+
+/// The `uniformResourceIdentifier` names of a DER certificate's `subjectAltName`.
+fn read_uri_names(der: &[u8]) -> Vec<String> {
+    let Some(ASN1Block::Explicit(ASN1Class::ContextSpecific, _, _, extensions)) =
+        tbs_field(der, Field::Extensions)
+    else {
+        return Vec::new();
+    };
+    let ASN1Block::Sequence(_, extensions) = extensions.as_ref() else {
+        return Vec::new();
+    };
+    let subject_alt_name = oid!(2, 5, 29, 17);
+    let value = extensions.iter().find_map(|extension| match extension {
+        ASN1Block::Sequence(_, parts) => match parts.as_slice() {
+            [
+                ASN1Block::ObjectIdentifier(_, id),
+                ..,
+                ASN1Block::OctetString(_, value),
+            ] if *id == subject_alt_name => Some(value),
+            _ => None,
+        },
+        _ => None,
+    });
+    let Some(Ok(blocks)) = value.map(|value| simple_asn1::from_der(value)) else {
+        return Vec::new();
+    };
+    let Some(ASN1Block::Sequence(_, names)) = blocks.first() else {
+        return Vec::new();
+    };
+    names
+        .iter()
+        .filter_map(|name| match name {
+            // [6] IMPLICIT IA5String (RFC 5280, 4.2.1.6).
+            ASN1Block::Unknown(ASN1Class::ContextSpecific, false, _, tag, bytes)
+                if tag.to_u64_digits() == [6] =>
+            {
+                std::str::from_utf8(bytes)
+                    .ok()
+                    .filter(|uri| uri.is_ascii())
+                    .map(str::to_owned)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// One field of the `tbsCertificate` of a DER certificate (RFC 5280, 4.1).
+fn tbs_field(der: &[u8], field: Field) -> Option<ASN1Block> {
+    let mut blocks = simple_asn1::from_der(der).ok()?;
+    let ASN1Block::Sequence(_, mut certificate) = blocks.pop()? else {
+        return None;
+    };
+    if certificate.is_empty() {
+        return None;
+    }
+    let ASN1Block::Sequence(_, tbs) = certificate.swap_remove(0) else {
+        return None;
+    };
+    // version [0] is present in every v3 certificate, and only extensions
+    // come after subjectPublicKeyInfo that a client certificate needs.
+    let offset = usize::from(matches!(
+        tbs.first(),
+        Some(ASN1Block::Explicit(ASN1Class::ContextSpecific, _, tag, _)) if tag.to_u64_digits().is_empty()
+    ));
+    match field {
             // serialNumber, signature, issuer, validity, subject.
             Field::Subject => tbs.into_iter().nth(offset + 4),
             Field::Extensions => tbs.into_iter().skip(offset + 6).find(|block| {
                 matches!(block, ASN1Block::Explicit(ASN1Class::ContextSpecific, _, tag, _) if tag.to_u64_digits() == [3])
             }),
         }
-    }
 }
 
 /// The fields of a `tbsCertificate` read here.
@@ -255,7 +285,7 @@ mod tests {
     #[test]
     fn the_post_of_a_development_client_certificate_is_its_common_name() {
         let tunis = dev("client-TN-TUNIS.pem");
-        assert_eq!(tunis.common_name().as_deref(), Some("TN-TUNIS"));
+        assert_eq!(tunis.common_name(), Some("TN-TUNIS"));
         assert_eq!(
             tunis.post(PostSource::Cn),
             Some(PostCode::parse("TN-TUNIS").unwrap())
