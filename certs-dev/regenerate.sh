@@ -114,6 +114,15 @@ subjectKeyIdentifier=hash
 authorityKeyIdentifier=keyid" leaf
 done
 
+# A client certificate naming its post in a subjectAltName URI instead, with a
+# common name that is no post code (`server.client_post_from = "san_uri"`).
+issue_leaf client-uri-MA-RABAT "/O=$ORG/CN=consular-app" "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth
+subjectAltName=URI:urn:caf-broker:post:MA-RABAT
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid" leaf
+
 # --- The broker's client certificate towards the CAF (mTLS upstream) ---------
 # Presented by `upstream.kind = "http"`; `caf-broker simulate --client-ca ca.pem`
 # accepts it.
@@ -167,7 +176,7 @@ chmod 600 ./*.key.pem audit-hmac.key
 
 # --- Self-check ----------------------------------------------------------------
 openssl verify -CAfile ca.pem <(sed -n '/-----BEGIN/,/-----END/p;/-----END/q' server.pem) >/dev/null
-for client in TN-TUNIS MA-RABAT broker; do
+for client in TN-TUNIS MA-RABAT uri-MA-RABAT broker; do
     openssl verify -CAfile ca.pem -purpose sslclient \
         <(sed -n '/-----BEGIN/,/-----END/p;/-----END/q' "client-$client.pem") >/dev/null
 done

@@ -1,7 +1,10 @@
 //! The request pipeline, framework-free. Start reading here.
 //!
 //! A data request walks, in order:
-//! 1. authenticate: the bearer token becomes a [`Caller`] whose role the policy knows;
+//! 1. authenticate: the bearer token becomes a [`Caller`] whose role the policy
+//!    knows; a token bound to a client certificate comes with that one, and the
+//!    post the connection's certificate names (`server.client_post_from`) is
+//!    the token's;
 //! 2. authorize: the caller's role may declare the purpose, its post is known
 //!    (with `quotas.known_posts_only`), and the agent is not suspended by a
 //!    bulk-lookup alert;
@@ -33,6 +36,7 @@ use crate::domain::{Agent, CacheOutcome, CaseReference, Lookup, PostCode, Purpos
 use crate::error::{BrokerError, Unauthenticated};
 use crate::policy::{DriftTracker, Policy, PolicyStore, ReloadCounts, ShadowPolicy};
 use crate::quota::{Admission, Decision, ErrorBudget, Quota, QuotaState, RefusalCounts};
+use crate::tls::{ClientCertificate, PostSource};
 use crate::upstream::{CafClient, UpstreamError, UpstreamHealth};
 
 /// What the edge read of a data request, as it came: the bearer token, the
@@ -43,6 +47,8 @@ pub struct Request<'a, L> {
     pub request_id: uuid::Uuid,
     /// The token of the `Authorization: Bearer` header, if one was sent.
     pub bearer_token: Option<&'a str>,
+    /// The client certificate of the TLS connection, verified by the server.
+    pub client_certificate: Option<ClientCertificate>,
     pub purpose: Result<Purpose, BrokerError>,
     pub case_reference: Result<CaseReference, BrokerError>,
     /// The identifier, awaited only once the caller is authenticated: a
@@ -61,6 +67,13 @@ pub struct Answer {
     pub result: Result<Released, BrokerError>,
     pub post: Option<PostCode>,
     pub purpose: Option<Purpose>,
+}
+
+/// The client certificate of a request's connection, as the audit record
+/// carries it: its fingerprint, and the post it names when the broker reads one.
+struct Client {
+    certificate: ClientCertificate,
+    post: Option<PostCode>,
 }
 
 /// An authenticated, well-formed request for one dossier: what a [`Request`]
@@ -140,6 +153,8 @@ pub struct Stages {
     pub error_budget: ErrorBudget,
     /// Bulk-lookup detection: per-agent windows, alerts, suspensions.
     pub alerts: Detector,
+    /// Where a client certificate names the post a token must carry.
+    pub client_post_from: PostSource,
 }
 
 pub struct Broker {
@@ -170,13 +185,14 @@ impl Broker {
     /// here, then [`Broker::attempt`]. A request whose caller is not
     /// authenticated is refused before anything else is read and leaves no
     /// audit record of its own.
-    pub async fn serve<L>(&self, request: Request<'_, L>) -> Answer
+    pub async fn serve<L>(&self, mut request: Request<'_, L>) -> Answer
     where
         L: Future<Output = Result<Lookup, BrokerError>>,
     {
         // One policy snapshot for the whole request, even if a reload lands meanwhile.
         let policy = self.stages.policy.current();
-        let caller = match self.authenticate(&policy, request.bearer_token) {
+        let certificate = request.client_certificate.take();
+        let caller = match self.authenticate(&policy, request.bearer_token, certificate.as_ref()) {
             Ok(caller) => caller,
             Err(error) => {
                 return Answer {
@@ -186,6 +202,10 @@ impl Broker {
                 };
             }
         };
+        let client = certificate.map(|certificate| Client {
+            post: certificate.post(self.stages.client_post_from),
+            certificate,
+        });
         // The one purpose check: only a purpose the policy defines is recorded,
         // in the audit log, on spans and in metric labels alike. The header is
         // free text to the client, and what is not a purpose could be anything,
@@ -203,8 +223,24 @@ impl Broker {
         if let Some(purpose) = &purpose {
             span.record("purpose", purpose.as_str());
         }
+        // Still stage 1: when the broker reads a post from the client
+        // certificate, the token must be one of that post.
+        if let Some(client) = &client
+            && self.stages.client_post_from != PostSource::None
+            && client.post.as_ref() != Some(&caller.post)
+        {
+            let post = caller.post.clone();
+            let result = self
+                .refuse_post_mismatch(request.request_id, caller, client, purpose.clone())
+                .await;
+            return Answer {
+                result: Err(result),
+                post: Some(post),
+                purpose,
+            };
+        }
         let result = self
-            .attempt(&policy, &caller, purpose.clone(), request)
+            .attempt(&policy, &caller, client, purpose.clone(), request)
             .await;
         Answer {
             result,
@@ -213,24 +249,58 @@ impl Broker {
         }
     }
 
-    /// Stage 1: the bearer token becomes a caller whose role the policy defines.
+    /// Stage 1: the bearer token becomes a caller whose role the policy
+    /// defines; a token bound to a client certificate needs that certificate.
     #[instrument(name = "authenticate", skip_all)]
     fn authenticate(
         &self,
         policy: &Policy,
         bearer_token: Option<&str>,
+        certificate: Option<&ClientCertificate>,
     ) -> Result<Caller, BrokerError> {
         let token =
             bearer_token.ok_or(BrokerError::Unauthenticated(Unauthenticated::MissingToken))?;
+        let thumbprint = certificate.map(ClientCertificate::thumbprint);
         let caller = self
             .stages
             .authenticator
-            .authenticate(token)
+            .authenticate_with_client(token, thumbprint)
             .map_err(|e| BrokerError::Unauthenticated(Unauthenticated::Token(e)))?;
         if !policy.has_role(&caller.role) {
             return Err(BrokerError::Unauthenticated(Unauthenticated::UnknownRole));
         }
         Ok(caller)
+    }
+
+    /// A verified token whose post is not the one its connection's client
+    /// certificate names: `401`, recorded with both posts and the
+    /// certificate's fingerprint (someone holds a token of another post, or a
+    /// post's certificate), before the answer leaves.
+    async fn refuse_post_mismatch(
+        &self,
+        request_id: uuid::Uuid,
+        caller: Caller,
+        client: &Client,
+        known_purpose: Option<Purpose>,
+    ) -> BrokerError {
+        let error = BrokerError::Unauthenticated(Unauthenticated::PostMismatch);
+        tracing::warn!(
+            post = %caller.post,
+            certificate_post = client.post.as_ref().map_or("none", PostCode::as_str),
+            "the token's post is not the one the client certificate names"
+        );
+        let mut entry = AuditEntry::new(request_id, Outcome::Unauthenticated, error.status());
+        entry.trace_id = crate::telemetry::current_trace_id();
+        entry.post = Some(caller.post);
+        entry.sub = Some(caller.sub);
+        entry.role = Some(caller.role);
+        entry.purpose = known_purpose;
+        entry.client_cert_sha256 = Some(client.certificate.thumbprint());
+        entry.client_post = client.post.clone();
+        match self.record(entry).await {
+            Ok(()) => error,
+            Err(unrecorded) => unrecorded,
+        }
     }
 
     /// Stages 2 to 7 for one authenticated request, then its audit record: the
@@ -240,6 +310,7 @@ impl Broker {
         &self,
         policy: &Policy,
         caller: &Caller,
+        client: Option<Client>,
         known_purpose: Option<Purpose>,
         request: Request<'_, L>,
     ) -> Result<Released, BrokerError>
@@ -268,6 +339,10 @@ impl Broker {
         entry.post = Some(caller.post.clone());
         entry.sub = Some(caller.sub.clone());
         entry.role = Some(caller.role.clone());
+        if let Some(client) = client {
+            entry.client_cert_sha256 = Some(client.certificate.thumbprint());
+            entry.client_post = client.post;
+        }
         entry.purpose = known_purpose;
         entry.case_reference = case_reference.as_ref().ok().cloned();
         entry.lookup = lookup.as_ref().ok().cloned();

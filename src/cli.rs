@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::auth::{DevClaims, mint_dev_token};
+use crate::auth::{DevClaims, mint_bound_dev_token_at, mint_dev_token};
 use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::domain::{Purpose, Role};
@@ -51,6 +51,10 @@ pub enum Command {
         sub: String,
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
+        /// Bind the token to this PEM client certificate (RFC 8705 `cnf.x5t#S256`):
+        /// the broker then accepts it only over TLS with that certificate.
+        #[arg(long, value_name = "FILE")]
+        bind_cert: Option<PathBuf>,
     },
     /// Run the CAF simulator as a standalone HTTP server.
     Simulate {
@@ -136,6 +140,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             role,
             sub,
             ttl_secs,
+            bind_cert,
         } => {
             let settings = Settings::load(&cli.config)?;
             if !crate::production::is_development(&settings.environment) {
@@ -144,15 +149,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     settings.environment
                 );
             }
-            let token = mint_dev_token(
-                &settings.auth,
-                DevClaims {
-                    sub,
-                    post,
-                    role,
-                    ttl_secs,
-                },
-            )?;
+            let claims = DevClaims {
+                sub,
+                post,
+                role,
+                ttl_secs,
+            };
+            let token = match bind_cert {
+                None => mint_dev_token(&settings.auth, claims)?,
+                Some(file) => {
+                    // The leaf: the first certificate of the file.
+                    let leaf = crate::tls::certificates(&file)?.swap_remove(0);
+                    let thumbprint = crate::tls::ClientCertificate::new(leaf).thumbprint();
+                    mint_bound_dev_token_at(&settings.auth, claims, thumbprint, &SystemClock)?
+                }
+            };
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }

@@ -17,6 +17,7 @@ use crate::auth::AuthSettings;
 use crate::cache::CacheSettings;
 use crate::quota::QuotaSettings;
 use crate::telemetry::TelemetrySettings;
+use crate::tls::{ClientAuth, PostSource};
 use crate::upstream::UpstreamSettings;
 
 /// The prefix of environment overrides; levels are separated by `__`.
@@ -54,6 +55,18 @@ pub struct ServerSettings {
     pub tls_cert_file: Option<PathBuf>,
     #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
+    /// Whether TLS clients are asked for a certificate (`off`, `optional`,
+    /// `required`); no default: required with `tls = true`.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+    /// PEM bundle of the CAs that issue the consular applications'
+    /// certificates; read when `client_auth` is `optional` or `required`.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Where a client certificate names its post (`cn`, `san_uri`, `none`);
+    /// no default: required when `client_auth` is `optional` or `required`.
+    #[serde(default)]
+    pub client_post_from: Option<PostSource>,
     /// HTTP worker threads; 0 means one per core.
     #[serde(default)]
     pub workers: usize,
@@ -192,6 +205,14 @@ impl Settings {
                 "{place}: [{unknown}]: unknown section, expected one of {known}"
             ));
         }
+        if let (Some(server), Some(auth)) = (&server, &auth)
+            && auth.require_bound_tokens
+            && server.client_auth() == ClientAuth::Off
+        {
+            problems.push(format!(
+                "{origin}: auth.require_bound_tokens: needs server.client_auth = \"optional\" or \"required\": a bound token is checked against the connection's client certificate"
+            ));
+        }
         let settings = (|| {
             let environment = environment?;
             let mut telemetry = telemetry?;
@@ -218,8 +239,23 @@ impl Settings {
 }
 
 impl ServerSettings {
+    /// `server.client_auth`, `off` when unset (validation requires it with TLS).
+    pub fn client_auth(&self) -> ClientAuth {
+        self.client_auth.unwrap_or(ClientAuth::Off)
+    }
+
+    /// Where client certificates name their post; `none` unless the server
+    /// asks for certificates.
+    pub fn client_post_from(&self) -> PostSource {
+        match self.client_auth() {
+            ClientAuth::Off => PostSource::None,
+            _ => self.client_post_from.unwrap_or(PostSource::None),
+        }
+    }
+
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        self.validate_client_auth(&mut problems);
         if self.tls {
             if self.tls_cert_file.is_none() {
                 problems.push("server.tls_cert_file: required when server.tls = true".into());
@@ -244,6 +280,35 @@ impl ServerSettings {
             problems.push("server.max_connections_per_ip: must be between 1 and 1000000".into());
         }
         problems
+    }
+
+    /// Client certificates: chosen explicitly with TLS, possible only with
+    /// TLS, and verified against a CA bundle, with the place of the post said.
+    fn validate_client_auth(&self, problems: &mut Vec<String>) {
+        let asked = matches!(
+            self.client_auth,
+            Some(ClientAuth::Optional | ClientAuth::Required)
+        );
+        if self.tls && self.client_auth.is_none() {
+            problems.push(
+                "server.client_auth: required when server.tls = true: \"off\", \"optional\" or \"required\"".into(),
+            );
+        }
+        if !self.tls && asked {
+            problems.push(
+                "server.client_auth: client certificates need server.tls = true; set \"off\" behind a TLS-terminating proxy".into(),
+            );
+        }
+        if asked && self.client_ca_file.is_none() {
+            problems.push(
+                "server.client_ca_file: required when server.client_auth is \"optional\" or \"required\"".into(),
+            );
+        }
+        if asked && self.client_post_from.is_none() {
+            problems.push(
+                "server.client_post_from: required when server.client_auth is \"optional\" or \"required\": \"cn\", \"san_uri\" or \"none\"".into(),
+            );
+        }
     }
 }
 
@@ -652,6 +717,10 @@ mod tests {
                 "127.0.0.1:0".to_string(),
             ),
             ("CAF_BROKER__SERVER__TLS".to_string(), "false".to_string()),
+            (
+                "CAF_BROKER__SERVER__CLIENT_AUTH".to_string(),
+                "off".to_string(),
+            ),
             ("CAF_BROKER__AUTH__LEEWAY_SECS".to_string(), "5".to_string()),
             ("OTHER_VAR".to_string(), "ignored".to_string()),
         ];
@@ -902,6 +971,51 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn client_certificates_are_chosen_explicitly_and_each_contradiction_is_reported() {
+        let settings = Settings::from_toml_with_env(&shipped(), "broker.toml", no_env()).unwrap();
+        assert_eq!(settings.server.client_auth(), ClientAuth::Optional);
+        assert_eq!(settings.server.client_post_from(), PostSource::Cn);
+        let text = shipped()
+            .replace("client_auth =", "# client_auth =")
+            .replace("client_post_from =", "# client_post_from =");
+        let err = Settings::from_toml_with_env(&text, "broker.toml", no_env()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("server.client_auth: required when server.tls = true"),
+            "{err}"
+        );
+        let text = shipped()
+            .replace("client_ca_file =", "# client_ca_file =")
+            .replace("client_post_from =", "# client_post_from =");
+        let env = [
+            ("SERVER__TLS", "false"),
+            ("SERVER__CLIENT_AUTH", "required"),
+            ("AUTH__REQUIRE_BOUND_TOKENS", "true"),
+        ]
+        .map(|(k, v)| (format!("CAF_BROKER__{k}"), v.to_string()));
+        let err = Settings::from_toml_with_env(&text, "broker.toml", env).unwrap_err();
+        for problem in [
+            "server.client_auth: client certificates need server.tls = true",
+            "server.client_ca_file: required",
+            "server.client_post_from: required",
+        ] {
+            assert!(err.to_string().contains(problem), "{problem}: {err}");
+        }
+        let env = [
+            ("SERVER__CLIENT_AUTH", "off"),
+            ("AUTH__REQUIRE_BOUND_TOKENS", "true"),
+        ]
+        .map(|(k, v)| (format!("CAF_BROKER__{k}"), v.to_string()));
+        let err = Settings::from_toml_with_env(&shipped(), "broker.toml", env).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("auth.require_bound_tokens: needs server.client_auth"),
+            "{err}"
+        );
+        assert_eq!(err.problems.len(), 1, "{err}");
     }
 
     #[test]

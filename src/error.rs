@@ -89,6 +89,10 @@ pub enum Unauthenticated {
     Token(#[from] AuthError),
     #[error("role unknown to the policy")]
     UnknownRole,
+    /// The token's `post` is not the one the connection's client certificate
+    /// names (`server.client_post_from`).
+    #[error("token post differs from the client certificate's")]
+    PostMismatch,
 }
 
 /// Declares [`ProblemCode`] from its table: one line per code, in order of status.
@@ -119,7 +123,7 @@ macro_rules! problem_codes {
 
 problem_codes! {
     InvalidRequest => ("invalid-request", 400, "Invalid request", "A malformed identifier, a bad NIR key, a missing, repeated or invalid `X-Purpose` or `X-Case-Reference`, a purpose the policy does not define, or a body that is not `{\"nir\": \"…\"}`."),
-    Unauthenticated => ("unauthenticated", 401, "Unauthenticated", "A missing, malformed, expired, not-yet-valid or wrongly signed token, a wrong issuer or audience, a disallowed algorithm, or a role the policy does not define."),
+    Unauthenticated => ("unauthenticated", 401, "Unauthenticated", "A missing, malformed, expired, not-yet-valid or wrongly signed token, a wrong issuer or audience, a disallowed algorithm, a role the policy does not define, a token bound to another client certificate than the connection's (or sent without one), an unbound token where only bound ones are accepted, or a `post` that is not the one the client certificate names."),
     PurposeNotPermitted => ("purpose-not-permitted", 403, "Purpose not permitted", "The caller's role may not declare this purpose."),
     AgentSuspended => ("agent-suspended", 403, "Agent suspended", "The agent is suspended after a bulk-lookup alert (with `alerts.block = true`)."),
     PostNotRegistered => ("post-not-registered", 403, "Post not registered", "With `quotas.known_posts_only`, the caller's post has no quota entry."),
@@ -225,6 +229,10 @@ impl BrokerError {
             BrokerError::Unauthenticated(Unauthenticated::Token(e)) => e.to_string(),
             BrokerError::Unauthenticated(Unauthenticated::UnknownRole) => {
                 "The token's role is not defined by this broker's policy.".into()
+            }
+            BrokerError::Unauthenticated(Unauthenticated::PostMismatch) => {
+                "The token's post is not the post named by the client certificate of this connection."
+                    .into()
             }
             BrokerError::PurposeNotPermitted => {
                 "Your role may not declare this purpose; see the policy for the purposes of your role."

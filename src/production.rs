@@ -89,6 +89,7 @@ fn files(settings: &Settings) -> Vec<(&'static str, &Path)> {
     let optional = [
         ("server.tls_cert_file", s.server.tls_cert_file.as_deref()),
         ("server.tls_key_file", s.server.tls_key_file.as_deref()),
+        ("server.client_ca_file", s.server.client_ca_file.as_deref()),
         ("auth.jwks_file", s.auth.jwks_file.as_deref()),
         ("auth.jwks_ca_file", s.auth.jwks_ca_file.as_deref()),
         (
@@ -161,7 +162,7 @@ fn group_or_others_bits(file: &Path) -> Option<u32> {
 fn expiry(setting: &str, file: &Path, now: Timestamp, findings: &mut Findings) {
     let Some(not_after) = crate::tls::certificates(file)
         .ok()
-        .and_then(|chain| chain.first().and_then(|leaf| leaf_not_after(leaf)))
+        .and_then(|chain| chain.first().and_then(|leaf| crate::tls::not_after(leaf)))
     else {
         // An unreadable certificate is reported by the stage that loads it.
         return;
@@ -178,23 +179,12 @@ fn expiry(setting: &str, file: &Path, now: Timestamp, findings: &mut Findings) {
     }
 }
 
-/// The end of a certificate's validity, in seconds since the Unix epoch.
-fn leaf_not_after(der: &[u8]) -> Option<i64> {
-    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(certificate.validity().not_after.timestamp())
-}
-
-/// The SHA-256 of a certificate's public key (its SubjectPublicKeyInfo), hex.
-fn public_key_fingerprint(der: &[u8]) -> Option<String> {
-    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(hex::encode(Sha256::digest(certificate.public_key().raw)))
-}
-
 /// The SHA-256 fingerprints of the public keys of every certificate shipped in
 /// `certs-dev/` (a private key there is public, so is anything it signs for).
 const SHIPPED_TLS_KEYS: &[&str] = &[
     "052ede6b2d59da9f48663b179931e94f9129d8e8660d07d390841d5ec9159f13",
     "255dc67ff8754dba23deece0db15e20ed856dbeff5c23d5a0406f877077af19d",
+    "29d9478a9c478164d3058da21baad4a5d416c980da5edfc55b9f67b6ed808108",
     "4f95aff8f23237d7cf0229ea3b94a39774e7b822df49e2d9d48e073418e0096c",
     "5893dc9ef47e73cd977c1040317e0a6fa5386fedb3cfb2a0d855130711ec0a68",
     "5ad45515feb47ed746f6fcb0e690f67ce5a729426b4906df1099d3f6380325eb",
@@ -217,7 +207,11 @@ fn shipped_keys(settings: &Settings, problems: &mut Vec<String>) {
     for (setting, file) in certificates(settings) {
         let shipped = crate::tls::certificates(file)
             .ok()
-            .and_then(|chain| chain.first().and_then(|leaf| public_key_fingerprint(leaf)))
+            .and_then(|chain| {
+                chain
+                    .first()
+                    .and_then(|leaf| crate::tls::public_key_sha256(leaf))
+            })
             .is_some_and(|fingerprint| SHIPPED_TLS_KEYS.contains(&fingerprint.as_str()));
         if shipped {
             problems.push(format!(
@@ -294,7 +288,7 @@ mod tests {
                 name.ends_with(".pem") && !name.ends_with(".key.pem")
             })
             .flat_map(|path| crate::tls::certificates(&path).unwrap())
-            .filter_map(|der| public_key_fingerprint(&der))
+            .filter_map(|der| crate::tls::public_key_sha256(&der))
             .collect();
         tls.sort();
         tls.dedup();

@@ -84,6 +84,7 @@ impl Application {
             audit: Arc::new(audit),
             error_budget,
             alerts,
+            client_post_from: settings.server.client_post_from(),
         }));
         let refusals = RefusalsTicker::spawn(broker.clone(), REFUSALS_INTERVAL);
         let metrics = web::Data::new(
@@ -252,9 +253,27 @@ impl Components {
         ) {
             (Some(cert), Some(key)) if settings.server.tls => {
                 use crate::tls::{PemError, TlsError};
-                let config = crate::tls::server_config(cert, key).map_err(|e| match e {
+                let server = &settings.server;
+                let client_ca = server.client_ca_file.as_deref();
+                let is_client_ca = |file: &str| {
+                    client_ca.is_some_and(|ca| ca.display().to_string() == file)
+                        && server.client_auth() != crate::tls::ClientAuth::Off
+                };
+                let config = crate::tls::server_config_for_clients(
+                    cert,
+                    key,
+                    server.client_auth(),
+                    client_ca,
+                )
+                .map_err(|e| match &e {
                     TlsError::Pem(PemError::PrivateKey { .. }) => {
                         format!("server.tls_key_file: {e}")
+                    }
+                    TlsError::Pem(pem) if is_client_ca(pem.file()) => {
+                        format!("server.client_ca_file: {e}")
+                    }
+                    TlsError::ClientVerifier(_) | TlsError::NoClientCa => {
+                        format!("server.client_ca_file: {e}")
                     }
                     TlsError::Config(_) => format!("server.tls_cert_file, tls_key_file: {e}"),
                     _ => format!("server.tls_cert_file: {e}"),

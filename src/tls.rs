@@ -1,6 +1,9 @@
 //! rustls configuration (TLS 1.2 and 1.3 only, AEAD cipher suites only, aws-lc-rs)
 //! and the one reader of PEM files: certificates, private keys and trust stores,
-//! for the server, the CAF connector, the JWKS client, Redis and the simulator.
+//! for the server, the CAF connector, the JWKS client, Redis and the simulator;
+//! and the verified client certificate of a connection ([`ClientCertificate`]).
+
+mod client;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,6 +11,32 @@ use std::sync::Arc;
 use rustls::crypto::{CryptoProvider, aws_lc_rs};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+
+pub use client::{ClientAuth, ClientCertificate, PostSource, Thumbprint};
+
+/// When a DER certificate ends (`notAfter`), in seconds since the Unix epoch.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    use simple_asn1::ASN1Block;
+    let ASN1Block::Sequence(_, validity) = client::tbs_field(der, client::Field::Validity)? else {
+        return None;
+    };
+    match validity.get(1)? {
+        ASN1Block::UTCTime(_, at) | ASN1Block::GeneralizedTime(_, at) => {
+            Some(at.assume_utc().unix_timestamp())
+        }
+        _ => None,
+    }
+}
+
+/// The SHA-256 of a DER certificate's public key (its `subjectPublicKeyInfo`,
+/// encoded again in DER), in hex: the same key, whatever certificate carries it.
+pub fn public_key_sha256(der: &[u8]) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let info = client::tbs_field(der, client::Field::PublicKeyInfo)?;
+    let encoded = simple_asn1::to_der(&info).ok()?;
+    Some(hex::encode(Sha256::digest(encoded)))
+}
 
 /// Why a PEM file could not be used. Messages name the file, never its
 /// content: the PEM parser's own messages can quote a line of it.
@@ -23,12 +52,28 @@ pub enum PemError {
     NotATrustAnchor { file: String },
 }
 
+impl PemError {
+    /// The file the error is about, as its message names it.
+    pub fn file(&self) -> &str {
+        match self {
+            PemError::Certificates { file, .. }
+            | PemError::NoCertificate { file }
+            | PemError::PrivateKey { file, .. }
+            | PemError::NotATrustAnchor { file } => file,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error(transparent)]
     Pem(#[from] PemError),
     #[error("the certificate and key do not make a valid TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    #[error("the client CA bundle cannot verify client certificates: {0}")]
+    ClientVerifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("client certificates are asked for, but no CA bundle is given to verify them")]
+    NoClientCa,
 }
 
 /// Every certificate of a PEM file, in order (a chain comes leaf first); at least one.
@@ -127,15 +172,40 @@ pub fn install_default_provider() {
     let _ = provider().install_default();
 }
 
-/// A server configuration from a PEM chain (leaf first) and a PEM private key.
+/// A server configuration from a PEM chain (leaf first) and a PEM private key,
+/// asking clients for no certificate.
 pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<rustls::ServerConfig, TlsError> {
+    server_config_for_clients(cert_file, key_file, ClientAuth::Off, None)
+}
+
+/// As [`server_config`], asking clients for a certificate issued by a CA of
+/// `client_ca_file` (a PEM bundle) unless `client_auth` is `off`: with
+/// `optional`, a client may send none; a certificate sent is verified either way.
+pub fn server_config_for_clients(
+    cert_file: &Path,
+    key_file: &Path,
+    client_auth: ClientAuth,
+    client_ca_file: Option<&Path>,
+) -> Result<rustls::ServerConfig, TlsError> {
     let chain = certificates(cert_file)?;
     let key = private_key(key_file)?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    Ok(config)
+    let provider = Arc::new(provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match (client_auth, client_ca_file) {
+        (ClientAuth::Off, _) => builder.with_no_client_auth(),
+        (_, None) => return Err(TlsError::NoClientCa),
+        (ClientAuth::Optional | ClientAuth::Required, Some(ca_file)) => {
+            let roots = Arc::new(trust_store(ca_file)?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+            let verifier = match client_auth {
+                ClientAuth::Optional => verifier.allow_unauthenticated(),
+                _ => verifier,
+            };
+            builder.with_client_cert_verifier(verifier.build()?)
+        }
+    };
+    Ok(builder.with_single_cert(chain, key)?)
 }
 
 /// Whether a URL's host is a loopback address, the only place plain HTTP may

@@ -132,6 +132,7 @@ fn settings(url: &str) -> AuthSettings {
         token_cache_capacity: 100,
         dev_signing_key_file: Some(cert("jwt-signing.key.pem")),
         dev_signing_kid: Some("dev-2026".to_owned()),
+        require_bound_tokens: false,
     }
 }
 

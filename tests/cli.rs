@@ -305,6 +305,7 @@ fn check_passes_beside_the_running_broker_it_checks_and_leaves_its_audit_lock_al
         &[
             ("listen = \"127.0.0.1:8443\"", "listen = \"127.0.0.1:0\""),
             ("tls = true", "tls = false"),
+            ("client_auth = \"optional\"", "client_auth = \"off\""),
             (
                 "dir = \"var/audit\"",
                 &format!("dir = \"{}\"", audit.display()),
@@ -414,6 +415,82 @@ fn policy_explain_has_a_json_form_for_tools() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
     assert!(json.to_string().contains("enfants"), "{json}");
+}
+
+#[test]
+fn check_names_the_client_ca_file_that_cannot_verify_client_certificates() {
+    for (file, why) in [
+        ("certs-dev/no-such-ca.pem", "no-such-ca.pem"),
+        (
+            "certs-dev/client-TN-TUNIS.key.pem",
+            "holds no PEM certificate",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_caf-broker"))
+            .arg("check")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("RUST_LOG")
+            .env("CAF_BROKER__SERVER__CLIENT_CA_FILE", file)
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{file}: {stderr}");
+        assert!(
+            stderr.contains("server.client_ca_file: ") && stderr.contains(why),
+            "{file}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn token_bind_cert_binds_the_token_to_the_certificates_sha256() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use sha2::{Digest, Sha256};
+
+    let out = broker(&[
+        "token",
+        "--post",
+        "TN-TUNIS",
+        "--role",
+        "agent_consulaire",
+        "--sub",
+        "agent-1",
+        "--bind-cert",
+        "certs-dev/client-TN-TUNIS.pem",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout);
+    let payload = token.trim().split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let leaf = CertificateDer::pem_file_iter(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev/client-TN-TUNIS.pem"),
+    )
+    .unwrap()
+    .next()
+    .unwrap()
+    .unwrap();
+    let expected = URL_SAFE_NO_PAD.encode(Sha256::digest(leaf.as_ref()));
+    assert_eq!(claims["cnf"]["x5t#S256"], expected.as_str());
+    assert_eq!(claims["post"], "TN-TUNIS");
+
+    let missing = broker(&[
+        "token",
+        "--post",
+        "TN-TUNIS",
+        "--role",
+        "agent_consulaire",
+        "--sub",
+        "agent-1",
+        "--bind-cert",
+        "certs-dev/no-such-certificate.pem",
+    ]);
+    assert!(!missing.status.success());
+    assert!(missing.stdout.is_empty());
+    assert!(text(&missing.stderr).contains("no-such-certificate.pem"));
 }
 
 #[test]

@@ -32,6 +32,7 @@ async fn a_killed_broker_has_recorded_every_request_it_answered() {
     let env = [
         ("CAF_BROKER__SERVER__LISTEN", format!("127.0.0.1:{port}")),
         ("CAF_BROKER__SERVER__TLS", "false".into()),
+        ("CAF_BROKER__SERVER__CLIENT_AUTH", "off".into()),
         ("CAF_BROKER__AUDIT__DIR", audit_dir.display().to_string()),
         ("CAF_BROKER__UPSTREAM__RECORDS", "300".into()),
         (

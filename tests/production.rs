@@ -96,6 +96,10 @@ fn production(dir: &Path, files: &Files) -> PathBuf {
                 &path(&files.server_key),
             ),
             (
+                "/etc/caf-broker/tls/consular-ca.pem",
+                &path(&files.consular_ca),
+            ),
+            (
                 "jwks_url = \"https://idp.diplomatie.gouv.fr/.well-known/jwks.json\"",
                 &jwks,
             ),
@@ -122,6 +126,8 @@ fn production(dir: &Path, files: &Files) -> PathBuf {
 struct Files {
     server_cert: PathBuf,
     server_key: PathBuf,
+    /// The CA of the consular applications' client certificates.
+    consular_ca: PathBuf,
     jwks: PathBuf,
     caf_ca: PathBuf,
     client_cert: PathBuf,
@@ -143,6 +149,7 @@ fn fresh(dir: &Path, days: i64) -> Files {
     Files {
         server_cert,
         server_key,
+        consular_ca: caf_ca.clone(),
         jwks: fresh_jwks(dir),
         caf_ca,
         client_cert,
@@ -160,6 +167,7 @@ fn development() -> Files {
     Files {
         server_cert: repo("certs-dev/server.pem"),
         server_key: repo("certs-dev/server.key.pem"),
+        consular_ca: repo("certs-dev/ca.pem"),
         jwks: repo("certs-dev/jwks.json"),
         caf_ca: repo("certs-dev/ca.pem"),
         client_cert: repo("certs-dev/client-broker.pem"),
@@ -200,6 +208,7 @@ fn check_and_serve_refuse_the_development_files_in_production_naming_every_cause
         "server.tls_cert_file: ",
         "certs-dev/server.pem is a development file",
         "certs-dev/server.key.pem is a development file",
+        "server.client_ca_file: ",
         "certs-dev/jwks.json is a development file",
         "certs-dev/client-broker.pem is a development file",
         "certs-dev/audit-hmac.key is a development file",
@@ -309,15 +318,24 @@ fn plain_http_is_refused_off_loopback_and_allowed_on_loopback() {
     let dir = tempdir("production-plain");
     let config = production(&dir, &fresh(&dir, 90));
     let plain = ("CAF_BROKER__SERVER__TLS", "false");
+    let no_client_auth = ("CAF_BROKER__SERVER__CLIENT_AUTH", "off");
     let (ok, _, stderr) = check(
         &config,
-        &[plain, ("CAF_BROKER__SERVER__LISTEN", "0.0.0.0:8443")],
+        &[
+            plain,
+            no_client_auth,
+            ("CAF_BROKER__SERVER__LISTEN", "0.0.0.0:8443"),
+        ],
     );
     assert!(!ok);
     assert_names_each(&stderr, &["server.tls: false on 0.0.0.0:8443"]);
     let (ok, stdout, stderr) = check(
         &config,
-        &[plain, ("CAF_BROKER__SERVER__LISTEN", "[::1]:8443")],
+        &[
+            plain,
+            no_client_auth,
+            ("CAF_BROKER__SERVER__LISTEN", "[::1]:8443"),
+        ],
     );
     assert!(ok, "stdout: {stdout}\nstderr: {stderr}");
 }

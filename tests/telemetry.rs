@@ -167,6 +167,7 @@ impl Broker {
         let mut env = vec![
             ("CAF_BROKER__SERVER__LISTEN", format!("127.0.0.1:{port}")),
             ("CAF_BROKER__SERVER__TLS", "false".into()),
+            ("CAF_BROKER__SERVER__CLIENT_AUTH", "off".into()),
             ("CAF_BROKER__SERVER__WORKERS", "2".into()),
             ("CAF_BROKER__SERVER__SHUTDOWN_TIMEOUT_SECS", "0".into()),
             ("CAF_BROKER__UPSTREAM__RECORDS", "50".into()),

@@ -99,6 +99,8 @@ mod tests {
             released: vec!["identite.nom".into()],
             policy_version: Some("sha256:00".into()),
             cache: Some(CacheOutcome::Miss),
+            client_cert_sha256: None,
+            client_post: None,
             kind: None,
             rule: None,
             figures: None,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{CacheOutcome, CaseReference, Lookup, PostCode, Purpose, Role, Subject};
+use crate::tls::Thumbprint;
 
 /// How a data request ended, as recorded. The HTTP `status` beside it gives
 /// the detail (e.g. 502, 503 or 504 for `upstream_error`).
@@ -87,6 +88,11 @@ pub struct AuditEntry {
     pub released: Vec<String>,
     pub policy_version: Option<String>,
     pub cache: Option<CacheOutcome>,
+    /// The SHA-256 of the client certificate of the request's connection.
+    pub client_cert_sha256: Option<Thumbprint>,
+    /// The post that certificate names, when the broker reads one
+    /// (`server.client_post_from`).
+    pub client_post: Option<PostCode>,
     /// The lookup's pseudonym, when the caller already computed it with this
     /// log ([`super::AuditLog::pseudonymize`]); otherwise the log computes it
     /// from `lookup`. Either way one keyed hash per request.
@@ -117,6 +123,8 @@ impl AuditEntry {
             released: Vec::new(),
             policy_version: None,
             cache: None,
+            client_cert_sha256: None,
+            client_post: None,
             dossier: None,
             kind: None,
             rule: None,
@@ -191,6 +199,15 @@ pub struct Record {
     pub released: Vec<String>,
     pub policy_version: Option<String>,
     pub cache: Option<CacheOutcome>,
+    /// The SHA-256 (hex) of the client certificate of the request's
+    /// connection; left out when it presented none, as records without
+    /// client certificates always were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_sha256: Option<String>,
+    /// The post that certificate names (`server.client_post_from`); left out
+    /// when none was read. Differs from `post` on a refused token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_post: Option<String>,
     /// Absent for an access record; see [`RecordKind`]. The three keys below
     /// are left out when empty, so access records keep the form they always had.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,6 +243,8 @@ impl Record {
             released: entry.released,
             policy_version: entry.policy_version,
             cache: entry.cache,
+            client_cert_sha256: entry.client_cert_sha256.map(|t| t.to_hex()),
+            client_post: entry.client_post.map(|v| v.as_str().to_owned()),
             kind: entry.kind,
             rule: entry.rule.map(str::to_owned),
             figures: Some(entry.figures).filter(|f| !f.is_empty()),

@@ -48,6 +48,18 @@ pub(super) struct Claims<'a> {
     pub role: Claim<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub jti: Claim<Cow<'a, str>>,
+    /// The confirmation claim (RFC 7800); only `x5t#S256` (RFC 8705) is known.
+    #[serde(default, borrow)]
+    pub cnf: Claim<Confirmation<'a>>,
+}
+
+/// `cnf`: how the presenter proves it holds the token.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Confirmation<'a> {
+    /// The base64url SHA-256 of the client certificate the token is bound to.
+    pub x5t_s256: Claim<Cow<'a, str>>,
+    /// Another confirmation method was given, which this broker cannot check.
+    pub other_methods: bool,
 }
 
 /// One claim: absent (or `null`), of the wrong type, or present.
@@ -274,6 +286,56 @@ impl<'de: 'a, 'a> Deserialize<'de> for Claim<Audience<'a>> {
     }
 }
 
+struct ConfirmationVisitor;
+
+impl<'de> Visitor<'de> for ConfirmationVisitor {
+    type Value = Claim<Confirmation<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of confirmation methods")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut confirmation = Confirmation {
+            x5t_s256: Claim::Missing,
+            other_methods: false,
+        };
+        let mut seen = false;
+        while let Some(method) = map.next_key::<Cow<'de, str>>()? {
+            if method == "x5t#S256" {
+                if seen {
+                    return Err(de::Error::duplicate_field("x5t#S256"));
+                }
+                seen = true;
+                confirmation.x5t_s256 = map.next_value()?;
+            } else {
+                confirmation.other_methods = true;
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Claim::Present(confirmation))
+    }
+
+    null_is_missing!();
+    invalid_visits!(
+        visit_bool(bool),
+        visit_i64(i64),
+        visit_u64(u64),
+        visit_f64(f64),
+        visit_str(&str)
+    );
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        skip_seq(seq).map(|()| Claim::Invalid)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Claim<Confirmation<'a>> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ConfirmationVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +378,26 @@ mod tests {
         assert_eq!(claims.sub, Claim::Present(Cow::Owned("aA".to_owned())));
         assert!(
             matches!(claims.aud, Claim::Present(ref aud) if aud.contains("caf-broker") && !aud.contains("y"))
+        );
+    }
+
+    #[test]
+    fn a_confirmation_is_read_by_method_and_odd_shapes_are_invalid() {
+        let claims = parse(r#"{"cnf": {"x5t#S256": "abc", "jkt": "x"}}"#);
+        let Claim::Present(cnf) = claims.cnf else {
+            panic!("cnf is an object");
+        };
+        assert_eq!(cnf.x5t_s256, Claim::Present(Cow::Borrowed("abc")));
+        assert!(cnf.other_methods);
+        assert_eq!(parse(r#"{"cnf": "abc"}"#).cnf, Claim::Invalid);
+        assert_eq!(parse(r#"{"cnf": null}"#).cnf, Claim::Missing);
+        let Claim::Present(cnf) = parse(r#"{"cnf": {"x5t#S256": 7}}"#).cnf else {
+            panic!("cnf is an object");
+        };
+        assert_eq!(cnf.x5t_s256, Claim::Invalid);
+        assert!(
+            serde_json::from_str::<Claims<'_>>(r#"{"cnf": {"x5t#S256": "a", "x5t#S256": "b"}}"#)
+                .is_err()
         );
     }
 

@@ -7,6 +7,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use super::settings::AuthSettings;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{DomainError, PostCode, Role, Subject};
+use crate::tls::Thumbprint;
 
 /// Longest lifetime of a development token: a day.
 const MAX_DEV_TTL_SECS: u64 = 86_400;
@@ -57,6 +58,15 @@ struct MintedClaims<'a> {
     iat: u64,
     exp: u64,
     jti: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<Confirmation>,
+}
+
+/// RFC 8705 `cnf`: the thumbprint of the client certificate the token is bound to.
+#[derive(serde::Serialize)]
+struct Confirmation {
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: String,
 }
 
 /// Signs a token that [`super::Authenticator`] accepts under the same settings.
@@ -73,6 +83,27 @@ pub fn mint_dev_token(settings: &AuthSettings, claims: DevClaims) -> Result<Stri
 pub fn mint_dev_token_at(
     settings: &AuthSettings,
     claims: DevClaims,
+    clock: &dyn Clock,
+) -> Result<String, MintError> {
+    mint(settings, claims, None, clock)
+}
+
+/// As [`mint_dev_token_at`], bound to the client certificate of thumbprint
+/// `bound_to` (`cnf.x5t#S256`, RFC 8705): the broker accepts it only over a
+/// TLS connection presenting that certificate.
+pub fn mint_bound_dev_token_at(
+    settings: &AuthSettings,
+    claims: DevClaims,
+    bound_to: Thumbprint,
+    clock: &dyn Clock,
+) -> Result<String, MintError> {
+    mint(settings, claims, Some(bound_to), clock)
+}
+
+fn mint(
+    settings: &AuthSettings,
+    claims: DevClaims,
+    bound_to: Option<Thumbprint>,
     clock: &dyn Clock,
 ) -> Result<String, MintError> {
     let path = settings
@@ -116,6 +147,9 @@ pub fn mint_dev_token_at(
         iat: now,
         exp: now.saturating_add(claims.ttl_secs),
         jti: uuid::Uuid::new_v4().to_string(),
+        cnf: bound_to.map(|thumbprint| Confirmation {
+            x5t_s256: thumbprint.to_base64url(),
+        }),
     };
     jsonwebtoken::encode(&header, &minted, &key).map_err(MintError::Sign)
 }

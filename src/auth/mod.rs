@@ -14,9 +14,15 @@
 //! 4. `iss`, `aud`, `exp`, `iat` (and `nbf` when present) are checked with the
 //!    configured leeway; `sub`, `post` and `role` are parsed into domain types.
 //!
+//! 5. a token bound to a client certificate (RFC 8705 `cnf.x5t#S256`) is
+//!    accepted only with that certificate's thumbprint, which the caller
+//!    passes in from the TLS connection; with `auth.require_bound_tokens`, an
+//!    unbound token is refused.
+//!
 //! Invariants: tokens are never logged, never used as cache keys (their SHA-256
-//! is), and no error message carries a claim value. A cached caller is served
-//! only while `now < exp`, leeway or not.
+//! is, with the connection's certificate thumbprint), and no error message
+//! carries a claim value. A cached caller is served only while `now < exp`,
+//! leeway or not.
 //!
 //! [`mint_dev_token`] signs development tokens for the `caf-broker token` command.
 
@@ -35,6 +41,7 @@ use crate::clock::Clock;
 use crate::domain::{Agent, PostCode, Role, Subject};
 
 pub use jwks::AuthSetupError;
+pub use mint::mint_bound_dev_token_at;
 pub use mint::{DevClaims, MintError, mint_dev_token, mint_dev_token_at};
 pub use remote::JwksFetchError;
 pub use settings::AuthSettings;
@@ -99,6 +106,18 @@ pub enum AuthError {
     MissingClaim(&'static str),
     #[error("The token's claim `{0}` has an invalid type or value.")]
     InvalidClaim(&'static str),
+    #[error(
+        "The token is bound to a client certificate (cnf x5t#S256); send it over a TLS connection that presents that certificate."
+    )]
+    CertificateRequired,
+    #[error(
+        "The token is bound to another client certificate than the one this connection presents."
+    )]
+    WrongCertificate,
+    #[error(
+        "This broker accepts only tokens bound to the client certificate of the connection (cnf x5t#S256, RFC 8705)."
+    )]
+    UnboundToken,
 }
 
 /// The clock's wall time in whole seconds since the Unix epoch, as JWT claims

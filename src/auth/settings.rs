@@ -63,6 +63,11 @@ pub struct AuthSettings {
     /// The `kid` header of development tokens: the key's id in the JWKS.
     #[serde(default)]
     pub dev_signing_kid: Option<String>,
+    /// Refuse tokens that are not bound to a client certificate (RFC 8705
+    /// `cnf.x5t#S256`). A bound token is accepted only over a TLS connection
+    /// with that certificate, whatever this says.
+    #[serde(default)]
+    pub require_bound_tokens: bool,
 }
 
 fn default_algorithms() -> Vec<String> {

@@ -40,6 +40,7 @@ fn settings() -> AuthSettings {
         token_cache_capacity: 100,
         dev_signing_key_file: Some(certs("jwt-signing.key.pem")),
         dev_signing_kid: Some("dev-2026".to_owned()),
+        require_bound_tokens: false,
     }
 }
 
@@ -638,7 +639,7 @@ fn the_cache_returns_the_same_caller_on_a_hit() {
 
     let first = auth.authenticate(&token).unwrap();
     assert_eq!(
-        auth.cache.get(&TokenCache::digest(&token), T0),
+        auth.cache.get(&TokenCache::key(&token, None), T0),
         Some(first.clone())
     );
     assert_eq!(auth.authenticate(&token), Ok(first));
@@ -650,7 +651,7 @@ fn the_cache_never_serves_a_token_past_its_exp() {
     settings.leeway_secs = 0;
     let (now, auth) = authenticator_at(T0, &settings);
     let token = sign(&with(claims_at(T0), "exp", json!(T0 + 5)));
-    let digest = TokenCache::digest(&token);
+    let digest = TokenCache::key(&token, None);
 
     assert!(auth.authenticate(&token).is_ok());
     now.set(at(T0 + 4));
@@ -666,7 +667,7 @@ fn the_cache_never_serves_a_token_past_its_exp() {
 fn the_cache_does_not_stretch_the_leeway_past_exp() {
     let (now, auth) = authenticator_at(T0, &settings());
     let token = sign(&with(claims_at(T0), "exp", json!(T0 + 5)));
-    let digest = TokenCache::digest(&token);
+    let digest = TokenCache::key(&token, None);
     assert!(auth.authenticate(&token).is_ok());
 
     // Past exp but within the 30 s leeway: verified again, accepted, not cached.
@@ -689,7 +690,7 @@ fn tokens_valid_only_thanks_to_the_leeway_are_not_cached() {
         let token = sign(&claims);
         assert!(auth.authenticate(&token).is_ok(), "{claims}");
         assert_eq!(
-            auth.cache.get(&TokenCache::digest(&token), T0),
+            auth.cache.get(&TokenCache::key(&token, None), T0),
             None,
             "{claims}"
         );
@@ -701,7 +702,113 @@ fn a_refused_token_is_not_cached() {
     let auth = authenticator();
     let token = sign(&with(claims_at(T0), "post", json!("bad post")));
     assert!(auth.authenticate(&token).is_err());
-    assert_eq!(auth.cache.get(&TokenCache::digest(&token), T0), None);
+    assert_eq!(auth.cache.get(&TokenCache::key(&token, None), T0), None);
+}
+
+// --- tokens bound to a client certificate (RFC 8705) ---------------------------
+
+fn thumbprint(seed: u8) -> crate::tls::Thumbprint {
+    crate::tls::Thumbprint::of(&[seed; 8])
+}
+
+fn bound_to(seed: u8) -> Value {
+    with(
+        claims_at(T0),
+        "cnf",
+        json!({ "x5t#S256": thumbprint(seed).to_base64url() }),
+    )
+}
+
+#[test]
+fn a_bound_token_is_accepted_with_its_certificate_only() {
+    let auth = authenticator();
+    let token = sign(&bound_to(1));
+    assert!(
+        auth.authenticate_with_client(&token, Some(thumbprint(1)))
+            .is_ok()
+    );
+    assert_eq!(
+        auth.authenticate_with_client(&token, Some(thumbprint(2))),
+        Err(AuthError::WrongCertificate)
+    );
+    assert_eq!(
+        auth.authenticate(&token),
+        Err(AuthError::CertificateRequired)
+    );
+    // An unbound token goes with any certificate, or none.
+    let unbound = sign(&claims_at(T0));
+    assert!(
+        auth.authenticate_with_client(&unbound, Some(thumbprint(2)))
+            .is_ok()
+    );
+    assert!(auth.authenticate(&unbound).is_ok());
+}
+
+#[test]
+fn the_cache_key_holds_the_certificate_so_a_cached_bound_token_is_not_served_to_another() {
+    let auth = authenticator();
+    let token = sign(&bound_to(1));
+    let caller = auth
+        .authenticate_with_client(&token, Some(thumbprint(1)))
+        .unwrap();
+    assert_eq!(
+        auth.cache
+            .get(&TokenCache::key(&token, Some(thumbprint(1))), T0),
+        Some(caller)
+    );
+    assert_eq!(
+        auth.cache
+            .get(&TokenCache::key(&token, Some(thumbprint(2))), T0),
+        None
+    );
+    assert_eq!(auth.cache.get(&TokenCache::key(&token, None), T0), None);
+    assert_eq!(
+        auth.authenticate_with_client(&token, Some(thumbprint(2))),
+        Err(AuthError::WrongCertificate)
+    );
+    assert_eq!(
+        auth.cache
+            .get(&TokenCache::key(&token, Some(thumbprint(2))), T0),
+        None
+    );
+}
+
+#[test]
+fn require_bound_tokens_refuses_unbound_ones() {
+    let mut settings = settings();
+    settings.require_bound_tokens = true;
+    let (_, auth) = authenticator_at(T0, &settings);
+    assert_eq!(
+        auth.authenticate_with_client(&sign(&claims_at(T0)), Some(thumbprint(1))),
+        Err(AuthError::UnboundToken)
+    );
+    assert!(
+        auth.authenticate_with_client(&sign(&bound_to(1)), Some(thumbprint(1)))
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_confirmation_the_broker_cannot_check_is_refused() {
+    let auth = authenticator();
+    let presented = Some(thumbprint(1));
+    for cnf in [
+        json!({ "jkt": "abc" }),
+        json!({ "x5t#S256": thumbprint(1).to_base64url(), "jkt": "abc" }),
+        json!({ "x5t#S256": "not a thumbprint" }),
+        json!({ "x5t#S256": URL_SAFE_NO_PAD.encode([1u8; 20]) }),
+        json!("x5t"),
+    ] {
+        let token = sign(&with(claims_at(T0), "cnf", cnf.clone()));
+        let refused = auth.authenticate_with_client(&token, presented);
+        assert!(
+            matches!(
+                refused,
+                Err(AuthError::InvalidClaim("cnf") | AuthError::MissingClaim("cnf"))
+            ),
+            "{cnf}: {refused:?}"
+        );
+    }
 }
 
 #[test]

@@ -18,6 +18,7 @@ use super::settings::AuthSettings;
 use super::{AuthError, Caller};
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{PostCode, Role, Subject};
+use crate::tls::Thumbprint;
 
 /// Longest token read, in bytes: a real token is well under 2 KiB, and the
 /// bound caps the work a hostile header can cause.
@@ -36,6 +37,8 @@ pub struct Authenticator {
     audience: String,
     leeway_secs: u64,
     allowed: Vec<Algorithm>,
+    /// Refuse tokens without `cnf.x5t#S256`.
+    require_bound_tokens: bool,
     /// The current key set; the refresh task of `auth.jwks_url` swaps it.
     keys: Arc<ArcSwap<KeySet>>,
     /// The refresh task of `auth.jwks_url`; none for `auth.jwks_file`.
@@ -49,6 +52,8 @@ struct Verified {
     caller: Caller,
     /// Valid without leeway: `iat` and `nbf` reached, `exp` ahead.
     strictly_valid: bool,
+    /// The client certificate the token is bound to (`cnf.x5t#S256`).
+    bound_to: Option<Thumbprint>,
 }
 
 impl Authenticator {
@@ -160,6 +165,7 @@ impl Authenticator {
             audience: settings.audience.clone(),
             leeway_secs: settings.leeway_secs,
             allowed: settings.allowed_algorithms(),
+            require_bound_tokens: settings.require_bound_tokens,
             keys: Arc::new(ArcSwap::from_pointee(KeySet::empty())),
             refresher: None,
             cache: TokenCache::new(settings.token_cache_capacity, Arc::clone(&clock)),
@@ -177,14 +183,28 @@ impl Authenticator {
         self.keys.load().skipped
     }
 
-    /// The caller a bearer token (without the `Bearer ` prefix) stands for.
+    /// The caller a bearer token (without the `Bearer ` prefix) stands for,
+    /// sent without a client certificate.
     pub fn authenticate(&self, bearer_token: &str) -> Result<Caller, AuthError> {
+        self.authenticate_with_client(bearer_token, None)
+    }
+
+    /// The caller a bearer token stands for, sent over a connection whose
+    /// client certificate has the thumbprint `client` (`None`: no certificate).
+    /// A token bound to a certificate is accepted only with that one.
+    pub fn authenticate_with_client(
+        &self,
+        bearer_token: &str,
+        client: Option<Thumbprint>,
+    ) -> Result<Caller, AuthError> {
         if bearer_token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Malformed);
         }
         let now = super::unix_secs(self.clock.as_ref());
-        let digest = TokenCache::digest(bearer_token);
-        if let Some(caller) = self.cache.get(&digest, now) {
+        // Only tokens that passed the binding check with this very
+        // certificate (or none) are under this key.
+        let key = TokenCache::key(bearer_token, client);
+        if let Some(caller) = self.cache.get(&key, now) {
             return Ok(caller);
         }
         let verified = match self.verify(bearer_token, now) {
@@ -198,10 +218,27 @@ impl Authenticator {
             }
             verified => verified?,
         };
+        self.check_binding(verified.bound_to, client)?;
         if verified.strictly_valid {
-            self.cache.insert(digest, verified.caller.clone());
+            self.cache.insert(key, verified.caller.clone());
         }
         Ok(verified.caller)
+    }
+
+    /// RFC 8705, section 3: a bound token goes with its certificate only;
+    /// an unbound one, only where unbound tokens are accepted.
+    fn check_binding(
+        &self,
+        bound_to: Option<Thumbprint>,
+        client: Option<Thumbprint>,
+    ) -> Result<(), AuthError> {
+        match (bound_to, client) {
+            (Some(bound), Some(presented)) if bound == presented => Ok(()),
+            (Some(_), Some(_)) => Err(AuthError::WrongCertificate),
+            (Some(_), None) => Err(AuthError::CertificateRequired),
+            (None, _) if self.require_bound_tokens => Err(AuthError::UnboundToken),
+            (None, _) => Ok(()),
+        }
     }
 
     /// Full verification: header, key, signature, then claims.
@@ -291,6 +328,18 @@ impl Authenticator {
             }
             jti => jti.map(|jti| jti.into_owned()),
         };
+        let bound_to = match claims.cnf.optional("cnf")? {
+            None => None,
+            // A confirmation method this broker cannot check is not ignored.
+            Some(cnf) if cnf.other_methods => return Err(AuthError::InvalidClaim("cnf")),
+            Some(cnf) => {
+                let thumbprint = cnf.x5t_s256.required("cnf")?;
+                Some(
+                    Thumbprint::from_base64url(&thumbprint)
+                        .ok_or(AuthError::InvalidClaim("cnf"))?,
+                )
+            }
+        };
 
         let strictly_valid = now < exp && iat <= now && nbf.is_none_or(|nbf| nbf <= now);
         Ok(Verified {
@@ -302,6 +351,7 @@ impl Authenticator {
                 jti,
             },
             strictly_valid,
+            bound_to,
         })
     }
 }

@@ -5,7 +5,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{bearer_token, declared};
+use super::extract::{bearer_token, client_certificate, declared};
 use super::openapi::DataHeaders;
 use super::{ApiError, EdgeLimits, RequestId};
 use crate::broker::{Answer, Broker, Released, Request};
@@ -201,6 +201,7 @@ async fn answer(
     let request = Request {
         request_id: request_id.uuid(),
         bearer_token: bearer_token(req.headers()),
+        client_certificate: client_certificate(req),
         purpose: declared.purpose,
         case_reference: declared.case_reference,
         lookup,

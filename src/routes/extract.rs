@@ -1,10 +1,20 @@
 //! What the edge reads of a data request's headers: the bearer token, and the
-//! declared purpose and case reference. The broker decides what they are worth.
+//! declared purpose and case reference; and of its connection: the client
+//! certificate. The broker decides what they are worth.
 
+use actix_web::HttpMessage;
+use actix_web::HttpRequest;
 use actix_web::http::header::{AUTHORIZATION, HeaderMap};
 
 use crate::domain::{CaseReference, Purpose};
 use crate::error::BrokerError;
+use crate::tls::ClientCertificate;
+
+/// The client certificate the request's TLS connection presented, which the
+/// server verified and put in the request's extensions.
+pub fn client_certificate(req: &HttpRequest) -> Option<ClientCertificate> {
+    req.extensions().get::<ClientCertificate>().cloned()
+}
 
 /// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {

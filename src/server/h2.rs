@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use actix_http::body::{BodySize, BoxBody, MessageBody};
 use actix_http::error::PayloadError;
 use actix_http::header::HttpDate;
-use actix_http::{Payload, Request, Response};
+use actix_http::{HttpMessage, Payload, Request, Response};
 use actix_server::GracefulShutdownSignal;
 use actix_service::Service;
 use bytes::Bytes;
@@ -28,6 +28,8 @@ use h2::RecvStream;
 use h2::server::SendResponse;
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, HeaderValue, TRANSFER_ENCODING, UPGRADE};
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::tls::ClientCertificate;
 
 /// The most bytes sent in one DATA frame (the default `SETTINGS_MAX_FRAME_SIZE`).
 const CHUNK_BYTES: usize = 16_384;
@@ -50,6 +52,7 @@ pub async fn serve<T, S>(
     io: T,
     app: Rc<S>,
     peer: Option<SocketAddr>,
+    client: Option<ClientCertificate>,
     limits: H2Limits,
     shutdown: GracefulShutdownSignal,
 ) where
@@ -82,9 +85,10 @@ pub async fn serve<T, S>(
                     idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
                     let stream = OpenStream::new(&open);
                     let app = app.clone();
+                    let client = client.clone();
                     actix_web::rt::spawn(async move {
                         let _stream = stream;
-                        answer(app.as_ref(), request, respond, peer).await;
+                        answer(app.as_ref(), request, respond, peer, client).await;
                     });
                 }
                 Some(Err(error)) => {
@@ -132,6 +136,7 @@ async fn answer<S>(
     request: http::Request<RecvStream>,
     respond: SendResponse<Bytes>,
     peer: Option<SocketAddr>,
+    client: Option<ClientCertificate>,
 ) where
     S: Service<Request, Response = Response<BoxBody>, Error = Response<BoxBody>>,
 {
@@ -145,6 +150,9 @@ async fn answer<S>(
     head.version = parts.version;
     head.headers = parts.headers.into();
     head.peer_addr = peer;
+    if let Some(client) = client {
+        request.extensions_mut().insert(client);
+    }
     let response = match app.call(request).await {
         Ok(response) | Err(response) => response,
     };

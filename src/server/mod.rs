@@ -16,6 +16,12 @@
 //! one (actix-web builds the other only inside `HttpServer`), so
 //! `ConnectionInfo` falls back to `http` and `localhost:8080` when a request
 //! names neither a scheme nor a host. The broker reads neither.
+//!
+//! The client certificate of a TLS connection, once rustls has verified it
+//! (`server.client_auth`), goes into the extensions of each request of that
+//! connection as a [`ClientCertificate`]: through actix-http's connection
+//! data for HTTP/1.1, directly for each HTTP/2 stream. A request of a
+//! connection without one has none.
 
 mod h2;
 mod peers;
@@ -28,13 +34,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::body::{BoxBody, MessageBody};
-use actix_http::{HttpService, Request, Response};
+use actix_http::{HttpMessage, HttpService, Request, Response};
 use actix_server::Server;
 use actix_service::{IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt, fn_factory};
-use actix_service::{fn_service, map_config};
+use actix_service::{apply_fn_factory, fn_service, map_config};
 use actix_web::dev::AppConfig;
 use actix_web::rt::net::TcpStream;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::tls::ClientCertificate;
 
 pub use self::h2::H2Limits;
 pub use self::peers::{Peers, Slot};
@@ -70,6 +78,59 @@ pub struct ServerOptions {
 /// Any byte stream a connection is served over (TCP, or TLS over TCP).
 trait Io: AsyncRead + AsyncWrite + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+
+/// An HTTP/1.1 connection's stream and the client certificate it was opened
+/// with, which actix-http hands to every request as connection data.
+struct Connection {
+    io: Box<dyn Io>,
+    client: Option<ClientCertificate>,
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
 
 /// The server for `listener`, serving the application that `factory` builds
 /// once per worker; await it to serve until stopped.
@@ -126,7 +187,12 @@ where
                         |_| AppConfig::default(),
                     )
                 };
-                let mut http1 = HttpService::<Box<dyn Io>, _, B>::build()
+                let mut http1 = HttpService::<Connection, _, B>::build()
+                    .on_connect_ext(|connection: &Connection, data| {
+                        if let Some(client) = &connection.client {
+                            data.insert(client.clone());
+                        }
+                    })
                     .keep_alive(KEEP_ALIVE)
                     .client_request_timeout(request_timeout)
                     .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
@@ -137,8 +203,16 @@ where
                 if secure {
                     http1 = http1.secure();
                 }
+                // HTTP/1.1 requests find the client certificate where HTTP/2
+                // streams do: in the request's extensions.
+                let app1 = apply_fn_factory(app(), |request: Request, app: &_| {
+                    if let Some(client) = request.conn_data::<ClientCertificate>().cloned() {
+                        request.extensions_mut().insert(client);
+                    }
+                    Service::call(app, request)
+                });
                 let http1 = http1
-                    .h1::<_, B>(app())
+                    .h1::<_, B>(app1)
                     .new_service(())
                     .await
                     .map_err(|e| tracing::error!(error = ?e, "HTTP/1.1 service not built"))?;
@@ -182,7 +256,7 @@ struct Worker<H1, H2> {
 
 impl<H1, H2> Worker<H1, H2>
 where
-    H1: Service<(Box<dyn Io>, Option<std::net::SocketAddr>), Response = ()>,
+    H1: Service<(Connection, Option<std::net::SocketAddr>), Response = ()>,
     H1::Error: fmt::Display,
     H2: Service<Request, Response = Response<BoxBody>, Error = Response<BoxBody>> + 'static,
 {
@@ -198,7 +272,7 @@ where
         // Small answers must not wait for a delayed ACK (about 40 ms with HTTP/2).
         let _ = tcp.set_nodelay(true);
         let Some(tls) = &self.tls else {
-            self.http1_connection(Box::new(tcp), peer).await;
+            self.http1_connection(Box::new(tcp), None, peer).await;
             return;
         };
         let handshake = async {
@@ -217,16 +291,28 @@ where
                 return;
             }
         };
-        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        // Verified by rustls during the handshake (none unless asked for); the leaf comes first.
+        let tls = stream.get_ref().1;
+        let client = tls
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| ClientCertificate::new(leaf.clone().into_owned()));
+        if tls.alpn_protocol() == Some(b"h2") {
             let shutdown = self.shutdown.clone();
-            h2::serve(stream, self.http2.clone(), peer, self.h2_limits, shutdown).await;
+            let http2 = self.http2.clone();
+            h2::serve(stream, http2, peer, client, self.h2_limits, shutdown).await;
         } else {
-            self.http1_connection(Box::new(stream), peer).await;
+            self.http1_connection(Box::new(stream), client, peer).await;
         }
     }
 
-    async fn http1_connection(&self, io: Box<dyn Io>, peer: Option<std::net::SocketAddr>) {
-        if let Err(error) = self.http1.call((io, peer)).await {
+    async fn http1_connection(
+        &self,
+        io: Box<dyn Io>,
+        client: Option<ClientCertificate>,
+        peer: Option<std::net::SocketAddr>,
+    ) {
+        if let Err(error) = self.http1.call((Connection { io, client }, peer)).await {
             tracing::debug!(%error, "HTTP/1.1 connection ended with an error");
         }
     }

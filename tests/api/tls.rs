@@ -54,7 +54,11 @@ async fn a_client_that_does_not_trust_the_dev_ca_cannot_connect() {
 
 #[tokio::test]
 async fn plain_http_is_served_only_when_tls_is_turned_off() {
-    let app = spawn_app_with(&[("CAF_BROKER__SERVER__TLS", "false")]).await;
+    let app = spawn_app_with(&[
+        ("CAF_BROKER__SERVER__TLS", "false"),
+        ("CAF_BROKER__SERVER__CLIENT_AUTH", "off"),
+    ])
+    .await;
     assert!(app.address.starts_with("http://"));
     let response = reqwest::Client::new()
         .get(format!("{}/healthz", app.address))
