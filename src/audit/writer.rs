@@ -493,6 +493,22 @@ fn repair_torn_tail(path: &Path) -> Result<(), AuditSetupError> {
         .map_err(setup_io(path, "cannot fsync the repaired file"))
 }
 
+/// What [`Writer::open`] reads of an existing directory, read without
+/// writing: the newest files can be opened for appending, and the chain's last
+/// record and the checkpoint parse.
+pub(super) fn check_chain(
+    dir: &Path,
+    listed: &[(FileName, PathBuf)],
+) -> Result<(), AuditSetupError> {
+    if let Some((_, newest)) = listed.last() {
+        OpenOptions::new()
+            .append(true)
+            .open(newest)
+            .map_err(setup_io(newest, "cannot open the audit file for appending"))?;
+    }
+    restore_chain(dir, listed).map(drop)
+}
+
 /// The chain's position from the newest record on disk, or the checkpoint,
 /// whichever is further; the genesis when there is neither.
 fn restore_chain(dir: &Path, listed: &[(FileName, PathBuf)]) -> Result<Chain, AuditSetupError> {
