@@ -345,3 +345,6 @@ fn reload_on_sighup(policy: Arc<PolicyStore>) -> anyhow::Result<()> {
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -192,9 +192,28 @@ impl AuditLog {
         settings: &AuditSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<AuditLog, AuditSetupError> {
+        AuditLog::open_with(settings, clock, writer::fdatasync)
+    }
+
+    /// [`AuditLog::open_with_clock`] on a disk whose `fdatasync` is replaced:
+    /// a test makes it fail, or hang, and sees what the requests get.
+    #[cfg(test)]
+    pub(crate) fn open_with_sync(
+        settings: &AuditSettings,
+        clock: Arc<dyn Clock>,
+        sync_data: writer::SyncData,
+    ) -> Result<AuditLog, AuditSetupError> {
+        AuditLog::open_with(settings, clock, sync_data)
+    }
+
+    fn open_with(
+        settings: &AuditSettings,
+        clock: Arc<dyn Clock>,
+        sync_data: writer::SyncData,
+    ) -> Result<AuditLog, AuditSetupError> {
         let key = AuditKey::from_file(&settings.hmac_key_file)?;
         let shared = Arc::new(Shared::new());
-        let writer = Writer::open(settings, clock, shared.clone())?;
+        let writer = Writer::open(settings, clock, sync_data, shared.clone())?;
         let (sender, receiver) = mpsc::sync_channel(settings.queue_capacity);
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
