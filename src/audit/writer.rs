@@ -208,7 +208,12 @@ impl Writer {
         let count = batch.len() as u64;
         let (records, replies): (Vec<Record>, Vec<_>) =
             batch.into_iter().map(|p| (p.record, p.reply)).unzip();
-        match self.write(records) {
+        let started = std::time::Instant::now();
+        let written = self.write(records);
+        // The disk's time for the whole group commit (write and fdatasync),
+        // failed ones included: a slow or failing disk shows here first.
+        crate::telemetry::record_audit_write(started.elapsed());
+        match written {
             Ok(receipts) => {
                 self.shared.records.fetch_add(count, Ordering::Relaxed);
                 self.shared.batches.fetch_add(1, Ordering::Relaxed);
