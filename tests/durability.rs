@@ -50,9 +50,10 @@ async fn every_answer_leaves_after_its_audit_record_is_written_and_synced() {
             "{ per_second = 1000, burst = 1000, per_day = 100000 }".into(),
         ),
     ];
+    // `-s`: whole strings, so that every record of a group commit's one write is seen.
     let strace = Traced(
         Command::new("strace")
-            .args(["-f", "-qq", "-y", "-s", "4096", "-e", TRACED, "-o"])
+            .args(["-f", "-qq", "-y", "-s", "1000000", "-e", TRACED, "-o"])
             .arg(&trace)
             .arg(env!("CARGO_BIN_EXE_caf-broker"))
             .arg("serve")
