@@ -159,11 +159,32 @@ pub struct Stages {
 
 pub struct Broker {
     stages: Stages,
+    /// How long a request waits for its audit record: [`AUDIT_TIMEOUT`].
+    audit_timeout: std::time::Duration,
 }
 
 impl Broker {
     pub fn new(stages: Stages) -> Self {
-        Self { stages }
+        Self {
+            stages,
+            audit_timeout: AUDIT_TIMEOUT,
+        }
+    }
+
+    /// The same broker waiting `timeout` for each audit record: a test of a
+    /// hung disk need not wait the 5 s of production.
+    #[cfg(test)]
+    pub(crate) fn with_audit_timeout(self, timeout: std::time::Duration) -> Self {
+        Self {
+            audit_timeout: timeout,
+            ..self
+        }
+    }
+
+    /// How long a request waits for its audit record to be durable.
+    #[cfg(test)]
+    pub(crate) fn audit_timeout(&self) -> std::time::Duration {
+        self.audit_timeout
     }
 
     /// The live policy, as a snapshot.
@@ -487,11 +508,12 @@ impl Broker {
 
     /// Stage 7: appends the record and waits for it to be on disk.
     async fn record(&self, entry: AuditEntry) -> Result<(), BrokerError> {
-        match tokio::time::timeout(AUDIT_TIMEOUT, self.stages.audit.append(entry)).await {
+        let timeout = self.audit_timeout;
+        match tokio::time::timeout(timeout, self.stages.audit.append(entry)).await {
             Ok(Ok(_receipt)) => Ok(()),
             Ok(Err(e)) => Err(BrokerError::AuditUnavailable(e.into())),
             Err(_) => Err(BrokerError::AuditUnavailable(anyhow::anyhow!(
-                "the audit log did not confirm the record within {AUDIT_TIMEOUT:?}"
+                "the audit log did not confirm the record within {timeout:?}"
             ))),
         }
     }

@@ -364,3 +364,6 @@ fn reload_on_sighup(policy: Arc<PolicyStore>) -> anyhow::Result<()> {
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -295,6 +295,74 @@ fn check_prints_every_problem_of_every_component_at_once_without_the_redis_passw
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// `serve` on `config`, which must fail before it listens: its output, or
+/// a failure of the test if it is still running after 60 s.
+fn serve_must_fail(config: &Path) -> Output {
+    let mut serving = Command::new(env!("CARGO_BIN_EXE_caf-broker"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while serving.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = serving.kill();
+            let _ = serving.wait();
+            panic!("serve started on a configuration it should refuse");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    serving.wait_with_output().unwrap()
+}
+
+#[test]
+fn check_fails_like_serve_on_an_audit_directory_whose_last_record_is_unreadable() {
+    let dir = tempdir("check-audit-unreadable");
+    let audit = dir.join("audit");
+    std::fs::create_dir_all(&audit).unwrap();
+    let garbled = audit.join("audit-2026-01-05.jsonl");
+    std::fs::write(&garbled, "this is not an audit record\n").unwrap();
+    let config = config_from(
+        "config/broker.toml",
+        &dir,
+        &[
+            ("listen = \"127.0.0.1:8443\"", "listen = \"127.0.0.1:0\""),
+            (
+                "dir = \"var/audit\"",
+                &format!("dir = \"{}\"", audit.display()),
+            ),
+        ],
+    );
+
+    let served = serve_must_fail(&config);
+    assert!(!served.status.success());
+    assert!(
+        text(&served.stderr).contains("last record is unreadable"),
+        "{}",
+        text(&served.stderr)
+    );
+    let checked = broker(&["check", "--config", config.to_str().unwrap()]);
+    assert!(
+        !checked.status.success(),
+        "check passed where serve fails: {}",
+        text(&checked.stdout)
+    );
+    let stderr = text(&checked.stderr);
+    assert!(
+        stderr.contains("audit-2026-01-05.jsonl") && stderr.contains("last record is unreadable"),
+        "{stderr}"
+    );
+    // check leaves the directory as it found it.
+    let names: Vec<_> = std::fs::read_dir(&audit)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["audit-2026-01-05.jsonl"]);
+}
+
 #[test]
 fn check_passes_beside_the_running_broker_it_checks_and_leaves_its_audit_lock_alone() {
     let dir = tempdir("check-live");

@@ -196,6 +196,34 @@ fn check_passes_on_the_production_example_with_fresh_keys_and_no_redis_or_collec
 }
 
 #[test]
+fn check_fails_like_serve_on_the_production_example_whose_audit_directory_cannot_be_created() {
+    let dir = tempdir("production-audit-uncreatable");
+    let config = production(&dir, &fresh(&dir, 90));
+    // A name longer than any file system takes: not even root can create it.
+    let audit = dir.join("audit").display().to_string();
+    let uncreatable = dir.join("x".repeat(300)).join("audit");
+    let written = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        written.replacen(&audit, uncreatable.to_str().unwrap(), 1),
+    )
+    .unwrap();
+
+    let served = broker(
+        &["serve", "--config", config.to_str().unwrap()],
+        &[("CAF_BROKER__SERVER__LISTEN", "127.0.0.1:0")],
+    );
+    let logs = text(&served.stderr) + &text(&served.stdout);
+    assert!(!served.status.success(), "{logs}");
+    assert!(logs.contains("audit.dir"), "{logs}");
+    assert!(!logs.contains("caf-broker listening"), "{logs}");
+    let (ok, stdout, stderr) = check(&config, &[]);
+    assert!(!ok, "check passed where serve fails: {stdout}");
+    assert_names_each(&stderr, &["audit.dir: ", "xxxx/audit"]);
+    assert!(!dir.join("x".repeat(300)).exists(), "check leaves nothing");
+}
+
+#[test]
 fn check_and_serve_refuse_the_development_files_in_production_naming_every_cause() {
     let dir = tempdir("production-dev-files");
     let config = production(&dir, &development());

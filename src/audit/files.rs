@@ -75,6 +75,40 @@ pub(super) fn list(dir: &Path) -> io::Result<Vec<(FileName, PathBuf)>> {
     Ok(files)
 }
 
+/// Whether a file can be created in the existing directory `dir`, as the
+/// writer creates the lock and the audit files: by creating a uniquely named
+/// empty file there and removing it. Permission bits alone would not tell (a
+/// read-only mount, an ACL, another user).
+pub(super) fn probe_writable(dir: &Path) -> io::Result<()> {
+    let probe = dir.join(format!(
+        ".check-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+/// Whether the missing directory `dir` can be created, as the writer creates
+/// it: by creating it, and its missing parents, and removing them again.
+pub(super) fn probe_creatable(dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .collect();
+    let created = std::fs::create_dir_all(dir);
+    // Deepest first; a directory someone else filled meanwhile stays.
+    for path in &missing {
+        if std::fs::remove_dir(path).is_err() {
+            break;
+        }
+    }
+    created
+}
+
 /// The end of a file: its last complete line, and what follows the last newline.
 #[derive(Debug, Default)]
 pub(super) struct Tail {

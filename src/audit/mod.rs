@@ -192,9 +192,28 @@ impl AuditLog {
         settings: &AuditSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<AuditLog, AuditSetupError> {
+        AuditLog::open_with(settings, clock, writer::fdatasync)
+    }
+
+    /// [`AuditLog::open_with_clock`] on a disk whose `fdatasync` is replaced:
+    /// a test makes it fail, or hang, and sees what the requests get.
+    #[cfg(test)]
+    pub(crate) fn open_with_sync(
+        settings: &AuditSettings,
+        clock: Arc<dyn Clock>,
+        sync_data: writer::SyncData,
+    ) -> Result<AuditLog, AuditSetupError> {
+        AuditLog::open_with(settings, clock, sync_data)
+    }
+
+    fn open_with(
+        settings: &AuditSettings,
+        clock: Arc<dyn Clock>,
+        sync_data: writer::SyncData,
+    ) -> Result<AuditLog, AuditSetupError> {
         let key = AuditKey::from_file(&settings.hmac_key_file)?;
         let shared = Arc::new(Shared::new());
-        let writer = Writer::open(settings, clock, shared.clone())?;
+        let writer = Writer::open(settings, clock, sync_data, shared.clone())?;
         let (sender, receiver) = mpsc::sync_channel(settings.queue_capacity);
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -208,11 +227,13 @@ impl AuditLog {
         })
     }
 
-    /// What can be known of `settings` without opening the log, for
-    /// `caf-broker check`: the key reads, and the directory is a readable one
-    /// (or, if missing, could be created). It takes no lock and writes nothing,
-    /// so it may run beside the broker that writes the directory: even a brief
-    /// hold of `writer.lock` could make that broker's restart fail.
+    /// What `serve` would find opening the log, for `caf-broker check`: the
+    /// key reads; the directory can be created, or, if it exists, a file can be
+    /// created in it, and the chain's last record (and checkpoint) reads back.
+    /// It takes no lock and leaves nothing behind (what it creates to try is
+    /// removed at once), so it may run beside the broker that writes the
+    /// directory: even a brief hold of `writer.lock` could make that broker's
+    /// restart fail.
     pub fn check(settings: &AuditSettings) -> Vec<AuditSetupError> {
         let mut problems = Vec::new();
         if let Err(e) = AuditKey::from_file(&settings.hmac_key_file) {
@@ -223,32 +244,30 @@ impl AuditLog {
             path: dir.clone(),
             source,
         };
-        // The nearest directory that exists: the writer creates the rest.
-        let existing = dir
-            .ancestors()
-            .map(|p| match p.as_os_str().is_empty() {
-                true => std::path::Path::new("."),
-                false => p,
-            })
-            .find(|p| p.exists());
-        let refused = |kind, what| unusable(std::io::Error::new(kind, what));
-        match existing.map(|p| (p, std::fs::metadata(p))) {
-            Some((_, Err(source))) => problems.push(unusable(source)),
-            Some((_, Ok(meta))) if !meta.is_dir() => {
-                problems.push(refused(
-                    std::io::ErrorKind::NotADirectory,
-                    "not a directory",
-                ));
+        match std::fs::metadata(dir) {
+            Ok(meta) if !meta.is_dir() => problems.push(unusable(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "not a directory",
+            ))),
+            Ok(_) => {
+                if let Err(source) = files::probe_writable(dir) {
+                    problems.push(unusable(source));
+                }
+                match files::list(dir) {
+                    Ok(listed) => {
+                        if let Err(e) = writer::check_chain(dir, &listed) {
+                            problems.push(e);
+                        }
+                    }
+                    Err(source) => problems.push(unusable(source)),
+                }
             }
-            Some((_, Ok(meta))) if meta.permissions().readonly() => {
-                problems.push(refused(std::io::ErrorKind::PermissionDenied, "read-only"));
-            }
-            Some((found, Ok(_))) if found == dir.as_path() => {
-                if let Err(source) = files::list(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Err(source) = files::probe_creatable(dir) {
                     problems.push(unusable(source));
                 }
             }
-            _ => {}
+            Err(source) => problems.push(unusable(source)),
         }
         problems
     }

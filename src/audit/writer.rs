@@ -36,6 +36,15 @@ pub(super) const LOCK_FILE: &str = "writer.lock";
 /// How often an idle, healthy writer wakes up to check whether the day changed.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How a batch is made durable once written: `fdatasync` in production. Tests
+/// put a failing or hanging disk in its place ([`super::AuditLog::open_with_sync`]).
+pub(super) type SyncData = fn(&File) -> io::Result<()>;
+
+/// The production [`SyncData`].
+pub(super) fn fdatasync(file: &File) -> io::Result<()> {
+    file.sync_data()
+}
+
 /// A record waiting for its batch, and where to send its receipt.
 pub(super) struct Pending {
     pub record: Record,
@@ -85,6 +94,7 @@ pub(super) struct Writer {
     retention_days: u32,
     retry_interval: Duration,
     clock: Arc<dyn Clock>,
+    sync_data: SyncData,
     chain: Chain,
     tail: Position,
     /// Open on `tail` while healthy; `None` after a failure until recovered.
@@ -104,6 +114,7 @@ impl Writer {
     pub(super) fn open(
         settings: &AuditSettings,
         clock: Arc<dyn Clock>,
+        sync_data: SyncData,
         shared: Arc<Shared>,
     ) -> Result<Writer, AuditSetupError> {
         let dir = settings.dir.clone();
@@ -152,6 +163,7 @@ impl Writer {
             retention_days: settings.retention_days,
             retry_interval: Duration::from_millis(settings.retry_interval_ms.max(1)),
             clock,
+            sync_data,
             chain,
             tail: Position { name, len },
             file: Some(file),
@@ -196,7 +208,12 @@ impl Writer {
         let count = batch.len() as u64;
         let (records, replies): (Vec<Record>, Vec<_>) =
             batch.into_iter().map(|p| (p.record, p.reply)).unzip();
-        match self.write(records) {
+        let started = std::time::Instant::now();
+        let written = self.write(records);
+        // The disk's time for the whole group commit (write and fdatasync),
+        // failed ones included: a slow or failing disk shows here first.
+        crate::telemetry::record_audit_write(started.elapsed());
+        match written {
             Ok(receipts) => {
                 self.shared.records.fetch_add(count, Ordering::Relaxed);
                 self.shared.batches.fetch_add(1, Ordering::Relaxed);
@@ -250,7 +267,7 @@ impl Writer {
             if day > name.day || full {
                 flush(&mut file, &mut buf, &path)?;
                 if unsynced {
-                    sync(&file, &path, &self.shared)?;
+                    sync(self.sync_data, &file, &path, &self.shared)?;
                 }
                 name = if day > name.day {
                     FileName::first_of(day)
@@ -280,7 +297,7 @@ impl Writer {
         }
         flush(&mut file, &mut buf, &path)?;
         if unsynced {
-            sync(&file, &path, &self.shared)?;
+            sync(self.sync_data, &file, &path, &self.shared)?;
         }
         self.chain = chain;
         self.tail = Position { name, len };
@@ -410,9 +427,13 @@ fn flush(file: &mut File, buf: &mut Vec<u8>, path: &Path) -> Result<(), WriteFai
     Ok(())
 }
 
-fn sync(file: &File, path: &Path, shared: &Shared) -> Result<(), WriteFailure> {
-    file.sync_data()
-        .map_err(|e| WriteFailure::at("cannot fsync", path, e))?;
+fn sync(
+    sync_data: SyncData,
+    file: &File,
+    path: &Path,
+    shared: &Shared,
+) -> Result<(), WriteFailure> {
+    sync_data(file).map_err(|e| WriteFailure::at("cannot fsync", path, e))?;
     shared.syncs.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
@@ -493,6 +514,22 @@ fn repair_torn_tail(path: &Path) -> Result<(), AuditSetupError> {
         .map_err(setup_io(path, "cannot fsync the repaired file"))
 }
 
+/// What [`Writer::open`] reads of an existing directory, read without
+/// writing: the newest files can be opened for appending, and the chain's last
+/// record and the checkpoint parse.
+pub(super) fn check_chain(
+    dir: &Path,
+    listed: &[(FileName, PathBuf)],
+) -> Result<(), AuditSetupError> {
+    if let Some((_, newest)) = listed.last() {
+        OpenOptions::new()
+            .append(true)
+            .open(newest)
+            .map_err(setup_io(newest, "cannot open the audit file for appending"))?;
+    }
+    restore_chain(dir, listed).map(drop)
+}
+
 /// The chain's position from the newest record on disk, or the checkpoint,
 /// whichever is further; the genesis when there is neither.
 fn restore_chain(dir: &Path, listed: &[(FileName, PathBuf)]) -> Result<Chain, AuditSetupError> {
@@ -538,4 +575,60 @@ fn restore_chain(dir: &Path, listed: &[(FileName, PathBuf)]) -> Result<Chain, Au
         };
     }
     Ok(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::audit::{AuditEntry, AuditLog, Outcome, verify_dir};
+    use crate::clock::SystemClock;
+
+    /// Whether the injected `fdatasync` fails; only the test below sets it.
+    static DISK_FAILS: AtomicBool = AtomicBool::new(true);
+
+    fn flaky_fdatasync(file: &File) -> io::Result<()> {
+        match DISK_FAILS.load(Ordering::SeqCst) {
+            true => Err(io::Error::other("injected fdatasync failure")),
+            false => file.sync_data(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_fdatasync_fails_is_refused_and_removed_before_the_next_one() {
+        let root = std::env::temp_dir().join(format!("caf-broker-sync-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let key = root.join("audit-hmac.key");
+        std::fs::write(&key, "5a".repeat(32)).unwrap();
+        let mut settings = AuditSettings::new(root.join("log"), key);
+        // No background retry: recovery comes with the next append.
+        settings.retry_interval_ms = 60_000;
+        let log =
+            AuditLog::open_with_sync(&settings, Arc::new(SystemClock), flaky_fdatasync).unwrap();
+        let entry = |n: u128| AuditEntry::new(uuid::Uuid::from_u128(n), Outcome::Released, 200);
+
+        // The record reached the file but not the disk: it is not acknowledged.
+        match log.append(entry(1)).await {
+            Err(AuditError::Unavailable(failure)) => {
+                assert!(failure.to_string().contains("cannot fsync"), "{failure}");
+            }
+            other => panic!("an append whose fdatasync failed was acknowledged: {other:?}"),
+        }
+        assert!(!log.is_healthy());
+        assert_eq!(log.stats().records, 0);
+
+        DISK_FAILS.store(false, Ordering::SeqCst);
+        let receipt = log.append(entry(2)).await.unwrap();
+        assert_eq!(
+            receipt.seq, 1,
+            "the refused record took no place in the chain"
+        );
+        assert!(log.is_healthy());
+        drop(log);
+        // The unsynced line was cut away before the next record was written.
+        assert_eq!(verify_dir(&settings.dir).unwrap().records, 1);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

@@ -32,7 +32,7 @@ pub mod names {
     pub const UPSTREAM_DURATION_SECONDS: &str = "caf_broker_upstream_duration_seconds";
     /// Gauge: 1 while the upstream circuit breaker is open, else 0.
     pub const UPSTREAM_CIRCUIT_OPEN: &str = "caf_broker_upstream_circuit_open";
-    /// Histogram: writing (and syncing) one audit record.
+    /// Histogram: one group commit of audit records, write and fdatasync (failed ones too).
     pub const AUDIT_WRITE_DURATION_SECONDS: &str = "caf_broker_audit_write_duration_seconds";
     /// Counter `{lookup = numero | nir}`: CAF answers that were another dossier
     /// than the one asked for (refused `502`, never cached nor released).
@@ -179,7 +179,7 @@ fn describe() {
     describe_histogram!(
         names::AUDIT_WRITE_DURATION_SECONDS,
         Unit::Seconds,
-        "Time to append and sync one audit record."
+        "Time to write and fdatasync one group commit of audit records, failed ones included."
     );
     describe_counter!(
         names::UPSTREAM_MISMATCH_TOTAL,
@@ -328,6 +328,7 @@ pub fn record_nir_redactions(count: usize) {
     counter!(names::NIR_REDACTIONS_TOTAL).increment(u64::try_from(count).unwrap_or(u64::MAX));
 }
 
+/// One group commit of the audit writer: its write and fdatasync, however it ended.
 pub fn record_audit_write(elapsed: Duration) {
     histogram!(names::AUDIT_WRITE_DURATION_SECONDS).record(elapsed.as_secs_f64());
 }

@@ -266,3 +266,103 @@ async fn a_known_purpose_with_a_bad_case_reference_is_labelled_and_audited_with_
         .collect();
     assert_eq!(purposes, [Some(RADIATION.to_owned()), None]);
 }
+
+#[tokio::test]
+async fn a_quota_store_that_does_not_answer_is_recorded_as_quota_exceeded_with_503() {
+    // Nothing listens on port 1; the broker is set to refuse rather than fall back.
+    let app = spawn_app_with(&[
+        ("CAF_BROKER__QUOTAS__BACKEND", "redis"),
+        ("CAF_BROKER__QUOTAS__REDIS_URL", "redis://127.0.0.1:1/0"),
+        ("CAF_BROKER__QUOTAS__REDIS_TIMEOUT_MS", "100"),
+        ("CAF_BROKER__QUOTAS__ON_REDIS_FAILURE", "refuse"),
+    ])
+    .await;
+    let response = app
+        .get_dossier("1000002", &app.token(AGENT), RADIATION)
+        .await;
+    let problem = assert_problem(response, 503, "quota-unavailable").await;
+    assert!(problem.get("data").is_none());
+    let log = records(&app.audit_dir);
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        serde_json::to_value(log[0].outcome).unwrap(),
+        "quota_exceeded"
+    );
+    assert_eq!(log[0].status, 503);
+    assert!(log[0].released.is_empty());
+}
+
+#[tokio::test]
+async fn readyz_fails_on_the_audit_check_alone_and_recovers_once_the_log_writes_again() {
+    let clock = Arc::new(ManualClock::new("2026-06-15T10:00:00Z".parse().unwrap()));
+    let app = spawn_app_with_clock(
+        &[("CAF_BROKER__AUDIT__RETRY_INTERVAL_MS", "10")],
+        clock.clone(),
+    )
+    .await;
+    let readyz = || async {
+        let answer = app
+            .client
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        (status, answer.json::<serde_json::Value>().await.unwrap())
+    };
+    let token = app.token(AGENT);
+    assert_eq!(
+        app.get_dossier("1000002", &token, RADIATION).await.status(),
+        200
+    );
+
+    // Tomorrow's file name is taken by a directory: not even root can write the log.
+    clock.advance(std::time::Duration::from_secs(86_400));
+    let blocker = app.audit_dir.join("audit-2026-06-16.jsonl");
+    std::fs::create_dir(&blocker).unwrap();
+    let refused = app.get_dossier("1000002", &token, RADIATION).await;
+    assert_problem(refused, 503, "audit-unavailable").await;
+    let (status, body) = readyz().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "not_ready", "{body}");
+    assert_eq!(body["checks"]["audit"]["status"], "failing", "{body}");
+    assert_eq!(body["checks"]["upstream"]["status"], "ok", "{body}");
+    assert_eq!(body["checks"]["policy"]["status"], "ok", "{body}");
+
+    // No request comes; the log retries on its own every 10 ms.
+    std::fs::remove_dir(&blocker).unwrap();
+    let mut ready = readyz().await;
+    for _ in 0..500 {
+        if ready.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        ready = readyz().await;
+    }
+    assert_eq!(ready.0, 200, "{}", ready.1);
+    assert_eq!(ready.1["checks"]["audit"]["status"], "ok");
+    assert_eq!(
+        app.get_dossier("1000002", &token, RADIATION).await.status(),
+        200
+    );
+    assert_eq!(verify_dir(&app.audit_dir).unwrap().records, 2);
+}
+
+#[tokio::test]
+async fn each_group_commit_is_timed_in_the_audit_write_histogram() {
+    let app = spawn_app().await;
+    let series = "caf_broker_audit_write_duration_seconds_count";
+    let before = app.counter(series).await;
+    assert_eq!(
+        app.get_dossier("1000002", &app.token(AGENT), RADIATION)
+            .await
+            .status(),
+        200
+    );
+    let after = app.counter(series).await;
+    assert!(
+        after > before,
+        "no audit write was timed: {before} then {after}\n{}",
+        app.metrics().await
+    );
+}

@@ -265,3 +265,41 @@ async fn a_broker_without_a_client_certificate_is_refused_by_the_caf() {
     .await;
     assert_eq!(caf.requests_total(), 0);
 }
+
+#[tokio::test]
+async fn a_failing_caf_is_recorded_as_upstream_error_with_the_status_answered() {
+    let caf = caf(0, 1.0).await;
+    let app = broker_in_front_of(
+        &caf,
+        &[
+            ("CAF_BROKER__UPSTREAM__RETRIES", "0"),
+            ("CAF_BROKER__UPSTREAM__BREAKER_FAILURES", "1"),
+        ],
+    )
+    .await;
+    let token = app.token(AGENT);
+    // The CAF answers 5xx; then its circuit is open and it is not called.
+    assert_problem(
+        app.get_dossier("1000002", &token, RADIATION).await,
+        502,
+        "upstream-error",
+    )
+    .await;
+    assert_problem(
+        app.get_dossier("1000003", &token, RADIATION).await,
+        503,
+        "upstream-unavailable",
+    )
+    .await;
+    let recorded: Vec<(Value, u16)> = crate::audit_files::records(&app.audit_dir)
+        .into_iter()
+        .map(|r| (serde_json::to_value(r.outcome).unwrap(), r.status))
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (Value::from("upstream_error"), 502),
+            (Value::from("upstream_error"), 503)
+        ]
+    );
+}
