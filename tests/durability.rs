@@ -36,6 +36,7 @@ async fn every_answer_leaves_after_its_audit_record_is_written_and_synced() {
         ("CAF_BROKER__SERVER__LISTEN", format!("127.0.0.1:{port}")),
         // Plain HTTP: the answer's bytes, and its X-Request-Id, are readable in the trace.
         ("CAF_BROKER__SERVER__TLS", "false".into()),
+        ("CAF_BROKER__SERVER__CLIENT_AUTH", "off".into()),
         ("CAF_BROKER__SERVER__WORKERS", "2".into()),
         ("CAF_BROKER__AUDIT__DIR", audit_dir.display().to_string()),
         ("CAF_BROKER__UPSTREAM__RECORDS", "50".into()),

@@ -55,6 +55,7 @@ async fn broker(settings: &Settings, audit: AuditLog) -> Broker {
         audit: Arc::new(audit),
         error_budget: ErrorBudget::new(settings.quotas.agent_error_budget, clock),
         alerts: components.alerts,
+        client_post_from: settings.server.client_post_from(),
     })
 }
 
@@ -73,6 +74,7 @@ async fn ask(broker: &Broker, settings: &Settings) -> Result<u16, BrokerError> {
     let request = Request {
         request_id: uuid::Uuid::new_v4(),
         bearer_token: Some(&token),
+        client_certificate: None,
         purpose: Purpose::parse("verification_radiation")
             .map_err(|e| BrokerError::InvalidRequest(e.to_string())),
         case_reference: CaseReference::parse("TN-2026/0042")
