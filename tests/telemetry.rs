@@ -504,7 +504,20 @@ async fn a_full_run_over_the_fixed_dossiers_exports_its_spans_and_no_personal_da
 #[tokio::test]
 async fn without_an_endpoint_the_broker_exports_nothing() {
     let receiver = OtlpReceiver::start();
-    let broker = Broker::start(None).await;
+    // The receiver is within reach, named by the OpenTelemetry variables that
+    // an exporter built with its defaults would follow: only
+    // `telemetry.otlp_endpoint` may send the broker's spans anywhere.
+    let endpoint = receiver.endpoint();
+    let traces = format!("{endpoint}/v1/traces");
+    let broker = Broker::start_with(
+        None,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &traces),
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+        ],
+    )
+    .await;
     let token = broker.token();
     let res = reqwest::Client::new()
         .get(broker.url("/v1/allocataires/1000002"))
