@@ -7,7 +7,6 @@
 //! It never logs a NIR or a dossier number: no request logger is installed and
 //! handlers log nothing about the dossier asked for.
 
-use std::any::Any;
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::io;
@@ -18,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use actix_web::dev::{Extensions, ServerHandle};
+use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -122,21 +121,33 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Counts an open connection until the connection is dropped: it lives in the
-/// connection's data, which goes with the connection's task.
-struct OpenConnection(Arc<watch::Sender<u64>>);
+/// Counts a worker thread of the server until the thread ends, after its
+/// runtime, and with it every connection the worker held, is dropped.
+struct LiveWorker(Arc<watch::Sender<u64>>);
 
-impl OpenConnection {
-    fn new(open: &Arc<watch::Sender<u64>>) -> Self {
-        open.send_modify(|n| *n += 1);
-        Self(open.clone())
+impl LiveWorker {
+    /// Called on the worker's thread as it builds its application: the first
+    /// call on a thread registers it.
+    fn register(live: &Arc<watch::Sender<u64>>) {
+        WORKER.with(|worker| {
+            let mut worker = worker.borrow_mut();
+            if worker.is_none() {
+                live.send_modify(|n| *n += 1);
+                *worker = Some(LiveWorker(live.clone()));
+            }
+        });
     }
 }
 
-impl Drop for OpenConnection {
+impl Drop for LiveWorker {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n -= 1);
     }
+}
+
+thread_local! {
+    /// The worker this thread is, dropped when the thread ends.
+    static WORKER: std::cell::RefCell<Option<LiveWorker>> = const { std::cell::RefCell::new(None) };
 }
 
 impl State {
@@ -233,8 +244,8 @@ pub struct RunningSimulator {
     scheme: &'static str,
     handle: ServerHandle,
     state: web::Data<State>,
-    /// Connections accepted and not yet closed.
-    open_connections: Arc<watch::Sender<u64>>,
+    /// Worker threads not yet ended.
+    live_workers: Arc<watch::Sender<u64>>,
     task: tokio::task::JoinHandle<io::Result<()>>,
 }
 
@@ -309,8 +320,8 @@ impl RunningSimulator {
 
     /// Stops at once, dropping open connections and in-flight requests, as a
     /// crashed CAF would, and returns once the CAF is gone: the listening
-    /// socket closed (a new connection is refused) and every connection
-    /// closed by its worker. A connection still open after
+    /// socket closed (a new connection is refused) and every worker thread
+    /// ended, its connections closed. A worker still alive after
     /// [`KILL_WAIT`] is left behind with a warning.
     pub async fn kill(self) {
         // Returns once the accepting thread, which owns the listening socket, has ended.
@@ -318,15 +329,15 @@ impl RunningSimulator {
         // The server has stopped; how its task ended does not matter any more.
         let _ = self.task.await;
         // A forced stop does not wait for the workers: each drops its
-        // connections when its thread's runtime ends.
-        let mut open = self.open_connections.subscribe();
-        let closed = tokio::time::timeout(KILL_WAIT, open.wait_for(|n| *n == 0))
+        // connections when its thread's runtime ends, just before the thread.
+        let mut live = self.live_workers.subscribe();
+        let ended = tokio::time::timeout(KILL_WAIT, live.wait_for(|n| *n == 0))
             .await
             .is_ok();
-        if !closed {
+        if !ended {
             tracing::warn!(
-                open = *open.borrow(),
-                "connections of the killed CAF simulator are still open"
+                workers = *live.borrow(),
+                "workers of the killed CAF simulator are still running"
             );
         }
     }
@@ -337,8 +348,8 @@ impl RunningSimulator {
     }
 }
 
-/// How long [`RunningSimulator::kill`] waits for the workers to close their
-/// connections; they do so within milliseconds.
+/// How long [`RunningSimulator::kill`] waits for the workers to end; they do
+/// so within milliseconds.
 pub const KILL_WAIT: Duration = Duration::from_secs(10);
 
 impl IntoFuture for RunningSimulator {
@@ -382,15 +393,16 @@ pub async fn start_with_dataset(
         held: watch::Sender::new(false),
     });
     let shared = state.clone();
-    let open_connections = Arc::new(watch::Sender::new(0));
-    let opened = open_connections.clone();
-    let server = HttpServer::new(move || App::new().app_data(shared.clone()).configure(routes))
-        .on_connect(move |_: &dyn Any, data: &mut Extensions| {
-            data.insert(OpenConnection::new(&opened));
-        })
-        .shutdown_timeout(1)
-        // Without it, small HTTP/2 answers wait out the peer's delayed ACK (~40 ms).
-        .tcp_nodelay(true);
+    let live_workers = Arc::new(watch::Sender::new(0));
+    let live = live_workers.clone();
+    // The factory runs on each worker's thread.
+    let server = HttpServer::new(move || {
+        LiveWorker::register(&live);
+        App::new().app_data(shared.clone()).configure(routes)
+    })
+    .shutdown_timeout(1)
+    // Without it, small HTTP/2 answers wait out the peer's delayed ACK (~40 ms).
+    .tcp_nodelay(true);
     let (server, scheme) = match tls {
         Some(tls) => (server.bind_rustls_0_23(options.listen, tls)?, "https"),
         None => (server.bind(options.listen)?, "http"),
@@ -417,7 +429,7 @@ pub async fn start_with_dataset(
         scheme,
         handle,
         state,
-        open_connections,
+        live_workers,
         task,
     })
 }
