@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -258,22 +258,37 @@ fn a_file_replaced_while_eight_threads_read_is_seen_whole_old_or_new() {
         expected.insert(policy.version().to_owned(), data);
     }
     assert_eq!(expected.len(), 2);
-    let expected = Arc::new(expected);
+    // Each version's place in `variants`, which a reader publishes as it reads.
+    let index: BTreeMap<String, usize> = variants
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let version = Policy::from_toml(text, "x").unwrap().version().to_owned();
+            (version, i)
+        })
+        .collect();
+    let (expected, index) = (Arc::new(expected), Arc::new(index));
+    const READERS: usize = 8;
+    // The variant each reader read last.
+    let last_read: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..READERS).map(|_| AtomicUsize::new(usize::MAX)).collect());
     let done = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..8)
-        .map(|_| {
-            let (store, record, expected, done) = (
+    let readers: Vec<_> = (0..READERS)
+        .map(|reader| {
+            let (store, record, expected, index, last_read, done) = (
                 Arc::clone(&store),
                 Arc::clone(&record),
                 Arc::clone(&expected),
+                Arc::clone(&index),
+                Arc::clone(&last_read),
                 Arc::clone(&done),
             );
             let (agent, radiation) = (agent.clone(), radiation.clone());
             std::thread::spawn(move || {
                 let mut reads = 0u32;
                 let mut versions = std::collections::BTreeSet::new();
-                // Bounded: at most 200 000 reads each, fewer once the writer is done.
-                while reads < 200_000 && !(done.load(Ordering::Relaxed) && reads >= 1_000) {
+                // Bounded: until the writer is done, at most 10 million reads.
+                while !done.load(Ordering::Acquire) && reads < 10_000_000 {
                     let snapshot = store.current();
                     let data = snapshot
                         .authorize(&agent, &radiation)
@@ -282,33 +297,53 @@ fn a_file_replaced_while_eight_threads_read_is_seen_whole_old_or_new() {
                         .data;
                     let want = expected.get(snapshot.version());
                     assert_eq!(Some(&data), want, "version {}", snapshot.version());
+                    last_read[reader].store(index[snapshot.version()], Ordering::Release);
                     versions.insert(snapshot.version().to_owned());
                     reads += 1;
                 }
-                (reads, versions)
+                versions
             })
         })
         .collect();
-    let mut applied = 0;
-    for i in 0..20 {
-        scratch.replace(&variants[(i + 1) % 2]);
-        if let Ok(ReloadOutcome::Applied { .. }) = store.reload() {
-            applied += 1;
+    {
+        // The readers stop when the writer is done, whether it succeeds or fails.
+        let _stop = StopOnDrop(Arc::clone(&done));
+        for i in 0..20 {
+            let next = (i + 1) % 2;
+            scratch.replace(&variants[next]);
+            assert!(
+                matches!(store.reload(), Ok(ReloadOutcome::Applied { .. })),
+                "reload {i}"
+            );
+            // Every reader, reading all along, comes to the new version before
+            // the next reload: each sees every one of the twenty swaps.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !last_read.iter().all(|v| v.load(Ordering::Acquire) == next) {
+                assert!(
+                    Instant::now() < deadline,
+                    "after reload {i}, a reader still reads the old version"
+                );
+                std::thread::yield_now();
+            }
         }
     }
-    done.store(true, Ordering::Relaxed);
-    let mut seen = std::collections::BTreeSet::new();
     for reader in readers {
-        let (reads, versions) = reader.join().expect("no reader panicked");
-        assert!(reads >= 1_000);
-        seen.extend(versions);
+        let versions = reader.join().expect("no reader panicked");
+        assert_eq!(versions.len(), 2, "each reader read both versions");
     }
-    assert_eq!(applied, 20);
-    assert!(seen.iter().all(|v| expected.contains_key(v)));
     assert_eq!(
         store.current().version(),
         Policy::from_toml(&variants[0], "x").unwrap().version()
     );
+}
+
+/// Sets its flag when dropped, even by a panic.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// Polls `done` until it holds, for at most `limit`.

@@ -1,8 +1,8 @@
 //! The Redis quota backend against a real `redis-server` started by each test.
 //!
 //! Each test starts its own server on a free loopback port in a temporary
-//! directory, with persistence off. Without `redis-server` the tests are
-//! skipped with a line on stderr, except under `CI=true`, where they fail.
+//! directory, with persistence off. Without `redis-server` they fail, saying
+//! what to install.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -166,9 +166,7 @@ async fn concurrent_of(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_on_redis_get_exactly_the_burst() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let clock = Arc::new(ManualClock::new(at("2026-01-15T10:00:00Z")));
     let quota = replica(&server, BURST, &clock).await;
     let decisions = concurrent(&[quota], 100, "TN-TUNIS").await;
@@ -188,9 +186,7 @@ async fn concurrent_requests_on_redis_get_exactly_the_burst() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_on_one_redis_hold_a_single_burst() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let clock = Arc::new(ManualClock::new(at("2026-01-15T10:00:00Z")));
     let replicas = [
         replica(&server, BURST, &clock).await,
@@ -206,9 +202,7 @@ async fn two_replicas_on_one_redis_hold_a_single_burst() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_share_the_daily_counter_until_local_midnight() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let limits = Limits {
         per_second: 100,
         burst: 100,
@@ -259,9 +253,7 @@ async fn two_replicas_share_the_daily_counter_until_local_midnight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quota_keys_expire_by_themselves() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     // 12:00 in Paris: 12 hours to midnight.
     let clock = Arc::new(ManualClock::new(at("2026-01-15T11:00:00Z")));
     let quota = replica(&server, BURST, &clock).await;
@@ -291,9 +283,7 @@ async fn quota_keys_expire_by_themselves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_and_local_backends_give_the_same_answers() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let limits = Limits {
         per_second: 2,
         burst: 3,
@@ -347,9 +337,7 @@ async fn redis_and_local_backends_give_the_same_answers() {
 // local metrics recorder is installed.
 #[tokio::test]
 async fn a_redis_outage_falls_back_to_local_limits_and_ends_when_redis_returns() {
-    let Some(mut server) = RedisServer::start() else {
-        return;
-    };
+    let mut server = RedisServer::start();
     let recorder = FallbackRecorder::default();
     let fallbacks = recorder.0.clone();
     let _guard = metrics::set_default_local_recorder(&recorder);
@@ -386,9 +374,7 @@ async fn a_redis_outage_falls_back_to_local_limits_and_ends_when_redis_returns()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_refuse_on_failure_a_redis_outage_makes_requests_unavailable() {
-    let Some(mut server) = RedisServer::start() else {
-        return;
-    };
+    let mut server = RedisServer::start();
     let clock = Arc::new(ManualClock::new(at("2026-01-15T10:00:00Z")));
     let quota = quota::build(
         &settings(&server.url(), BURST, RedisFailure::Refuse),
@@ -409,9 +395,7 @@ async fn with_refuse_on_failure_a_redis_outage_makes_requests_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_started_while_redis_is_down_uses_local_limits_until_it_answers() {
-    let Some(mut server) = RedisServer::start() else {
-        return;
-    };
+    let mut server = RedisServer::start();
     server.stop();
     let clock = Arc::new(ManualClock::new(at("2026-01-15T10:00:00Z")));
     let quota = replica(&server, BURST, &clock).await;
@@ -440,9 +424,7 @@ fn with_agents(server: &RedisServer, post: Limits, agent: Limits) -> QuotaSettin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_of_one_agent_on_two_replicas_get_exactly_the_agent_burst() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let clock = Arc::new(ManualClock::new(at("2026-01-15T10:00:00Z")));
     let s = with_agents(&server, BURST, AGENT);
     let replicas = [
@@ -467,9 +449,7 @@ async fn concurrent_requests_of_one_agent_on_two_replicas_get_exactly_the_agent_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agent_keys_hold_the_post_and_sub_only_and_expire_by_themselves() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     // 12:00 in Paris: 12 hours to midnight.
     let clock = Arc::new(ManualClock::new(at("2026-01-15T11:00:00Z")));
     let quota = replica_with(&with_agents(&server, BURST, AGENT), &clock).await;
@@ -523,9 +503,7 @@ async fn agent_keys_hold_the_post_and_sub_only_and_expire_by_themselves() {
 // A current-thread runtime, as for the outage test above.
 #[tokio::test]
 async fn during_an_outage_each_replica_grants_only_its_share_of_what_the_day_left() {
-    let Some(mut server) = RedisServer::start() else {
-        return;
-    };
+    let mut server = RedisServer::start();
     let day = Limits {
         per_second: 1000,
         burst: 1000,
@@ -582,9 +560,7 @@ async fn during_an_outage_each_replica_grants_only_its_share_of_what_the_day_lef
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_started_while_redis_is_down_grants_its_share_of_the_whole_day() {
-    let Some(mut server) = RedisServer::start() else {
-        return;
-    };
+    let mut server = RedisServer::start();
     server.stop();
     let day = Limits {
         per_second: 1000,
@@ -657,9 +633,7 @@ fn tls_settings(server: &RedisServer, ca: &str) -> QuotaSettings {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tls_redis_is_reached_over_rediss_as_an_acl_user_with_a_password_file() {
-    let Some(server) = RedisServer::start_tls(&ACL_USER) else {
-        return;
-    };
+    let server = RedisServer::start_tls(&ACL_USER);
     let clock = Arc::new(ManualClock::new(at("2026-01-15T10:00:00Z")));
     let mut s = tls_settings(&server, "ca.pem");
     // A trailing newline, as editors and secret stores leave one.
@@ -680,9 +654,7 @@ async fn a_tls_redis_is_reached_over_rediss_as_an_acl_user_with_a_password_file(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tls_redis_whose_certificate_the_ca_file_does_not_vouch_for_is_never_used() {
-    let Some(server) = RedisServer::start_tls(&ACL_USER) else {
-        return;
-    };
+    let server = RedisServer::start_tls(&ACL_USER);
     let clock = Arc::new(ManualClock::new(at("2026-01-15T10:00:00Z")));
     let mut s = tls_settings(&server, "other-ca.pem");
     s.redis_password_file = Some(password_file("s3cret-pass"));
@@ -703,9 +675,7 @@ async fn a_tls_redis_whose_certificate_the_ca_file_does_not_vouch_for_is_never_u
 fn a_wrong_redis_password_is_an_outage_whose_logs_never_show_a_password() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    let Some(server) = RedisServer::start_tls(&ACL_USER) else {
-        return;
-    };
+    let server = RedisServer::start_tls(&ACL_USER);
     let tls_port = server.tls_port.unwrap();
     let audit_dir =
         std::env::temp_dir().join(format!("caf-broker-redis-logs-{}", std::process::id()));

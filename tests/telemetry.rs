@@ -180,10 +180,7 @@ impl Broker {
             ("CAF_BROKER__TELEMETRY__LOG_FORMAT", "\"json\"".into()),
             ("CAF_BROKER__TELEMETRY__LOG_LEVEL", "\"debug\"".into()),
             ("CAF_BROKER__TELEMETRY__SAMPLING_RATIO", "1".into()),
-            (
-                "CAF_BROKER__TELEMETRY__ENVIRONMENT",
-                "\"ci-telemetry\"".into(),
-            ),
+            ("CAF_BROKER__ENVIRONMENT", "\"test\"".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         if let Some(endpoint) = otlp_endpoint {
@@ -432,8 +429,6 @@ async fn a_full_run_over_the_fixed_dossiers_exports_its_spans_and_no_personal_da
         "caf-broker",
         "service.version",
         env!("CARGO_PKG_VERSION"),
-        "deployment.environment",
-        "ci-telemetry",
         "http.route",
         "http.response.status_code",
     ] {
@@ -442,6 +437,12 @@ async fn a_full_run_over_the_fixed_dossiers_exports_its_spans_and_no_personal_da
             "the exported spans lack {expected:?}"
         );
     }
+    // The environment as a resource attribute: its key, then its string value
+    // (protobuf: field 2, an AnyValue of 6 bytes whose field 1 is "test").
+    assert!(
+        contains(&spans, b"deployment.environment\x12\x06\x0a\x04test"),
+        "the exported spans lack deployment.environment = \"test\""
+    );
     // The span plan, by span name (route templates, never raw paths).
     for name in [
         "GET /v1/allocataires/{numero}",
@@ -505,7 +506,20 @@ async fn a_full_run_over_the_fixed_dossiers_exports_its_spans_and_no_personal_da
 #[tokio::test]
 async fn without_an_endpoint_the_broker_exports_nothing() {
     let receiver = OtlpReceiver::start();
-    let broker = Broker::start(None).await;
+    // The receiver is within reach, named by the OpenTelemetry variables that
+    // an exporter built with its defaults would follow: only
+    // `telemetry.otlp_endpoint` may send the broker's spans anywhere.
+    let endpoint = receiver.endpoint();
+    let traces = format!("{endpoint}/v1/traces");
+    let broker = Broker::start_with(
+        None,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &traces),
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+        ],
+    )
+    .await;
     let token = broker.token();
     let res = reqwest::Client::new()
         .get(broker.url("/v1/allocataires/1000002"))

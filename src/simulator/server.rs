@@ -1,6 +1,8 @@
 //! The standalone CAF simulator: the CAF protocol (README, "The CAF connector")
 //! over HTTP or HTTPS (optionally requiring a client certificate from a given
-//! CA, as the real CAF does), with injectable latency and failures for fault tests.
+//! CA, as the real CAF does), with injectable latency and failures for fault
+//! tests, requests a test can hold and release, and a `kill` that returns once
+//! the CAF is really gone.
 //!
 //! It never logs a NIR or a dossier number: no request logger is installed and
 //! handlers log nothing about the dossier asked for.
@@ -20,6 +22,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use rustls::server::WebPkiClientVerifier;
+use tokio::sync::watch;
 
 use super::dataset::Dataset;
 use super::rng::mix;
@@ -100,8 +103,13 @@ struct State {
     fail_rate_bits: AtomicU64,
     seed: u64,
     requests: AtomicU64,
-    in_flight: AtomicU64,
+    /// Dossier requests being answered, held ones included; a test may wait
+    /// on it (see [`RunningSimulator::in_flight_reaches`]).
+    in_flight: watch::Sender<u64>,
     max_in_flight: AtomicU64,
+    /// While `true`, each dossier request, once counted, waits until it turns
+    /// `false` (see [`RunningSimulator::hold`]).
+    held: watch::Sender<bool>,
 }
 
 /// Counts a dossier request as in flight until dropped.
@@ -109,21 +117,56 @@ struct InFlight<'a>(&'a State);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.send_modify(|n| *n -= 1);
     }
 }
 
+/// Counts a worker thread of the server until the thread ends, after its
+/// runtime, and with it every connection the worker held, is dropped.
+struct LiveWorker(Arc<watch::Sender<u64>>);
+
+impl LiveWorker {
+    /// Called on the worker's thread as it builds its application: the first
+    /// call on a thread registers it.
+    fn register(live: &Arc<watch::Sender<u64>>) {
+        WORKER.with(|worker| {
+            let mut worker = worker.borrow_mut();
+            if worker.is_none() {
+                live.send_modify(|n| *n += 1);
+                *worker = Some(LiveWorker(live.clone()));
+            }
+        });
+    }
+}
+
+impl Drop for LiveWorker {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+thread_local! {
+    /// The worker this thread is, dropped when the thread ends.
+    static WORKER: std::cell::RefCell<Option<LiveWorker>> = const { std::cell::RefCell::new(None) };
+}
+
 impl State {
-    /// Counts a dossier request, applies the latency and, for the drawn
-    /// fraction of requests, answers `503` instead of the dossier. The draw
-    /// depends only on the seed and the request's rank, so a sequential client
-    /// sees the same failures on every run.
+    /// Counts a dossier request, waits while requests are held, applies the
+    /// latency and, for the drawn fraction of requests, answers `503` instead
+    /// of the dossier. The draw depends only on the seed and the request's
+    /// rank, so a sequential client sees the same failures on every run.
     async fn admit(&self) -> (InFlight<'_>, Option<HttpResponse>) {
         let rank = self.requests.fetch_add(1, Ordering::Relaxed);
-        let now_in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut now_in_flight = 0;
+        self.in_flight.send_modify(|n| {
+            *n += 1;
+            now_in_flight = *n;
+        });
         self.max_in_flight
             .fetch_max(now_in_flight, Ordering::Relaxed);
         let guard = InFlight(self);
+        // The sender lives in `self`: waiting cannot fail for want of it.
+        let _ = self.held.subscribe().wait_for(|held| !held).await;
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
@@ -201,6 +244,8 @@ pub struct RunningSimulator {
     scheme: &'static str,
     handle: ServerHandle,
     state: web::Data<State>,
+    /// Worker threads not yet ended.
+    live_workers: Arc<watch::Sender<u64>>,
     task: tokio::task::JoinHandle<io::Result<()>>,
 }
 
@@ -242,6 +287,25 @@ impl RunningSimulator {
         self.state.requests.load(Ordering::Relaxed)
     }
 
+    /// From now on, holds every dossier request, once counted, unanswered
+    /// until [`release`](Self::release) (or the end of the server): a fault
+    /// test's CAF that never answers, or calls made to overlap for certain.
+    pub fn hold(&self) {
+        self.state.held.send_replace(true);
+    }
+
+    /// Lets held dossier requests, and those to come, be answered.
+    pub fn release(&self) {
+        self.state.held.send_replace(false);
+    }
+
+    /// Returns once `n` dossier requests are in flight at the same time, held
+    /// ones included.
+    pub async fn in_flight_reaches(&self, n: u64) {
+        // The sender lives in `self.state`: waiting cannot fail for want of it.
+        let _ = self.state.in_flight.subscribe().wait_for(|c| *c >= n).await;
+    }
+
     /// A handle that can stop the server from elsewhere.
     pub fn handle(&self) -> ServerHandle {
         self.handle.clone()
@@ -255,11 +319,27 @@ impl RunningSimulator {
     }
 
     /// Stops at once, dropping open connections and in-flight requests, as a
-    /// crashed CAF would; waits for the end.
+    /// crashed CAF would, and returns once the CAF is gone: the listening
+    /// socket closed (a new connection is refused) and every worker thread
+    /// ended, its connections closed. A worker still alive after
+    /// [`KILL_WAIT`] is left behind with a warning.
     pub async fn kill(self) {
+        // Returns once the accepting thread, which owns the listening socket, has ended.
         self.handle.stop(false).await;
         // The server has stopped; how its task ended does not matter any more.
         let _ = self.task.await;
+        // A forced stop does not wait for the workers: each drops its
+        // connections when its thread's runtime ends, just before the thread.
+        let mut live = self.live_workers.subscribe();
+        let ended = tokio::time::timeout(KILL_WAIT, live.wait_for(|n| *n == 0))
+            .await
+            .is_ok();
+        if !ended {
+            tracing::warn!(
+                workers = *live.borrow(),
+                "workers of the killed CAF simulator are still running"
+            );
+        }
     }
 
     /// Serves until the server is stopped.
@@ -267,6 +347,10 @@ impl RunningSimulator {
         self.task.await.map_err(io::Error::other)?
     }
 }
+
+/// How long [`RunningSimulator::kill`] waits for the workers to end; they do
+/// so within milliseconds.
+pub const KILL_WAIT: Duration = Duration::from_secs(10);
 
 impl IntoFuture for RunningSimulator {
     type Output = io::Result<()>;
@@ -304,14 +388,21 @@ pub async fn start_with_dataset(
         fail_rate_bits: AtomicU64::new(options.fail_rate.to_bits()),
         seed: options.seed,
         requests: AtomicU64::new(0),
-        in_flight: AtomicU64::new(0),
+        in_flight: watch::Sender::new(0),
         max_in_flight: AtomicU64::new(0),
+        held: watch::Sender::new(false),
     });
     let shared = state.clone();
-    let server = HttpServer::new(move || App::new().app_data(shared.clone()).configure(routes))
-        .shutdown_timeout(1)
-        // Without it, small HTTP/2 answers wait out the peer's delayed ACK (~40 ms).
-        .tcp_nodelay(true);
+    let live_workers = Arc::new(watch::Sender::new(0));
+    let live = live_workers.clone();
+    // The factory runs on each worker's thread.
+    let server = HttpServer::new(move || {
+        LiveWorker::register(&live);
+        App::new().app_data(shared.clone()).configure(routes)
+    })
+    .shutdown_timeout(1)
+    // Without it, small HTTP/2 answers wait out the peer's delayed ACK (~40 ms).
+    .tcp_nodelay(true);
     let (server, scheme) = match tls {
         Some(tls) => (server.bind_rustls_0_23(options.listen, tls)?, "https"),
         None => (server.bind(options.listen)?, "http"),
@@ -338,6 +429,7 @@ pub async fn start_with_dataset(
         scheme,
         handle,
         state,
+        live_workers,
         task,
     })
 }
@@ -575,6 +667,45 @@ mod tests {
         let (kind, message) = error.unwrap();
         assert_eq!(kind, io::ErrorKind::InvalidInput);
         assert!(message.contains("certs-dev/no-such-ca.pem"), "{message}");
+    }
+
+    // Two runtime threads: the test's blocking socket calls must not stall the
+    // server's own task.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn once_killed_the_simulator_has_closed_every_connection_and_refuses_new_ones() {
+        use std::io::{Read, Write};
+        use std::net::TcpStream;
+
+        let sim = start(options(0.0)).await.unwrap();
+        let addr = sim.local_addr();
+        // An idle keep-alive connection, and one whose request is held unanswered.
+        let idle = TcpStream::connect(addr).unwrap();
+        (&idle)
+            .write_all(b"GET /_sim/stats HTTP/1.1\r\nhost: sim\r\n\r\n")
+            .unwrap();
+        let mut answer = [0u8; 512];
+        let read = (&idle).read(&mut answer).unwrap();
+        assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+        sim.hold();
+        let busy = TcpStream::connect(addr).unwrap();
+        (&busy)
+            .write_all(b"GET /dossiers/1000001 HTTP/1.1\r\nhost: sim\r\n\r\n")
+            .unwrap();
+        sim.in_flight_reaches(1).await;
+
+        sim.kill().await;
+        for (name, stream) in [("idle", &idle), ("busy", &busy)] {
+            // Not waiting: an open connection has nothing to read yet.
+            stream.set_nonblocking(true).unwrap();
+            let mut rest = [0u8; 512];
+            match (&*stream).read(&mut rest) {
+                Ok(0) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+                other => panic!("the {name} connection is still open: {other:?}"),
+            }
+        }
+        let refused = TcpStream::connect(addr).map(drop).map_err(|e| e.kind());
+        assert_eq!(refused, Err(io::ErrorKind::ConnectionRefused));
     }
 
     #[tokio::test]

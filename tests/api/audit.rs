@@ -106,17 +106,22 @@ async fn every_outcome_of_an_agents_request_leaves_exactly_one_chained_record() 
             .released
             .contains(&"radiation.date_effet".to_string())
     );
-    assert!(released.dossier.as_deref().is_some_and(|d| d.len() == 64));
     assert!(
         log[3].dossier.is_none(),
         "a malformed identifier is not recorded"
     );
+    // Each record names the lookup it was asked for, by its keyed hash: the
+    // search names the NIR, not the numéro of the dossier it found.
+    let key = AuditKey::from_file(&repo("certs-dev/audit-hmac.key")).unwrap();
+    let by_numero = Lookup::Numero(NumeroAllocataire::parse("1000002").unwrap());
+    let by_nir = Lookup::Nir(Nir::parse("295109912611193").unwrap());
     assert_eq!(
-        log[0].dossier,
-        log[5]
-            .dossier
-            .as_ref()
-            .map(|_| log[0].dossier.clone().unwrap())
+        released.dossier.as_deref(),
+        Some(key.pseudonymize(&by_numero).as_str())
+    );
+    assert_eq!(
+        log[5].dossier.as_deref(),
+        Some(key.pseudonymize(&by_nir).as_str())
     );
 
     let text = all_text(&app.audit_dir);

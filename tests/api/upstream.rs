@@ -1,11 +1,16 @@
 //! The broker in front of a real CAF over HTTPS with mutual TLS (the simulator
 //! on a free port), and the brief cache of its answers.
 
+use std::sync::Arc;
+
+use caf_broker::clock::{Clock, ManualClock, SystemClock};
 use caf_broker::simulator::{RunningSimulator, SimulatorOptions};
 use futures_util::future::join_all;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, assert_problem, repo, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, assert_problem, repo, spawn_app, spawn_app_with, spawn_app_with_clock,
+};
 
 const AGENT: &str = "agent_consulaire";
 const RADIATION: &str = "verification_radiation";
@@ -24,6 +29,14 @@ async fn caf(latency_ms: u64, fail_rate: f64) -> RunningSimulator {
 }
 
 async fn broker_in_front_of(caf: &RunningSimulator, extra: &[(&str, &str)]) -> TestApp {
+    broker_with_clock_in_front_of(caf, extra, Arc::new(SystemClock)).await
+}
+
+async fn broker_with_clock_in_front_of(
+    caf: &RunningSimulator,
+    extra: &[(&str, &str)],
+    clock: Arc<dyn Clock>,
+) -> TestApp {
     let url = format!("https://localhost:{}", caf.local_addr().port());
     let ca = repo("certs-dev/ca.pem").display().to_string();
     let cert = repo("certs-dev/client-broker.pem").display().to_string();
@@ -39,7 +52,7 @@ async fn broker_in_front_of(caf: &RunningSimulator, extra: &[(&str, &str)]) -> T
         ("CAF_BROKER__UPSTREAM__RETRY_BACKOFF_MS", "1"),
     ];
     overrides.extend_from_slice(extra);
-    spawn_app_with(&overrides).await
+    spawn_app_with_clock(&overrides, clock).await
 }
 
 async fn cache_of(response: reqwest::Response) -> String {
@@ -93,12 +106,15 @@ async fn another_purpose_served_from_the_cache_gets_its_own_view() {
 #[tokio::test]
 async fn no_cache_forces_a_fresh_read_and_still_counts_against_the_quota() {
     let caf = caf(0, 0.0).await;
-    let app = broker_in_front_of(
+    // The clock stands still: the burst of 3 does not refill during the test.
+    let clock = Arc::new(ManualClock::new("2026-06-15T10:00:00Z".parse().unwrap()));
+    let app = broker_with_clock_in_front_of(
         &caf,
         &[(
             "CAF_BROKER__QUOTAS__DEFAULT",
             "{ per_second = 1, burst = 3, per_day = 100 }",
         )],
+        clock,
     )
     .await;
     let token = app.token(AGENT);
@@ -212,30 +228,28 @@ async fn with_the_caf_gone_cached_answers_are_served_and_others_fail_fast() {
     let caf = caf(0, 0.0).await;
     let app = broker_in_front_of(&caf, &[("CAF_BROKER__UPSTREAM__RETRIES", "0")]).await;
     let token = app.token(AGENT);
-    assert_eq!(
-        cache_of(app.get_dossier("1000002", &token, RADIATION).await).await,
-        "miss"
-    );
+    let first = app.get_dossier("1000002", &token, RADIATION).await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["meta"]["cache"], "miss");
+    // Returns once the CAF's connections are closed and its port refuses.
     caf.kill().await;
-    assert_eq!(
-        cache_of(app.get_dossier("1000002", &token, RADIATION).await).await,
-        "hit"
-    );
-    // A worker of the stopped CAF may still finish a request on a pooled
-    // connection for a moment; each attempt asks for a dossier not yet cached.
-    for numero in [
-        "2000000", "2000001", "2000002", "2000003", "2000004", "2000005",
-    ] {
-        let started = std::time::Instant::now();
-        let response = app.get_dossier(numero, &token, RADIATION).await;
-        if response.status() == 200 {
-            continue;
-        }
-        assert!(started.elapsed() < std::time::Duration::from_secs(2));
-        assert_problem(response, 502, "upstream-error").await;
-        return;
+
+    let cached = app.get_dossier("1000002", &token, RADIATION).await;
+    assert_eq!(cached.status(), 200);
+    let cached: Value = cached.json().await.unwrap();
+    assert_eq!(cached["meta"]["cache"], "hit");
+    assert_eq!(cached["data"], first["data"]);
+    // Fewer than the five failures that open the circuit: each is the CAF's
+    // own failure, a refused connection (no retry), not a timeout.
+    for numero in ["2000000", "2000001", "2000002", "2000003"] {
+        assert_problem(
+            app.get_dossier(numero, &token, RADIATION).await,
+            502,
+            "upstream-error",
+        )
+        .await;
     }
-    panic!("the stopped CAF kept answering");
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! A `redis-server` child process on a free loopback port, for tests that need
-//! a real Redis. Without `redis-server` a test is skipped with a line on
-//! stderr, except under `CI=true`, where it fails. [`RedisServer::start_tls`]
+//! a real Redis. Without `redis-server` such a test fails, saying what to
+//! install: it never passes without having run. [`RedisServer::start_tls`]
 //! adds a TLS port (the development server certificate) and extra settings
 //! such as ACL users.
 
@@ -22,9 +22,9 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts a server, or returns `None` (test skipped) when `redis-server`
-    /// is not installed and `CI` is not `true`.
-    pub fn start() -> Option<Self> {
+    /// Starts a server; panics, saying what to install, when `redis-server`
+    /// is not installed.
+    pub fn start() -> Self {
         Self::start_with(None, &[])
     }
 
@@ -32,7 +32,7 @@ impl RedisServer {
     /// server certificate (`localhost`, `127.0.0.1`), and the further
     /// `redis-server` arguments `args` (e.g. `--user ...`). The plain port
     /// stays, bound to loopback, so that readiness is checked without TLS.
-    pub fn start_tls(args: &[&str]) -> Option<Self> {
+    pub fn start_tls(args: &[&str]) -> Self {
         let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev");
         let tls_port = free_port();
         let mut all: Vec<String> = vec![
@@ -51,19 +51,12 @@ impl RedisServer {
         Self::start_with(Some(tls_port), &all)
     }
 
-    fn start_with(tls_port: Option<u16>, args: &[String]) -> Option<Self> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "redis-server is not installed, and CI=true requires the Redis quota tests to run"
-                );
-            }
-            eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
-            return None;
+    fn start_with(tls_port: Option<u16>, args: &[String]) -> Self {
+        if let Err(error) = Command::new("redis-server").arg("--version").output() {
+            panic!(
+                "this test needs a real Redis, and redis-server cannot be run ({error}): \
+                 install it (apt-get install redis-server) or put it on PATH"
+            );
         }
         let port = free_port();
         let dir =
@@ -77,7 +70,7 @@ impl RedisServer {
             child: None,
         };
         server.restart();
-        Some(server)
+        server
     }
 
     pub fn url(&self) -> String {
