@@ -57,7 +57,7 @@ pub use redact::REDACTED;
 pub use reload::{PolicyStore, ReloadCounts, ReloadOutcome};
 pub use schema::Kind;
 pub use shadow::{RefusalChange, ShadowDiff, ShadowPolicy};
-pub use watch::WatchGuard;
+pub use crate::file_watch::WatchGuard;
 
 use compile::{Node, RoleDef};
 use file::Source;
