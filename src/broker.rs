@@ -220,15 +220,25 @@ impl Broker {
         policy: &Policy,
         bearer_token: Option<&str>,
     ) -> Result<Caller, BrokerError> {
-        let token =
-            bearer_token.ok_or(BrokerError::Unauthenticated(Unauthenticated::MissingToken))?;
-        let caller = self
-            .stages
-            .authenticator
-            .authenticate(token)
-            .map_err(|e| BrokerError::Unauthenticated(Unauthenticated::Token(e)))?;
+        let checked = self.check_token(policy, bearer_token);
+        if let Err(refused) = &checked {
+            // The answer is the same for every cause; the log and the metric tell them apart.
+            let cause = refused.cause();
+            tracing::info!(cause, error = %refused, "request unauthenticated");
+            crate::telemetry::record_auth_failure(cause);
+        }
+        checked.map_err(BrokerError::Unauthenticated)
+    }
+
+    fn check_token(
+        &self,
+        policy: &Policy,
+        bearer_token: Option<&str>,
+    ) -> Result<Caller, Unauthenticated> {
+        let token = bearer_token.ok_or(Unauthenticated::MissingToken)?;
+        let caller = self.stages.authenticator.authenticate(token)?;
         if !policy.has_role(&caller.role) {
-            return Err(BrokerError::Unauthenticated(Unauthenticated::UnknownRole));
+            return Err(Unauthenticated::UnknownRole);
         }
         Ok(caller)
     }
@@ -267,6 +277,7 @@ impl Broker {
         entry.trace_id = crate::telemetry::current_trace_id();
         entry.post = Some(caller.post.clone());
         entry.sub = Some(caller.sub.clone());
+        entry.jti = caller.jti.clone();
         entry.role = Some(caller.role.clone());
         entry.purpose = known_purpose;
         entry.case_reference = case_reference.as_ref().ok().cloned();

@@ -91,6 +91,19 @@ pub enum Unauthenticated {
     UnknownRole,
 }
 
+impl Unauthenticated {
+    /// The precise cause, for the log and the `cause` label of
+    /// `caf_broker_auth_failures_total`: one of a fixed set of names. The
+    /// client's answer never tells it.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Unauthenticated::MissingToken => "missing_token",
+            Unauthenticated::Token(error) => error.cause(),
+            Unauthenticated::UnknownRole => "unknown_role",
+        }
+    }
+}
+
 /// Declares [`ProblemCode`] from its table: one line per code, in order of status.
 macro_rules! problem_codes {
     ($($code:ident => ($text:literal, $status:literal, $title:literal, $when:literal),)+) => {
@@ -119,7 +132,7 @@ macro_rules! problem_codes {
 
 problem_codes! {
     InvalidRequest => ("invalid-request", 400, "Invalid request", "A malformed identifier, a bad NIR key, a missing, repeated or invalid `X-Purpose` or `X-Case-Reference`, a purpose the policy does not define, or a body that is not `{\"nir\": \"…\"}`."),
-    Unauthenticated => ("unauthenticated", 401, "Unauthenticated", "A missing, malformed, expired, not-yet-valid or wrongly signed token, a wrong issuer or audience, a disallowed algorithm, or a role the policy does not define."),
+    Unauthenticated => ("unauthenticated", 401, "Unauthenticated", "A missing, malformed, expired, not-yet-valid, too long-lived, revoked or wrongly signed token, a wrong issuer, audience or `typ`, a client not allowed, a disallowed algorithm, an unknown key, or a role the policy does not define; the answer is the same whatever the cause."),
     PurposeNotPermitted => ("purpose-not-permitted", 403, "Purpose not permitted", "The caller's role may not declare this purpose."),
     AgentSuspended => ("agent-suspended", 403, "Agent suspended", "The agent is suspended after a bulk-lookup alert (with `alerts.block = true`)."),
     PostNotRegistered => ("post-not-registered", 403, "Post not registered", "With `quotas.known_posts_only`, the caller's post has no quota entry."),
@@ -219,12 +232,10 @@ impl BrokerError {
             BrokerError::HeadersTooLarge { limit_bytes } => format!(
                 "The request's header fields must not exceed {limit_bytes} bytes (names, values and 32 bytes per field)."
             ),
-            BrokerError::Unauthenticated(Unauthenticated::MissingToken) => {
-                "Send a token from the identity provider as `Authorization: Bearer <JWT>`.".into()
-            }
-            BrokerError::Unauthenticated(Unauthenticated::Token(e)) => e.to_string(),
-            BrokerError::Unauthenticated(Unauthenticated::UnknownRole) => {
-                "The token's role is not defined by this broker's policy.".into()
+            // One sentence whatever the cause: telling causes apart would let
+            // a client probe key ids, issuers and rules. The cause is logged.
+            BrokerError::Unauthenticated(_) => {
+                "Send a valid access token from the identity provider as `Authorization: Bearer <JWT>`.".into()
             }
             BrokerError::PurposeNotPermitted => {
                 "Your role may not declare this purpose; see the policy for the purposes of your role."

@@ -79,7 +79,11 @@ impl Target {
             let named = path
                 .file_name()
                 .is_some_and(|name| name == self.name || name.to_string_lossy().starts_with(".."));
-            named || self.also.as_deref().is_some_and(|dir| path.starts_with(dir))
+            named
+                || self
+                    .also
+                    .as_deref()
+                    .is_some_and(|dir| path.starts_with(dir))
         })
     }
 }

@@ -130,6 +130,11 @@ fn settings(url: &str) -> AuthSettings {
         algorithms: vec!["ES256".into(), "EdDSA".into(), "RS256".into()],
         leeway_secs: 30,
         token_cache_capacity: 100,
+        max_token_lifetime_secs: 43_200,
+        accepted_types: vec!["at+jwt".into(), "JWT".into()],
+        allowed_clients: None,
+        revoked_jti_file: None,
+        revoked_jti_refresh_ms: 1_000,
         dev_signing_key_file: Some(cert("jwt-signing.key.pem")),
         dev_signing_kid: Some("dev-2026".to_owned()),
     }

@@ -2,6 +2,8 @@
 //!
 //! A hit is served only while `now < exp`: the leeway that full verification
 //! grants is never stretched by the cache, and a stale entry is dropped on sight.
+//! Each entry remembers the key that verified it, so that the verifier can drop
+//! it once that key has left the key set.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,28 +12,37 @@ use moka::Expiry;
 use sha2::{Digest, Sha256};
 
 use super::Caller;
+use super::jwks::KeyFingerprint;
 use crate::clock::Clock;
 
 /// The SHA-256 of a token string.
 pub(super) type TokenDigest = [u8; 32];
 
+/// A verified token's caller and the key that verified its signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Cached {
+    pub caller: Caller,
+    pub key: KeyFingerprint,
+}
+
 pub(super) struct TokenCache {
-    entries: moka::sync::Cache<TokenDigest, Caller>,
+    entries: moka::sync::Cache<TokenDigest, Cached>,
 }
 
 /// Evicts an entry when its token expires, so memory holds live tokens only.
 /// Correctness does not rest on it: [`TokenCache::get`] checks `exp` itself.
 struct UntilExpiry(Arc<dyn Clock>);
 
-impl Expiry<TokenDigest, Caller> for UntilExpiry {
+impl Expiry<TokenDigest, Cached> for UntilExpiry {
     fn expire_after_create(
         &self,
         _: &TokenDigest,
-        caller: &Caller,
+        cached: &Cached,
         _: Instant,
     ) -> Option<Duration> {
         Some(Duration::from_secs(
-            caller
+            cached
+                .caller
                 .expires_at
                 .saturating_sub(super::unix_secs(self.0.as_ref())),
         ))
@@ -52,10 +63,10 @@ impl TokenCache {
     }
 
     /// The caller of a token verified earlier, if its `exp` is still ahead of `now`.
-    pub fn get(&self, digest: &TokenDigest, now: u64) -> Option<Caller> {
-        let caller = self.entries.get(digest)?;
-        if now < caller.expires_at {
-            Some(caller)
+    pub fn get(&self, digest: &TokenDigest, now: u64) -> Option<Cached> {
+        let cached = self.entries.get(digest)?;
+        if now < cached.caller.expires_at {
+            Some(cached)
         } else {
             self.entries.invalidate(digest);
             None
@@ -63,7 +74,12 @@ impl TokenCache {
     }
 
     /// Remembers a caller; the verifier calls it only for tokens valid without leeway.
-    pub fn insert(&self, digest: TokenDigest, caller: Caller) {
-        self.entries.insert(digest, caller);
+    pub fn insert(&self, digest: TokenDigest, caller: Caller, key: KeyFingerprint) {
+        self.entries.insert(digest, Cached { caller, key });
+    }
+
+    /// Forgets a token: its key was withdrawn or it was revoked.
+    pub fn invalidate(&self, digest: &TokenDigest) {
+        self.entries.invalidate(digest);
     }
 }

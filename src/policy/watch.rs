@@ -19,14 +19,19 @@ impl PolicyStore {
     pub fn watch(self: &Arc<Self>) -> Result<WatchGuard, PolicyError> {
         let origin = self.file().display().to_string();
         let store = Arc::downgrade(self);
-        let guard = file_watch::watch(self.file(), self.tests_dir(), "the policy file", move || {
-            let Some(store) = store.upgrade() else {
-                return false;
-            };
-            // The outcome is logged and counted by reload itself.
-            let _ = store.reload();
-            true
-        })
+        let guard = file_watch::watch(
+            self.file(),
+            self.tests_dir(),
+            "the policy file",
+            move || {
+                let Some(store) = store.upgrade() else {
+                    return false;
+                };
+                // The outcome is logged and counted by reload itself.
+                let _ = store.reload();
+                true
+            },
+        )
         .map_err(|error| PolicyError::single(&origin, error.to_string()))?;
         tracing::info!(file = %origin, "watching the policy file for changes");
         Ok(guard)
