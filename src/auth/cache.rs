@@ -2,8 +2,9 @@
 //!
 //! A hit is served only while `now < exp`: the leeway that full verification
 //! grants is never stretched by the cache, and a stale entry is dropped on sight.
-//! Each entry remembers the key that verified it, so that the verifier can drop
-//! it once that key has left the key set.
+//! Each entry remembers the key that verified it: when a new key set is swapped
+//! in, the entries of keys that left it are dropped, and a hit is served only
+//! while its key is still in the set.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use moka::Expiry;
 use sha2::{Digest, Sha256};
 
 use super::Caller;
-use super::jwks::KeyFingerprint;
+use super::jwks::{KeyFingerprint, KeySet};
 use crate::clock::Clock;
 
 /// The SHA-256 of a token string.
@@ -25,6 +26,8 @@ pub(super) struct Cached {
     pub key: KeyFingerprint,
 }
 
+/// A handle on the cache; clones share the entries.
+#[derive(Clone)]
 pub(super) struct TokenCache {
     entries: moka::sync::Cache<TokenDigest, Cached>,
 }
@@ -54,6 +57,7 @@ impl TokenCache {
         let entries = moka::sync::Cache::builder()
             .max_capacity(capacity)
             .expire_after(UntilExpiry(clock))
+            .support_invalidation_closures()
             .build();
         Self { entries }
     }
@@ -76,6 +80,18 @@ impl TokenCache {
     /// Remembers a caller; the verifier calls it only for tokens valid without leeway.
     pub fn insert(&self, digest: TokenDigest, caller: Caller, key: KeyFingerprint) {
         self.entries.insert(digest, Cached { caller, key });
+    }
+
+    /// Forgets every token verified by a key that is not in `kept`, as a new
+    /// key set is swapped in: a withdrawn key takes its tokens with it.
+    pub fn forget_keys_outside(&self, kept: &KeySet) {
+        let kept: Vec<KeyFingerprint> = kept.keys.iter().map(|key| key.fingerprint).collect();
+        // Refused only if the predicate could not be registered, which the
+        // builder's support_invalidation_closures rules out; `get` still
+        // checks the key of each hit.
+        let _ = self
+            .entries
+            .invalidate_entries_if(move |_, cached| !kept.contains(&cached.key));
     }
 
     /// Forgets a token: its key was withdrawn or it was revoked.

@@ -980,6 +980,7 @@ fn refresher(period: std::time::Duration, keys: &Arc<ArcSwap<jwks::KeySet>>) -> 
         source,
         settings.allowed_algorithms(),
         Arc::downgrade(keys),
+        TokenCache::new(10, Arc::new(crate::clock::SystemClock)),
         period,
         std::time::Duration::from_secs(30),
     )
@@ -1300,6 +1301,9 @@ fn a_key_withdrawn_from_the_jwks_file_evicts_the_tokens_it_verified() {
     std::fs::write(&path, json!({ "keys": kept }).to_string()).unwrap();
     auth.files().reload();
     assert_eq!(auth.key_count(), 1);
+    // Evicted as the set is swapped, before the token is even presented again.
+    assert_eq!(auth.cache.get(&TokenCache::digest(&ed25519), T0), None);
+    assert!(auth.cache.get(&TokenCache::digest(&es256), T0).is_some());
     assert_eq!(auth.authenticate(&ed25519), Err(AuthError::UnknownKey));
     assert_eq!(auth.cache.get(&TokenCache::digest(&ed25519), T0), None);
     assert!(auth.authenticate(&es256).is_ok());

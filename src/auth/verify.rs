@@ -61,6 +61,7 @@ pub struct AuthFiles {
     jwks_file: Option<PathBuf>,
     allowed: Vec<Algorithm>,
     keys: Arc<ArcSwap<KeySet>>,
+    cache: TokenCache,
     revocations: Arc<Revocations>,
 }
 
@@ -82,6 +83,7 @@ impl AuthFiles {
                     "reloaded the token verification keys"
                 );
                 // Cached tokens of a key no longer in the set are not served again.
+                self.cache.forget_keys_outside(&keys);
                 self.keys.store(Arc::new(keys));
             }
             Err(error) => {
@@ -172,6 +174,7 @@ impl Authenticator {
             source,
             authenticator.allowed.clone(),
             Arc::downgrade(&authenticator.keys),
+            authenticator.cache.clone(),
             Duration::from_secs(settings.jwks_refresh_secs),
             min_early_interval,
         ));
@@ -247,6 +250,7 @@ impl Authenticator {
             jwks_file: self.jwks_file.clone(),
             allowed: self.allowed.clone(),
             keys: Arc::clone(&self.keys),
+            cache: self.cache.clone(),
             revocations: Arc::clone(&self.revocations),
         }
     }
