@@ -279,16 +279,30 @@ impl Broker {
         bearer_token: Option<&str>,
         certificate: Option<&ClientCertificate>,
     ) -> Result<Caller, BrokerError> {
-        let token =
-            bearer_token.ok_or(BrokerError::Unauthenticated(Unauthenticated::MissingToken))?;
+        let checked = self.check_token(policy, bearer_token, certificate);
+        if let Err(refused) = &checked {
+            // The answer is the same for every cause; the log and the metric tell them apart.
+            let cause = refused.cause();
+            tracing::info!(cause, error = %refused, "request unauthenticated");
+            crate::telemetry::record_auth_failure(cause);
+        }
+        checked.map_err(BrokerError::Unauthenticated)
+    }
+
+    fn check_token(
+        &self,
+        policy: &Policy,
+        bearer_token: Option<&str>,
+        certificate: Option<&ClientCertificate>,
+    ) -> Result<Caller, Unauthenticated> {
+        let token = bearer_token.ok_or(Unauthenticated::MissingToken)?;
         let thumbprint = certificate.map(ClientCertificate::thumbprint);
         let caller = self
             .stages
             .authenticator
-            .authenticate_with_client(token, thumbprint)
-            .map_err(|e| BrokerError::Unauthenticated(Unauthenticated::Token(e)))?;
+            .authenticate_with_client(token, thumbprint)?;
         if !policy.has_role(&caller.role) {
-            return Err(BrokerError::Unauthenticated(Unauthenticated::UnknownRole));
+            return Err(Unauthenticated::UnknownRole);
         }
         Ok(caller)
     }
@@ -304,7 +318,9 @@ impl Broker {
         client: &Client,
         known_purpose: Option<Purpose>,
     ) -> BrokerError {
-        let error = BrokerError::Unauthenticated(Unauthenticated::PostMismatch);
+        let refused = Unauthenticated::PostMismatch;
+        crate::telemetry::record_auth_failure(refused.cause());
+        let error = BrokerError::Unauthenticated(refused);
         tracing::warn!(
             post = %caller.post,
             certificate_post = client.post.as_ref().map_or("none", PostCode::as_str),
@@ -359,6 +375,7 @@ impl Broker {
         entry.trace_id = crate::telemetry::current_trace_id();
         entry.post = Some(caller.post.clone());
         entry.sub = Some(caller.sub.clone());
+        entry.jti = caller.jti.clone();
         entry.role = Some(caller.role.clone());
         if let Some(client) = client {
             entry.client_cert_sha256 = Some(client.certificate.thumbprint());

@@ -6,13 +6,14 @@
 //! authenticate ([`auth`]) -> authorize the purpose ([`policy`])
 //! -> quota -> cache -> fetch ([`upstream`]) -> filter ([`policy`]) -> audit.
 //!
-//! The shared kernel ([`domain`], [`clock`], [`redis_link`]) may be imported by
+//! The shared kernel ([`domain`], [`clock`], [`redis_link`], [`file_watch`]) may be imported by
 //! any module and imports nothing of the crate.
 //!
 //! - [`clock`] (kernel): the one injected clock, monotonic and wall time, read by every stage.
 //! - [`domain`] (kernel): identifiers parsed once (numéro, NIR, purpose, role, post, case
 //!   reference) and the cache outcome.
 //! - [`redis_link`] (kernel): how stages that keep state in Redis open it.
+//! - [`file_watch`] (kernel): how stages follow a file that operators edit.
 //! - [`policy`]: the policy file, compiled field rules, the pure filter, explain, policy tests.
 //! - [`auth`]: JWT verification against a JWKS, a cache of verified tokens, dev token minting.
 //! - [`quota`]: per-post and per-agent quotas and the error budget, local or shared through Redis.
@@ -40,6 +41,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod file_watch;
 pub mod policy;
 pub mod production;
 pub mod quota;

@@ -26,6 +26,8 @@ pub struct Application {
     server: Server,
     /// Keeps the policy file watcher alive as long as the server.
     _policy_watch: Option<WatchGuard>,
+    /// Keeps the watch of `auth.revoked_jti_file` alive as long as the server.
+    _revocations_watch: Option<WatchGuard>,
     port: u16,
     scheme: &'static str,
     broker: web::Data<Broker>,
@@ -68,6 +70,21 @@ impl Application {
             false => None,
         };
         reload_on_sighup(policy.clone())?;
+        // The token lifecycle: revoked ids followed, keys and ids reloaded on SIGHUP,
+        // and the shared revocation set read from the quotas' Redis.
+        let mut authenticator = authenticator;
+        let auth_files = authenticator.files();
+        let revocations_watch = auth_files
+            .watch_revocations()
+            .context("watching auth.revoked_jti_file")?;
+        reload_auth_files_on_sighup(auth_files)?;
+        // A bad Redis setting was reported by Components::build already.
+        if let Ok(Some(client)) = crate::quota::shared_redis_client(&settings.quotas) {
+            let timeout = Duration::from_millis(settings.quotas.redis_timeout_ms);
+            authenticator
+                .share_revocations(&client, timeout)
+                .context("reading the shared revoked token ids")?;
+        }
         let error_budget = ErrorBudget::new(settings.quotas.agent_error_budget, clock.clone());
         let cache = RecordCache::with_clock(&settings.cache, clock.clone());
         let audit =
@@ -121,6 +138,7 @@ impl Application {
         Ok(Application {
             server,
             _policy_watch: policy_watch,
+            _revocations_watch: revocations_watch,
             port,
             scheme,
             broker,
@@ -349,6 +367,21 @@ fn alert_detector(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Detector
         });
     Detector::new(&settings.alerts, &settings.quotas.time_zone, clock, shared)
         .map_err(|crate::alerts::AlertsError::Invalid(each)| each)
+}
+
+/// SIGHUP reloads `auth.revoked_jti_file` and `auth.jwks_file`; each keeps
+/// its last good content if it cannot be read.
+fn reload_auth_files_on_sighup(files: crate::auth::AuthFiles) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let files = files.clone();
+            // The outcome is logged by the reload itself.
+            let _ = tokio::task::spawn_blocking(move || files.reload()).await;
+        }
+    });
+    Ok(())
 }
 
 /// SIGHUP reloads the policy: checked and tested first, swapped only if sound.

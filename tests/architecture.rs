@@ -42,6 +42,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("domain", Layer::Kernel),
     ("clock", Layer::Kernel),
     ("redis_link", Layer::Kernel),
+    ("file_watch", Layer::Kernel),
     ("tls", Layer::Kernel),
     ("telemetry", Layer::Telemetry),
     ("auth", Layer::Capability),

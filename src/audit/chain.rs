@@ -90,6 +90,7 @@ mod tests {
             trace_id: None,
             post: Some("TN-TUNIS".into()),
             sub: Some("agent-1".into()),
+            jti: None,
             role: Some("agent_consulaire".into()),
             purpose: Some("verification_radiation".into()),
             case_reference: Some("TN-2026/1".into()),

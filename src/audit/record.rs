@@ -77,6 +77,9 @@ pub struct AuditEntry {
     pub trace_id: Option<String>,
     pub post: Option<PostCode>,
     pub sub: Option<Subject>,
+    /// The token's `jti`, as the verifier accepted it (1 to 256 visible ASCII
+    /// characters): which token to revoke if the access was not the agent's.
+    pub jti: Option<String>,
     pub role: Option<Role>,
     pub purpose: Option<Purpose>,
     pub case_reference: Option<CaseReference>,
@@ -114,6 +117,7 @@ impl AuditEntry {
             trace_id: None,
             post: None,
             sub: None,
+            jti: None,
             role: None,
             purpose: None,
             case_reference: None,
@@ -139,6 +143,7 @@ impl AuditEntry {
             trace_id: access.trace_id.clone(),
             post: access.post.clone(),
             sub: access.sub.clone(),
+            jti: access.jti.clone(),
             role: access.role.clone(),
             purpose: access.purpose.clone(),
             case_reference: access.case_reference.clone(),
@@ -189,6 +194,10 @@ pub struct Record {
     pub trace_id: Option<String>,
     pub post: Option<String>,
     pub sub: Option<String>,
+    /// The token's `jti`; left out when the token has none, so records
+    /// written before it was recorded keep their canonical form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
     pub role: Option<String>,
     pub purpose: Option<String>,
     pub case_reference: Option<String>,
@@ -234,6 +243,7 @@ impl Record {
             trace_id: entry.trace_id.filter(|t| is_trace_id(t)),
             post: entry.post.map(|v| v.as_str().to_owned()),
             sub: entry.sub.map(|v| v.as_str().to_owned()),
+            jti: entry.jti,
             role: entry.role.map(|v| v.as_str().to_owned()),
             purpose: entry.purpose.map(|v| v.as_str().to_owned()),
             case_reference: entry.case_reference.map(|v| v.as_str().to_owned()),
@@ -331,6 +341,22 @@ mod tests {
         let record = Record::unsealed(alert, None);
         assert_eq!(record.kind, Some(RecordKind::Alert));
         assert_eq!(record.rule.as_deref(), Some("not_found_ratio"));
+    }
+
+    #[test]
+    fn the_jti_is_written_after_sub_only_when_the_token_has_one() {
+        let mut entry = AuditEntry::new(uuid::Uuid::nil(), Outcome::NotFound, 404);
+        let json = serde_json::to_string(&Record::unsealed(entry.clone(), None)).unwrap();
+        assert!(!json.contains("\"jti\""), "{json}");
+        entry.sub = Some(Subject::parse("agent-42").unwrap());
+        entry.jti = Some("4f1c-test".into());
+        let record = Record::unsealed(entry, None);
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(
+            json.contains(r#""sub":"agent-42","jti":"4f1c-test","role""#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), record);
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub(super) struct Header<'a> {
     pub alg: Cow<'a, str>,
     #[serde(default, borrow)]
     pub kid: Option<Cow<'a, str>>,
+    /// The token's media type: `at+jwt` for an RFC 9068 access token.
+    #[serde(default, borrow)]
+    pub typ: Option<Cow<'a, str>>,
     /// Present means the token needs extensions this broker does not implement.
     #[serde(default)]
     pub crit: Option<IgnoredAny>,
@@ -48,6 +51,12 @@ pub(super) struct Claims<'a> {
     pub role: Claim<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub jti: Claim<Cow<'a, str>>,
+    /// The client the token was issued to (OpenID Connect).
+    #[serde(default, borrow)]
+    pub azp: Claim<Cow<'a, str>>,
+    /// The client the token was issued to (RFC 9068, RFC 8693).
+    #[serde(default, borrow)]
+    pub client_id: Claim<Cow<'a, str>>,
     /// The confirmation claim (RFC 7800); only `x5t#S256` (RFC 8705) is known.
     #[serde(default, borrow)]
     pub cnf: Claim<Confirmation<'a>>,

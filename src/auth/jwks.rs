@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use sha2::{Digest, Sha256};
 
 use super::AuthError;
 
@@ -33,6 +34,11 @@ pub enum AuthSetupError {
         .path.display()
     )]
     NoUsableKey { path: PathBuf, skipped: usize },
+    #[error("auth.revoked_jti_file: cannot read {}: {error}", .path.display())]
+    ReadRevokedJti {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("auth.jwks_ca_file: {0}")]
     Ca(crate::tls::PemError),
     #[error("auth.jwks_url: cannot build the HTTPS client: {0}")]
@@ -57,9 +63,15 @@ pub(super) enum KeySetError {
     NoUsableKey(usize),
 }
 
+/// What names one key of a set across reloads: the SHA-256 of its `kid` and
+/// public material. A cached token is served only while the key that verified
+/// it is still in the set.
+pub(super) type KeyFingerprint = [u8; 32];
+
 /// A public key of the set, with the algorithms it may verify.
 pub(super) struct VerifyingKey {
     pub kid: Option<String>,
+    pub fingerprint: KeyFingerprint,
     /// Never empty: the key's own `alg`, or those of its type, within `auth.algorithms`.
     pub algorithms: Vec<Algorithm>,
     pub key: DecodingKey,
@@ -158,9 +170,14 @@ impl KeySet {
         Ok(set)
     }
 
+    /// Whether the key of this fingerprint is (still) in the set.
+    pub fn holds(&self, fingerprint: &KeyFingerprint) -> bool {
+        self.keys.iter().any(|key| &key.fingerprint == fingerprint)
+    }
+
     /// The key that must verify a token signed with `alg`: by `kid`, or without a
     /// `kid` the only key for `alg`.
-    pub fn select(&self, kid: Option<&str>, alg: Algorithm) -> Result<&DecodingKey, AuthError> {
+    pub fn select(&self, kid: Option<&str>, alg: Algorithm) -> Result<&VerifyingKey, AuthError> {
         let key = match kid {
             Some(kid) => self
                 .keys
@@ -176,7 +193,7 @@ impl KeySet {
             }
         };
         if key.algorithms.contains(&alg) {
-            Ok(&key.key)
+            Ok(key)
         } else {
             Err(AuthError::DisallowedAlgorithm)
         }
@@ -228,9 +245,34 @@ fn verifying_key(jwk: &RawJwk, allowed: &[Algorithm]) -> Result<VerifyingKey, &'
     }
     Ok(VerifyingKey {
         kid: jwk.kid.clone(),
+        fingerprint: fingerprint(jwk),
         algorithms,
         key,
     })
+}
+
+/// The SHA-256 of a key's `kid` and public members, each length-prefixed (an
+/// absent one marked apart) so that no two keys share one.
+fn fingerprint(jwk: &RawJwk) -> KeyFingerprint {
+    let mut hash = Sha256::new();
+    for member in [
+        Some(&jwk.kty),
+        jwk.kid.as_ref(),
+        jwk.crv.as_ref(),
+        jwk.x.as_ref(),
+        jwk.y.as_ref(),
+        jwk.n.as_ref(),
+        jwk.e.as_ref(),
+    ] {
+        match member {
+            Some(value) => {
+                hash.update((value.len() as u64).to_be_bytes());
+                hash.update(value.as_bytes());
+            }
+            None => hash.update(u64::MAX.to_be_bytes()),
+        }
+    }
+    hash.finalize().into()
 }
 
 /// The decoded length of a base64url member, if it decodes.

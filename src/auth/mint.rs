@@ -42,8 +42,10 @@ pub enum MintError {
         claim: &'static str,
         error: DomainError,
     },
-    #[error("ttl_secs: a development token lives from 1 to {MAX_DEV_TTL_SECS} seconds")]
-    Ttl,
+    #[error(
+        "ttl_secs: a development token lives from 1 to {0} seconds (at most a day, and at most auth.max_token_lifetime_secs)"
+    )]
+    Ttl(u64),
     #[error("signing the development token failed: {0}")]
     Sign(jsonwebtoken::errors::Error),
 }
@@ -58,6 +60,7 @@ struct MintedClaims<'a> {
     iat: u64,
     exp: u64,
     jti: String,
+    client_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     cnf: Option<Confirmation>,
 }
@@ -68,6 +71,10 @@ struct Confirmation {
     #[serde(rename = "x5t#S256")]
     x5t_s256: String,
 }
+
+/// The `client_id` of development tokens: a configuration with
+/// `auth.allowed_clients` lists it to accept them.
+pub const DEV_CLIENT_ID: &str = "caf-broker-token";
 
 /// Signs a token that [`super::Authenticator`] accepts under the same settings.
 ///
@@ -122,8 +129,9 @@ fn mint(
         claim: "role",
         error,
     })?;
-    if !(1..=MAX_DEV_TTL_SECS).contains(&claims.ttl_secs) {
-        return Err(MintError::Ttl);
+    let max_ttl_secs = MAX_DEV_TTL_SECS.min(settings.max_token_lifetime_secs);
+    if !(1..=max_ttl_secs).contains(&claims.ttl_secs) {
+        return Err(MintError::Ttl(max_ttl_secs));
     }
 
     super::install_crypto_provider();
@@ -136,6 +144,8 @@ fn mint(
     }
 
     let mut header = Header::new(alg);
+    // An access token, as RFC 9068 names it.
+    header.typ = Some("at+jwt".to_owned());
     header.kid.clone_from(&settings.dev_signing_kid);
     let now = super::unix_secs(clock);
     let minted = MintedClaims {
@@ -147,6 +157,7 @@ fn mint(
         iat: now,
         exp: now.saturating_add(claims.ttl_secs),
         jti: uuid::Uuid::new_v4().to_string(),
+        client_id: DEV_CLIENT_ID,
         cnf: bound_to.map(|thumbprint| Confirmation {
             x5t_s256: thumbprint.to_base64url(),
         }),

@@ -11,8 +11,13 @@
 //! 2. the key is chosen by `kid` (without a `kid`, the single key of that
 //!    algorithm), and its own type and `alg` must match the header's `alg`;
 //! 3. the signature is checked before any claim is read;
-//! 4. `iss`, `aud`, `exp`, `iat` (and `nbf` when present) are checked with the
-//!    configured leeway; `sub`, `post` and `role` are parsed into domain types.
+//! 4. the header's `typ` must be one of `auth.accepted_types` (RFC 9068);
+//! 5. `iss`, `aud`, `exp`, `iat` (and `nbf` when present) are checked with the
+//!    configured leeway, `exp - iat` against `auth.max_token_lifetime_secs`,
+//!    and `azp` or `client_id` against `auth.allowed_clients` when set; `sub`,
+//!    `post` and `role` are parsed into domain types;
+//! 6. the `jti` must not be revoked (`revocation`: a file, and the shared set
+//!    in Redis), checked on every request, cached token or not.
 //!
 //! 5. a token bound to a client certificate (RFC 8705 `cnf.x5t#S256`) is
 //!    accepted only with that certificate's thumbprint, which the caller
@@ -21,8 +26,10 @@
 //!
 //! Invariants: tokens are never logged, never used as cache keys (their SHA-256
 //! is, with the connection's certificate thumbprint), and no error message
-//! carries a claim value. A cached caller is served only while `now < exp`,
-//! leeway or not.
+//! carries a claim value. A cached caller is served
+//! only while `now < exp`, leeway or not, while the key that verified it is
+//! still in the key set (a key withdrawn by a reload or a refresh takes its
+//! tokens with it), and while its `jti` is not revoked.
 //!
 //! [`mint_dev_token`] signs development tokens for the `caf-broker token` command.
 
@@ -31,6 +38,7 @@ mod claims;
 mod jwks;
 mod mint;
 mod remote;
+mod revocation;
 mod settings;
 mod verify;
 
@@ -41,11 +49,13 @@ use crate::clock::Clock;
 use crate::domain::{Agent, PostCode, Role, Subject};
 
 pub use jwks::AuthSetupError;
-pub use mint::mint_bound_dev_token_at;
-pub use mint::{DevClaims, MintError, mint_dev_token, mint_dev_token_at};
+pub use mint::{
+    DEV_CLIENT_ID, DevClaims, MintError, mint_bound_dev_token_at, mint_dev_token, mint_dev_token_at,
+};
 pub use remote::JwksFetchError;
+pub use revocation::SHARED_REVOKED_JTI_KEY;
 pub use settings::AuthSettings;
-pub use verify::Authenticator;
+pub use verify::{AuthFiles, Authenticator};
 
 /// The authenticated agent behind a request, read from a verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,10 +82,13 @@ impl Caller {
     }
 }
 
-/// Why a bearer token was refused. Every variant is a 401 for the client.
+/// Why a bearer token was refused. Every variant is a 401 for the client, with
+/// one and the same body: the variant goes to the log and, as
+/// [`AuthError::cause`], to a metric label, so that a client cannot probe which
+/// `kid`, issuer or rule it failed.
 ///
-/// Messages tell a client developer what to fix and never quote the token or a
-/// claim value; the `&'static str` is the claim's name.
+/// Messages never quote the token or a claim value; the `&'static str` is the
+/// claim's name.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum AuthError {
     #[error(
@@ -106,6 +119,14 @@ pub enum AuthError {
     MissingClaim(&'static str),
     #[error("The token's claim `{0}` has an invalid type or value.")]
     InvalidClaim(&'static str),
+    #[error("The token's typ header is not one of auth.accepted_types.")]
+    WrongType,
+    #[error("The token's lifetime (exp - iat) is longer than auth.max_token_lifetime_secs.")]
+    LifetimeTooLong,
+    #[error("The token's azp or client_id is not one of auth.allowed_clients.")]
+    ClientNotAllowed,
+    #[error("The token's jti has been revoked.")]
+    Revoked,
     #[error(
         "The token is bound to a client certificate (cnf x5t#S256); send it over a TLS connection that presents that certificate."
     )]
@@ -118,6 +139,32 @@ pub enum AuthError {
         "This broker accepts only tokens bound to the client certificate of the connection (cnf x5t#S256, RFC 8705)."
     )]
     UnboundToken,
+}
+
+impl AuthError {
+    /// The cause as a metric label and log field: one of a fixed, small set,
+    /// never a claim value.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            AuthError::Malformed => "malformed",
+            AuthError::DisallowedAlgorithm => "algorithm",
+            AuthError::UnknownKey => "unknown_key",
+            AuthError::BadSignature => "signature",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::WrongIssuer => "issuer",
+            AuthError::WrongAudience => "audience",
+            AuthError::MissingClaim(_) => "missing_claim",
+            AuthError::InvalidClaim(_) => "invalid_claim",
+            AuthError::WrongType => "type",
+            AuthError::LifetimeTooLong => "lifetime",
+            AuthError::ClientNotAllowed => "client",
+            AuthError::Revoked => "revoked",
+            AuthError::CertificateRequired => "certificate_required",
+            AuthError::WrongCertificate => "wrong_certificate",
+            AuthError::UnboundToken => "unbound",
+        }
+    }
 }
 
 /// The clock's wall time in whole seconds since the Unix epoch, as JWT claims

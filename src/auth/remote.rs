@@ -18,6 +18,7 @@ use reqwest::header::ACCEPT;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::cache::TokenCache;
 use super::jwks::{AuthSetupError, KeySet};
 use super::settings::AuthSettings;
 
@@ -121,11 +122,13 @@ pub(super) struct Refresher {
 
 impl Refresher {
     /// Spawns the task that refreshes `keys` from `source` every `period`, and
-    /// early when asked.
+    /// early when asked; each new set drops from `cache` the tokens of the keys
+    /// it no longer holds.
     pub fn spawn(
         source: JwksSource,
         allowed: Vec<Algorithm>,
         keys: Weak<ArcSwap<KeySet>>,
+        cache: TokenCache,
         period: Duration,
         min_early_interval: Duration,
     ) -> Self {
@@ -134,6 +137,7 @@ impl Refresher {
             source,
             allowed,
             keys,
+            cache,
             period,
             Arc::clone(&wake),
         ));
@@ -186,6 +190,7 @@ async fn refresh_loop(
     source: JwksSource,
     allowed: Vec<Algorithm>,
     keys: Weak<ArcSwap<KeySet>>,
+    cache: TokenCache,
     period: Duration,
     wake: Arc<Notify>,
 ) {
@@ -214,6 +219,7 @@ async fn refresh_loop(
                     skipped = set.skipped,
                     "refreshed the token verification keys"
                 );
+                cache.forget_keys_outside(&set);
                 current.store(Arc::new(set));
             }
             Err(error) => {

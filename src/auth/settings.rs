@@ -1,4 +1,5 @@
-//! The `[auth]` settings: issuer, audience, key set, algorithms, leeway, dev signing key.
+//! The `[auth]` settings: issuer, audience, key set, algorithms, leeway, token
+//! lifecycle (lifetime, types, clients, revocation), dev signing key.
 
 use std::path::PathBuf;
 
@@ -17,6 +18,14 @@ const JWKS_REFRESH_SECS: std::ops::RangeInclusive<u64> = 10..=86_400;
 
 /// Bounds of `auth.jwks_timeout_ms`.
 const JWKS_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=30_000;
+
+/// Bounds of `auth.max_token_lifetime_secs`: a token lives at least a minute,
+/// and no access token should outlive a week.
+const MAX_TOKEN_LIFETIME_SECS: std::ops::RangeInclusive<u64> = 60..=604_800;
+
+/// Bounds of `auth.revoked_jti_refresh_ms`: the delay before a `jti` revoked in
+/// the shared set is refused everywhere.
+const REVOKED_JTI_REFRESH_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
 
 /// How tokens are verified (and, in development, minted).
 ///
@@ -57,6 +66,25 @@ pub struct AuthSettings {
     /// How many verified tokens are kept, by SHA-256, to skip verifying them again.
     #[serde(default = "default_token_cache_capacity")]
     pub token_cache_capacity: u64,
+    /// Longest `exp - iat` accepted, in seconds: a token issued for longer is refused.
+    #[serde(default = "default_max_token_lifetime_secs")]
+    pub max_token_lifetime_secs: u64,
+    /// The JOSE header `typ` values accepted (RFC 9068 access tokens are
+    /// `at+jwt`), compared without case and without an `application/` prefix.
+    #[serde(default = "default_accepted_types")]
+    pub accepted_types: Vec<String>,
+    /// When set, the token's `azp` or `client_id` must be one of these: the
+    /// consular applications that may call the broker.
+    #[serde(default)]
+    pub allowed_clients: Option<Vec<String>>,
+    /// A file of revoked token ids (`jti`), one per line; `#` starts a comment.
+    /// Reloaded when it changes and on SIGHUP.
+    #[serde(default)]
+    pub revoked_jti_file: Option<PathBuf>,
+    /// How often the shared revocation set in Redis (with the Redis quota
+    /// backend) is read, in milliseconds.
+    #[serde(default = "default_revoked_jti_refresh_ms")]
+    pub revoked_jti_refresh_ms: u64,
     /// PKCS#8 PEM private key used only by `caf-broker token` (development).
     #[serde(default)]
     pub dev_signing_key_file: Option<PathBuf>,
@@ -80,6 +108,18 @@ fn default_leeway_secs() -> u64 {
 
 fn default_token_cache_capacity() -> u64 {
     10_000
+}
+
+fn default_max_token_lifetime_secs() -> u64 {
+    43_200
+}
+
+fn default_accepted_types() -> Vec<String> {
+    ["at+jwt", "JWT"].map(String::from).to_vec()
+}
+
+fn default_revoked_jti_refresh_ms() -> u64 {
+    1_000
 }
 
 fn default_jwks_refresh_secs() -> u64 {
@@ -117,12 +157,72 @@ impl AuthSettings {
                 self.leeway_secs
             ));
         }
+        self.validate_lifecycle(&mut problems);
         if self.dev_signing_kid.is_some() && self.dev_signing_key_file.is_none() {
             problems.push(
                 "auth.dev_signing_kid: is set but auth.dev_signing_key_file is not".to_owned(),
             );
         }
         problems
+    }
+
+    /// The rules on token lifetime, types, clients and revocation.
+    fn validate_lifecycle(&self, problems: &mut Vec<String>) {
+        if !MAX_TOKEN_LIFETIME_SECS.contains(&self.max_token_lifetime_secs) {
+            problems.push(format!(
+                "auth.max_token_lifetime_secs: {} is outside {} to {} seconds",
+                self.max_token_lifetime_secs,
+                MAX_TOKEN_LIFETIME_SECS.start(),
+                MAX_TOKEN_LIFETIME_SECS.end()
+            ));
+        }
+        if self.accepted_types.is_empty() {
+            problems.push(
+                "auth.accepted_types: must list at least one header typ, e.g. \"at+jwt\""
+                    .to_owned(),
+            );
+        }
+        if self
+            .accepted_types
+            .iter()
+            .any(|typ| media_type(typ).is_empty())
+        {
+            problems.push("auth.accepted_types: a type must not be empty".to_owned());
+        }
+        match &self.allowed_clients {
+            Some(clients) if clients.is_empty() => problems.push(
+                "auth.allowed_clients: is empty, which would refuse every token; list the client ids of the consular applications, or remove the setting".to_owned(),
+            ),
+            Some(clients) if clients.iter().any(|client| client.trim().is_empty()) => problems
+                .push("auth.allowed_clients: a client id must not be empty".to_owned()),
+            _ => {}
+        }
+        if self
+            .revoked_jti_file
+            .as_ref()
+            .is_some_and(|file| file.as_os_str().is_empty())
+        {
+            problems.push(
+                "auth.revoked_jti_file: must name a file of revoked token ids, or be left out"
+                    .to_owned(),
+            );
+        }
+        if !REVOKED_JTI_REFRESH_MS.contains(&self.revoked_jti_refresh_ms) {
+            problems.push(format!(
+                "auth.revoked_jti_refresh_ms: {} is outside {} to {} milliseconds",
+                self.revoked_jti_refresh_ms,
+                REVOKED_JTI_REFRESH_MS.start(),
+                REVOKED_JTI_REFRESH_MS.end()
+            ));
+        }
+    }
+
+    /// The accepted header types, normalized as [`media_type`] does.
+    pub(super) fn accepted_media_types(&self) -> Vec<String> {
+        self.accepted_types
+            .iter()
+            .map(|typ| media_type(typ))
+            .collect()
     }
 
     /// The rules on `jwks_file`, `jwks_url` and the settings that go with the URL.
@@ -211,6 +311,16 @@ impl AuthSettings {
             .collect();
         allowed.dedup();
         allowed
+    }
+}
+
+/// A header `typ` as compared: lowercase, without the `application/` prefix
+/// that RFC 7515 (4.1.9) lets a token leave out.
+pub(super) fn media_type(typ: &str) -> String {
+    let typ = typ.trim().to_ascii_lowercase();
+    match typ.strip_prefix("application/") {
+        Some(rest) => rest.to_owned(),
+        None => typ,
     }
 }
 

@@ -38,6 +38,11 @@ fn settings() -> AuthSettings {
         algorithms: vec!["ES256".into(), "EdDSA".into(), "RS256".into()],
         leeway_secs: 30,
         token_cache_capacity: 100,
+        max_token_lifetime_secs: 43_200,
+        accepted_types: vec!["at+jwt".into(), "JWT".into()],
+        allowed_clients: None,
+        revoked_jti_file: None,
+        revoked_jti_refresh_ms: 1_000,
         dev_signing_key_file: Some(certs("jwt-signing.key.pem")),
         dev_signing_kid: Some("dev-2026".to_owned()),
         require_bound_tokens: false,
@@ -639,7 +644,9 @@ fn the_cache_returns_the_same_caller_on_a_hit() {
 
     let first = auth.authenticate(&token).unwrap();
     assert_eq!(
-        auth.cache.get(&TokenCache::key(&token, None), T0),
+        auth.cache
+            .get(&TokenCache::key(&token, None), T0)
+            .map(|cached| cached.caller),
         Some(first.clone())
     );
     assert_eq!(auth.authenticate(&token), Ok(first));
@@ -753,12 +760,14 @@ fn the_cache_key_holds_the_certificate_so_a_cached_bound_token_is_not_served_to_
         .unwrap();
     assert_eq!(
         auth.cache
-            .get(&TokenCache::key(&token, Some(thumbprint(1))), T0),
+            .get(&TokenCache::key(&token, Some(thumbprint(1))), T0)
+            .map(|cached| cached.caller),
         Some(caller)
     );
     assert_eq!(
         auth.cache
-            .get(&TokenCache::key(&token, Some(thumbprint(2))), T0),
+            .get(&TokenCache::key(&token, Some(thumbprint(2))), T0)
+            .map(|cached| cached.caller),
         None
     );
     assert_eq!(auth.cache.get(&TokenCache::key(&token, None), T0), None);
@@ -768,7 +777,8 @@ fn the_cache_key_holds_the_certificate_so_a_cached_bound_token_is_not_served_to_
     );
     assert_eq!(
         auth.cache
-            .get(&TokenCache::key(&token, Some(thumbprint(2))), T0),
+            .get(&TokenCache::key(&token, Some(thumbprint(2))), T0)
+            .map(|cached| cached.caller),
         None
     );
 }
@@ -1080,6 +1090,7 @@ fn refresher(period: std::time::Duration, keys: &Arc<ArcSwap<jwks::KeySet>>) -> 
         source,
         settings.allowed_algorithms(),
         Arc::downgrade(keys),
+        TokenCache::new(10, Arc::new(crate::clock::SystemClock)),
         period,
         std::time::Duration::from_secs(30),
     )
@@ -1201,7 +1212,7 @@ fn minting_refuses_claims_the_broker_would_refuse() {
     };
     assert!(matches!(
         mint_dev_token(&settings(), no_ttl),
-        Err(MintError::Ttl)
+        Err(MintError::Ttl(_))
     ));
 }
 
@@ -1218,4 +1229,231 @@ fn minting_with_a_public_file_as_key_is_an_error_naming_the_file() {
     let error = mint_dev_token(&settings, dev).unwrap_err();
     assert!(matches!(error, MintError::UnsupportedKey { .. }));
     assert!(error.to_string().contains("ca.pem"), "{error}");
+}
+
+// --- the token lifecycle ----------------------------------------------------------
+
+fn sign_typed(claims: &Value, typ: Option<&str>) -> String {
+    install_crypto_provider();
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some("dev-2026".to_owned());
+    header.typ = typ.map(str::to_owned);
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &encoding_key("jwt-signing.key.pem", Algorithm::EdDSA),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_token_living_longer_than_the_maximum_lifetime_is_refused() {
+    let mut settings = settings();
+    settings.max_token_lifetime_secs = 3_600;
+    let (_, auth) = authenticator_at(T0, &settings);
+    let at_limit = with(claims_at(T0), "exp", json!(T0 + 3_600));
+    assert!(auth.authenticate(&sign(&at_limit)).is_ok());
+    let beyond = with(claims_at(T0), "exp", json!(T0 + 3_601));
+    assert_eq!(
+        auth.authenticate(&sign(&beyond)),
+        Err(AuthError::LifetimeTooLong)
+    );
+}
+
+#[test]
+fn a_token_issued_in_the_future_beyond_the_leeway_is_refused() {
+    let auth = authenticator();
+    let within = with(claims_at(T0), "iat", json!(T0 + 30));
+    assert!(auth.authenticate(&sign(&within)).is_ok());
+    let beyond = with(claims_at(T0), "iat", json!(T0 + 31));
+    assert_eq!(
+        auth.authenticate(&sign(&beyond)),
+        Err(AuthError::NotYetValid)
+    );
+}
+
+#[test]
+fn the_header_typ_must_be_an_accepted_type() {
+    let auth = authenticator();
+    for typ in ["at+jwt", "application/at+jwt", "AT+JWT", "JWT"] {
+        let token = sign_typed(&claims_at(T0), Some(typ));
+        assert!(auth.authenticate(&token).is_ok(), "{typ}");
+    }
+    for typ in [None, Some("JOSE"), Some("id_token+jwt"), Some("")] {
+        let token = sign_typed(&claims_at(T0), typ);
+        assert_eq!(
+            auth.authenticate(&token),
+            Err(AuthError::WrongType),
+            "{typ:?}"
+        );
+    }
+    let mut strict = settings();
+    strict.accepted_types = vec!["at+jwt".into()];
+    let (_, auth) = authenticator_at(T0, &strict);
+    let token = sign_typed(&claims_at(T0), Some("JWT"));
+    assert_eq!(auth.authenticate(&token), Err(AuthError::WrongType));
+}
+
+#[test]
+fn with_allowed_clients_the_azp_or_client_id_must_be_listed() {
+    let mut settings = settings();
+    settings.allowed_clients = Some(vec!["visa-app".into(), "etat-civil".into()]);
+    let (_, auth) = authenticator_at(T0, &settings);
+    let listed = [
+        with(claims_at(T0), "azp", json!("visa-app")),
+        with(claims_at(T0), "client_id", json!("etat-civil")),
+        with(
+            with(claims_at(T0), "azp", json!("other")),
+            "client_id",
+            json!("visa-app"),
+        ),
+    ];
+    for claims in listed {
+        assert!(auth.authenticate(&sign(&claims)).is_ok(), "{claims}");
+    }
+    let refused = [
+        claims_at(T0),
+        with(claims_at(T0), "azp", json!("other")),
+        with(claims_at(T0), "client_id", json!("VISA-APP")),
+    ];
+    for claims in refused {
+        assert_eq!(
+            auth.authenticate(&sign(&claims)),
+            Err(AuthError::ClientNotAllowed),
+            "{claims}"
+        );
+    }
+    let wrong_type = with(claims_at(T0), "azp", json!(["visa-app"]));
+    assert_eq!(
+        auth.authenticate(&sign(&wrong_type)),
+        Err(AuthError::InvalidClaim("azp"))
+    );
+}
+
+#[test]
+fn lifecycle_settings_out_of_bounds_are_each_a_problem() {
+    let mut settings = settings();
+    settings.max_token_lifetime_secs = 10;
+    settings.accepted_types = Vec::new();
+    settings.allowed_clients = Some(Vec::new());
+    settings.revoked_jti_refresh_ms = 0;
+    assert_eq!(problems_of(&settings).len(), 4, "{:?}", settings.validate());
+    settings.accepted_types = vec![" ".into()];
+    settings.allowed_clients = Some(vec![String::new()]);
+    assert_eq!(problems_of(&settings).len(), 4, "{:?}", settings.validate());
+}
+
+/// A file of revoked ids for one test, in the temp directory.
+fn revoked_file(test: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "caf-broker-revoked-{}-{test}.txt",
+        std::process::id()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_revoked_jti_is_refused_even_once_cached_and_the_file_is_reread_on_reload() {
+    let file = revoked_file("reload", "# revoked\n\nsome-other-id\n");
+    let mut settings = settings();
+    settings.revoked_jti_file = Some(file.clone());
+    let (_, auth) = authenticator_at(T0, &settings);
+    let token = sign(&claims_at(T0));
+    assert!(auth.authenticate(&token).is_ok());
+    assert!(auth.cache.get(&TokenCache::key(&token, None), T0).is_some());
+
+    std::fs::write(&file, "some-other-id\n  4f1c-test  \nnot a jti\n").unwrap();
+    auth.files().reload();
+    assert_eq!(auth.authenticate(&token), Err(AuthError::Revoked));
+    assert_eq!(auth.cache.get(&TokenCache::key(&token, None), T0), None);
+
+    // An unreadable file keeps the last good list.
+    std::fs::remove_file(&file).unwrap();
+    auth.files().reload();
+    assert_eq!(auth.authenticate(&token), Err(AuthError::Revoked));
+    let unrevoked = sign(&with(claims_at(T0), "jti", json!("another")));
+    assert!(auth.authenticate(&unrevoked).is_ok());
+}
+
+#[test]
+fn an_unreadable_revocation_file_fails_the_start_naming_the_setting() {
+    let mut settings = settings();
+    settings.revoked_jti_file = Some(PathBuf::from("/nonexistent/revoked.txt"));
+    let error = Authenticator::new(&settings).unwrap_err();
+    assert!(
+        error.to_string().starts_with("auth.revoked_jti_file:"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_key_withdrawn_from_the_jwks_file_evicts_the_tokens_it_verified() {
+    let keys = dev_jwks_keys();
+    let path = jwks_file("withdrawn", &json!({ "keys": keys }));
+    let mut settings = settings();
+    settings.jwks_file = Some(path.clone());
+    let (_, auth) = authenticator_at(T0, &settings);
+    let ed25519 = sign(&claims_at(T0));
+    let es256 = sign_with(
+        &claims_at(T0),
+        "jwt-es256.key.pem",
+        Algorithm::ES256,
+        Some("dev-es256"),
+    );
+    assert!(auth.authenticate(&ed25519).is_ok());
+    assert!(auth.authenticate(&es256).is_ok());
+
+    let kept: Vec<Value> = keys
+        .into_iter()
+        .filter(|key| key["kid"] != "dev-2026")
+        .collect();
+    std::fs::write(&path, json!({ "keys": kept }).to_string()).unwrap();
+    auth.files().reload();
+    assert_eq!(auth.key_count(), 1);
+    // Evicted as the set is swapped, before the token is even presented again.
+    assert_eq!(auth.cache.get(&TokenCache::key(&ed25519, None), T0), None);
+    assert!(auth.cache.get(&TokenCache::key(&es256, None), T0).is_some());
+    assert_eq!(auth.authenticate(&ed25519), Err(AuthError::UnknownKey));
+    assert_eq!(auth.cache.get(&TokenCache::key(&ed25519, None), T0), None);
+    assert!(auth.authenticate(&es256).is_ok());
+}
+
+#[test]
+fn a_jwks_file_that_no_longer_parses_keeps_the_last_good_keys() {
+    let path = jwks_file("broken", &json!({ "keys": dev_jwks_keys() }));
+    let mut settings = settings();
+    settings.jwks_file = Some(path.clone());
+    let (_, auth) = authenticator_at(T0, &settings);
+    std::fs::write(&path, "{ not json").unwrap();
+    auth.files().reload();
+    assert_eq!(auth.key_count(), 2);
+    assert!(auth.authenticate(&sign(&claims_at(T0))).is_ok());
+}
+
+#[test]
+fn every_cause_has_a_distinct_label_of_its_own() {
+    let errors = [
+        AuthError::Malformed,
+        AuthError::DisallowedAlgorithm,
+        AuthError::UnknownKey,
+        AuthError::BadSignature,
+        AuthError::Expired,
+        AuthError::NotYetValid,
+        AuthError::WrongIssuer,
+        AuthError::WrongAudience,
+        AuthError::MissingClaim("post"),
+        AuthError::InvalidClaim("post"),
+        AuthError::WrongType,
+        AuthError::LifetimeTooLong,
+        AuthError::ClientNotAllowed,
+        AuthError::Revoked,
+    ];
+    let labels: std::collections::HashSet<&str> = errors.iter().map(AuthError::cause).collect();
+    assert_eq!(labels.len(), errors.len());
+    assert!(
+        labels
+            .iter()
+            .all(|l| l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    );
 }

@@ -1,6 +1,7 @@
 //! [`Authenticator`]: turns a bearer token into a [`Caller`], or says why not.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,20 +13,19 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
 use super::cache::TokenCache;
 use super::claims::{Claims, Header};
-use super::jwks::{AuthSetupError, KeySet};
+use super::jwks::{AuthSetupError, KeyFingerprint, KeySet};
 use super::remote::{JwksSource, Refresher};
-use super::settings::AuthSettings;
+use super::revocation::{Revocations, SharedRevocations, is_jti};
+use super::settings::{AuthSettings, media_type};
 use super::{AuthError, Caller};
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{PostCode, Role, Subject};
+use crate::file_watch::{self, WatchError, WatchGuard};
 use crate::tls::Thumbprint;
 
 /// Longest token read, in bytes: a real token is well under 2 KiB, and the
 /// bound caps the work a hostile header can cause.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
-
-/// Longest `jti` kept, in bytes.
-const MAX_JTI_BYTES: usize = 256;
 
 /// Shortest time between two early refreshes of `auth.jwks_url`, which tokens
 /// with an unknown `kid` ask for: anyone can send such a token.
@@ -36,20 +36,88 @@ pub struct Authenticator {
     issuer: String,
     audience: String,
     leeway_secs: u64,
+    max_lifetime_secs: u64,
     allowed: Vec<Algorithm>,
+    /// `auth.accepted_types`, normalized by [`media_type`].
+    accepted_types: Vec<String>,
+    allowed_clients: Option<Vec<String>>,
     /// Refuse tokens without `cnf.x5t#S256`.
     require_bound_tokens: bool,
-    /// The current key set; the refresh task of `auth.jwks_url` swaps it.
+    /// The current key set; the refresh task of `auth.jwks_url` swaps it, and
+    /// so does a reload of `auth.jwks_file` ([`AuthFiles::reload`]).
     keys: Arc<ArcSwap<KeySet>>,
+    jwks_file: Option<PathBuf>,
     /// The refresh task of `auth.jwks_url`; none for `auth.jwks_file`.
     refresher: Option<Refresher>,
+    revocations: Arc<Revocations>,
+    revoked_jti_refresh: Duration,
+    /// The task mirroring the shared revocation set, with the Redis quota backend.
+    shared_revocations: Option<SharedRevocations>,
     pub(super) cache: TokenCache,
     clock: Arc<dyn Clock>,
 }
 
-/// A verified token's caller, and whether it may be cached.
+/// The files behind an [`Authenticator`], reloadable from elsewhere (SIGHUP,
+/// the watch of the revocation file) while it serves.
+#[derive(Clone)]
+pub struct AuthFiles {
+    jwks_file: Option<PathBuf>,
+    allowed: Vec<Algorithm>,
+    keys: Arc<ArcSwap<KeySet>>,
+    cache: TokenCache,
+    revocations: Arc<Revocations>,
+}
+
+impl AuthFiles {
+    /// Reads `auth.revoked_jti_file` and `auth.jwks_file` again, those that are
+    /// set. A file that cannot be read (or a JWKS that is not sound) leaves the
+    /// last good content in place; every outcome is logged. Blocking IO.
+    pub fn reload(&self) {
+        self.revocations.reload_file();
+        let Some(file) = &self.jwks_file else {
+            return;
+        };
+        match KeySet::load(file, &self.allowed) {
+            Ok(keys) => {
+                tracing::info!(
+                    jwks_file = %file.display(),
+                    keys = keys.keys.len(),
+                    skipped = keys.skipped,
+                    "reloaded the token verification keys"
+                );
+                // Cached tokens of a key no longer in the set are not served again.
+                self.cache.forget_keys_outside(&keys);
+                self.keys.store(Arc::new(keys));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot reload the token verification keys; keeping the last good set");
+            }
+        }
+    }
+
+    /// Follows `auth.revoked_jti_file`, when set, reloading it on change. The
+    /// watch ends with the guard or the authenticator.
+    pub fn watch_revocations(&self) -> Result<Option<WatchGuard>, WatchError> {
+        let Some(file) = self.revocations.file() else {
+            return Ok(None);
+        };
+        let revocations = Arc::downgrade(&self.revocations);
+        let guard = file_watch::watch(file, None, "auth.revoked_jti_file", move || {
+            let Some(revocations) = revocations.upgrade() else {
+                return false;
+            };
+            revocations.reload_file();
+            true
+        })?;
+        tracing::info!(file = %file.display(), "watching the revoked token ids for changes");
+        Ok(Some(guard))
+    }
+}
+
+/// A verified token's caller, the key that verified it, and whether it may be cached.
 struct Verified {
     caller: Caller,
+    key: KeyFingerprint,
     /// Valid without leeway: `iat` and `nbf` reached, `exp` ahead.
     strictly_valid: bool,
     /// The client certificate the token is bound to (`cnf.x5t#S256`).
@@ -111,6 +179,7 @@ impl Authenticator {
             source,
             authenticator.allowed.clone(),
             Arc::downgrade(&authenticator.keys),
+            authenticator.cache.clone(),
             Duration::from_secs(settings.jwks_refresh_secs),
             min_early_interval,
         ));
@@ -160,17 +229,55 @@ impl Authenticator {
             return Err(AuthSetupError::InvalidSettings(problems));
         }
         super::install_crypto_provider();
+        let revocations = Revocations::load(settings.revoked_jti_file.as_deref())?;
         Ok(Self {
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             leeway_secs: settings.leeway_secs,
+            max_lifetime_secs: settings.max_token_lifetime_secs,
             allowed: settings.allowed_algorithms(),
+            accepted_types: settings.accepted_media_types(),
             require_bound_tokens: settings.require_bound_tokens,
+            allowed_clients: settings.allowed_clients.clone(),
             keys: Arc::new(ArcSwap::from_pointee(KeySet::empty())),
+            jwks_file: settings.jwks_file.clone(),
             refresher: None,
+            revocations: Arc::new(revocations),
+            revoked_jti_refresh: Duration::from_millis(settings.revoked_jti_refresh_ms),
+            shared_revocations: None,
             cache: TokenCache::new(settings.token_cache_capacity, Arc::clone(&clock)),
             clock,
         })
+    }
+
+    /// The handle through which the files behind this authenticator are reloaded.
+    pub fn files(&self) -> AuthFiles {
+        AuthFiles {
+            jwks_file: self.jwks_file.clone(),
+            allowed: self.allowed.clone(),
+            keys: Arc::clone(&self.keys),
+            cache: self.cache.clone(),
+            revocations: Arc::clone(&self.revocations),
+        }
+    }
+
+    /// Also refuses the `jti`s of the shared set `caf-broker:revoked-jti` in
+    /// this Redis, read every `auth.revoked_jti_refresh_ms` by a task that ends
+    /// with the authenticator. Connects on first use. Needs a Tokio runtime.
+    pub fn share_revocations(
+        &mut self,
+        client: &redis::Client,
+        timeout: Duration,
+    ) -> Result<(), redis::RedisError> {
+        let connection = crate::redis_link::lazy_manager(client, timeout)?;
+        self.shared_revocations = Some(SharedRevocations::spawn(
+            connection,
+            timeout,
+            self.revoked_jti_refresh,
+            Arc::downgrade(&self.revocations),
+            Arc::clone(&self.clock),
+        ));
+        Ok(())
     }
 
     /// How many keys of the current key set are in use.
@@ -183,8 +290,7 @@ impl Authenticator {
         self.keys.load().skipped
     }
 
-    /// The caller a bearer token (without the `Bearer ` prefix) stands for,
-    /// sent without a client certificate.
+    /// The caller a bearer token (without the `Bearer ` prefix) stands for.
     pub fn authenticate(&self, bearer_token: &str) -> Result<Caller, AuthError> {
         self.authenticate_with_client(bearer_token, None)
     }
@@ -203,9 +309,18 @@ impl Authenticator {
         let now = super::unix_secs(self.clock.as_ref());
         // Only tokens that passed the binding check with this very
         // certificate (or none) are under this key.
-        let key = TokenCache::key(bearer_token, client);
-        if let Some(caller) = self.cache.get(&key, now) {
-            return Ok(caller);
+        let digest = TokenCache::key(bearer_token, client);
+        if let Some(cached) = self.cache.get(&digest, now) {
+            if self.keys.load().holds(&cached.key) {
+                if self.is_revoked(&cached.caller) {
+                    self.cache.invalidate(&digest);
+                    return Err(AuthError::Revoked);
+                }
+                return Ok(cached.caller);
+            }
+            // The key that verified it has left the key set: verify it again,
+            // which fails unless the same key came back.
+            self.cache.invalidate(&digest);
         }
         let verified = match self.verify(bearer_token, now) {
             Err(AuthError::UnknownKey) => {
@@ -218,9 +333,13 @@ impl Authenticator {
             }
             verified => verified?,
         };
+        if self.is_revoked(&verified.caller) {
+            return Err(AuthError::Revoked);
+        }
         self.check_binding(verified.bound_to, client)?;
         if verified.strictly_valid {
-            self.cache.insert(key, verified.caller.clone());
+            self.cache
+                .insert(digest, verified.caller.clone(), verified.key);
         }
         Ok(verified.caller)
     }
@@ -239,6 +358,13 @@ impl Authenticator {
             (None, _) if self.require_bound_tokens => Err(AuthError::UnboundToken),
             (None, _) => Ok(()),
         }
+    }
+
+    fn is_revoked(&self, caller: &Caller) -> bool {
+        caller
+            .jti
+            .as_deref()
+            .is_some_and(|jti| self.revocations.is_revoked(jti))
     }
 
     /// Full verification: header, key, signature, then claims.
@@ -261,7 +387,7 @@ impl Authenticator {
         let keys = self.keys.load();
         let key = keys.select(header.kid.as_deref(), alg)?;
 
-        match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, alg) {
+        match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.key, alg) {
             Ok(true) => {}
             Ok(false) => return Err(AuthError::BadSignature),
             Err(error) if matches!(error.kind(), ErrorKind::Base64(_)) => {
@@ -274,12 +400,18 @@ impl Authenticator {
             }
         }
 
+        // Read once the signature holds: what the issuer meant the token for.
+        let typ = header.typ.as_deref().map(media_type);
+        if !typ.is_some_and(|typ| self.accepted_types.contains(&typ)) {
+            return Err(AuthError::WrongType);
+        }
+
         let payload_json = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| AuthError::Malformed)?;
         let claims: Claims<'_> =
             serde_json::from_slice(&payload_json).map_err(|_| AuthError::Malformed)?;
-        self.check_claims(claims, now)
+        self.check_claims(claims, key.fingerprint, now)
     }
 
     /// The header's algorithm, if this broker accepts it. HMAC is refused even if
@@ -293,7 +425,12 @@ impl Authenticator {
         }
     }
 
-    fn check_claims(&self, claims: Claims<'_>, now: u64) -> Result<Verified, AuthError> {
+    fn check_claims(
+        &self,
+        claims: Claims<'_>,
+        key: KeyFingerprint,
+        now: u64,
+    ) -> Result<Verified, AuthError> {
         if claims.iss.required("iss")? != self.issuer.as_str() {
             return Err(AuthError::WrongIssuer);
         }
@@ -311,6 +448,20 @@ impl Authenticator {
         if iat > latest_start || nbf.is_some_and(|nbf| nbf > latest_start) {
             return Err(AuthError::NotYetValid);
         }
+        if exp.saturating_sub(iat) > self.max_lifetime_secs {
+            return Err(AuthError::LifetimeTooLong);
+        }
+        if let Some(clients) = &self.allowed_clients {
+            let azp = claims.azp.optional("azp")?;
+            let client_id = claims.client_id.optional("client_id")?;
+            let listed = [azp, client_id]
+                .into_iter()
+                .flatten()
+                .any(|client| clients.iter().any(|allowed| *allowed == client));
+            if !listed {
+                return Err(AuthError::ClientNotAllowed);
+            }
+        }
 
         let sub = Subject::parse(&claims.sub.required("sub")?)
             .map_err(|_| AuthError::InvalidClaim("sub"))?;
@@ -319,13 +470,7 @@ impl Authenticator {
         let role = Role::parse(&claims.role.required("role")?)
             .map_err(|_| AuthError::InvalidClaim("role"))?;
         let jti = match claims.jti.optional("jti")? {
-            Some(jti)
-                if jti.is_empty()
-                    || jti.len() > MAX_JTI_BYTES
-                    || !jti.bytes().all(|b| b.is_ascii_graphic()) =>
-            {
-                return Err(AuthError::InvalidClaim("jti"));
-            }
+            Some(jti) if !is_jti(&jti) => return Err(AuthError::InvalidClaim("jti")),
             jti => jti.map(|jti| jti.into_owned()),
         };
         let bound_to = match claims.cnf.optional("cnf")? {
@@ -350,6 +495,7 @@ impl Authenticator {
                 expires_at: exp,
                 jti,
             },
+            key,
             strictly_valid,
             bound_to,
         })

@@ -49,6 +49,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{Purpose, Role};
 
+pub use crate::file_watch::WatchGuard;
 pub use drift::{DriftTracker, unknown_paths};
 pub use explain::{Explanation, FieldExplanation};
 pub use filter::Filtered;
@@ -57,7 +58,6 @@ pub use redact::REDACTED;
 pub use reload::{PolicyStore, ReloadCounts, ReloadOutcome};
 pub use schema::Kind;
 pub use shadow::{RefusalChange, ShadowDiff, ShadowPolicy};
-pub use watch::WatchGuard;
 
 use compile::{Node, RoleDef};
 use file::Source;

@@ -53,6 +53,9 @@ pub mod names {
     pub const UPSTREAM_UNKNOWN_FIELDS_TOTAL: &str = "caf_broker_upstream_unknown_fields_total";
     /// Counter: quota decisions taken without Redis while it does not answer.
     pub const QUOTA_REDIS_FALLBACK_TOTAL: &str = "caf_broker_quota_redis_fallback_total";
+    /// Counter `{cause}`: requests refused `401`, by the precise cause that
+    /// their answer does not tell (`expired`, `unknown_key`, `revoked`, ...).
+    pub const AUTH_FAILURES_TOTAL: &str = "caf_broker_auth_failures_total";
 }
 
 /// Request latencies, from 5 ms to 10 s.
@@ -210,6 +213,10 @@ fn describe() {
         names::QUOTA_REDIS_FALLBACK_TOTAL,
         "Quota decisions taken without Redis while it does not answer."
     );
+    describe_counter!(
+        names::AUTH_FAILURES_TOTAL,
+        "Requests refused 401, by cause."
+    );
 }
 
 /// A connection closed at accept for `server.max_connections_per_ip`.
@@ -336,6 +343,12 @@ pub fn record_audit_write(elapsed: Duration) {
 /// A bulk-lookup alert; `rule` is the rule's name (`distinct_dossiers`, ...).
 pub fn record_alert(rule: &str) {
     counter!(names::ALERTS_TOTAL, "rule" => safe_label(rule).to_owned()).increment(1);
+}
+
+/// A request refused `401`; `cause` is one of a fixed set of names, never a
+/// claim value.
+pub fn record_auth_failure(cause: &str) {
+    counter!(names::AUTH_FAILURES_TOTAL, "cause" => safe_label(cause).to_owned()).increment(1);
 }
 
 /// A policy reload attempt; `result` is `applied`, `unchanged` or `rejected`.

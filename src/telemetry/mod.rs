@@ -44,11 +44,11 @@ pub use metrics::{
     record_cache, record_connection_refused, record_error_budget_refusal, record_http_request,
     record_quota_refusal, record_upstream, set_upstream_circuit_open,
 };
-pub use metrics::{record_nir_redactions, record_upstream_mismatch};
 pub use metrics::{
-    record_policy_reload, record_policy_shadow_diff, record_quota_redis_fallback,
-    record_unknown_upstream_field,
+    record_auth_failure, record_policy_reload, record_policy_shadow_diff,
+    record_quota_redis_fallback, record_unknown_upstream_field,
 };
+pub use metrics::{record_nir_redactions, record_upstream_mismatch};
 pub use otel::{
     OtelLayer, batch_tracer_provider, current_trace_id, extract_parent_context, inject_context,
     layer, set_parent, simple_tracer_provider, trace_headers,

@@ -325,6 +325,8 @@ async fn readyz_fails_on_the_audit_check_alone_and_recovers_once_the_log_writes_
     clock.advance(std::time::Duration::from_secs(86_400));
     let blocker = app.audit_dir.join("audit-2026-06-16.jsonl");
     std::fs::create_dir(&blocker).unwrap();
+    // A token of the new day: yesterday's has expired.
+    let token = app.token(AGENT);
     let refused = app.get_dossier("1000002", &token, RADIATION).await;
     assert_problem(refused, 503, "audit-unavailable").await;
     let (status, body) = readyz().await;

@@ -42,6 +42,17 @@ pub async fn spawn_app_with_clock(overrides: &[(&str, &str)], clock: Arc<dyn Clo
     app
 }
 
+/// As [`spawn_app_with`], with the loaded settings changed by `tweak` before
+/// the build (what variables cannot say, such as removing a key).
+pub async fn spawn_app_tweaked(
+    overrides: &[(&str, &str)],
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let (app, server) = build_app_tweaked(overrides, Arc::new(SystemClock), tweak).await;
+    tokio::spawn(server.run_until_stopped());
+    app
+}
+
 /// A broker that is stopped by the test: `stop` returns once the server and
 /// what it does on shutdown are done.
 pub struct StoppableApp {
@@ -77,6 +88,14 @@ pub async fn spawn_stoppable_app(
 
 /// The test settings and the application built from them, not yet running.
 async fn build_app(overrides: &[(&str, &str)], clock: Arc<dyn Clock>) -> (TestApp, Application) {
+    build_app_tweaked(overrides, clock, |_| {}).await
+}
+
+async fn build_app_tweaked(
+    overrides: &[(&str, &str)],
+    clock: Arc<dyn Clock>,
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestApp, Application) {
     let audit_dir = fresh_dir("audit");
     let mut env = vec![
         (
@@ -116,8 +135,9 @@ async fn build_app(overrides: &[(&str, &str)], clock: Arc<dyn Clock>) -> (TestAp
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    let settings =
+    let mut settings =
         Settings::load_with_env(&repo("config/broker.toml"), env).expect("test settings load");
+    tweak(&mut settings);
     let app = Application::build_with_clock(settings.clone(), clock.clone())
         .await
         .expect("application builds");
@@ -151,14 +171,15 @@ impl TestApp {
         self.token_of(post, "agent-42", role)
     }
 
-    /// A dev token for agent `sub` of `post`, valid for a day from the
-    /// broker's time (a test may move its clock by hours).
+    /// A dev token for agent `sub` of `post`, valid for twelve hours (the
+    /// longest lifetime the broker accepts by default) from the broker's time
+    /// (a test may move its clock by hours).
     pub fn token_of(&self, post: &str, sub: &str, role: &str) -> String {
         let claims = DevClaims {
             sub: sub.into(),
             post: post.into(),
             role: role.into(),
-            ttl_secs: 86_400,
+            ttl_secs: 43_200,
         };
         mint_dev_token_at(&self.settings.auth, claims, self.clock.as_ref()).expect("dev token")
     }

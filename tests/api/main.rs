@@ -11,6 +11,7 @@ mod edge;
 mod error_budget;
 mod errors;
 mod helpers;
+mod lifecycle;
 mod mtls;
 mod openapi;
 mod policy_matrix;

@@ -142,15 +142,7 @@ async fn expired_and_not_yet_valid_tokens_are_refused_beyond_the_leeway() {
     let mut expired = good_claims();
     expired["iat"] = json!(now() - 7200);
     expired["exp"] = json!(now() - 3600);
-    let body = assert_refused(&app, &sign(&expired)).await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .to_lowercase()
-            .contains("expired"),
-        "{body}"
-    );
+    assert_refused(&app, &sign(&expired)).await;
 
     let mut early = good_claims();
     early["nbf"] = json!(now() + 3600);
@@ -221,6 +213,5 @@ async fn required_claims_must_be_present_and_well_formed() {
 #[tokio::test]
 async fn a_role_the_policy_does_not_define_is_refused() {
     let app = spawn_app().await;
-    let body = assert_refused(&app, &app.token("administrateur")).await;
-    assert!(body["detail"].as_str().unwrap().contains("role"), "{body}");
+    assert_refused(&app, &app.token("administrateur")).await;
 }
