@@ -14,6 +14,9 @@ async fn replica(url: &str) -> TestApp {
         &[
             ("CAF_BROKER__QUOTAS__BACKEND", "redis"),
             ("CAF_BROKER__QUOTAS__REDIS_URL", url),
+            // Sharing is under test, not the outage path: a loaded machine may
+            // take longer than the 200 ms default, and a replica then judges alone.
+            ("CAF_BROKER__QUOTAS__REDIS_TIMEOUT_MS", "5000"),
         ],
         clock,
     )
