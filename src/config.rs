@@ -764,6 +764,41 @@ mod tests {
     }
 
     #[test]
+    fn an_operations_listener_needs_a_port_of_its_own() {
+        let ops = |listen: &str, ops_listen: &str| {
+            let env = vec![
+                ("CAF_BROKER__SERVER__LISTEN".to_string(), listen.to_string()),
+                (
+                    "CAF_BROKER__SERVER__OPS_LISTEN".to_string(),
+                    ops_listen.to_string(),
+                ),
+            ];
+            Settings::from_toml_with_env(&shipped(), "broker.toml", env)
+        };
+        let settings = ops("127.0.0.1:8443", "127.0.0.1:9464").unwrap();
+        assert_eq!(settings.server.ops_listen.unwrap().port(), 9464);
+        assert!(!settings.server.ops_tls);
+        assert!(
+            ops("127.0.0.1:0", "127.0.0.1:0").is_ok(),
+            "port 0 picks two"
+        );
+        assert!(ops("127.0.0.1:8443", "[::1]:8443").is_ok());
+        for (listen, ops_listen) in [
+            ("127.0.0.1:8443", "127.0.0.1:8443"),
+            ("127.0.0.1:8443", "0.0.0.0:8443"),
+            ("0.0.0.0:8443", "127.0.0.1:8443"),
+        ] {
+            let problems = ops(listen, ops_listen).unwrap_err().problems;
+            assert_eq!(
+                problems,
+                [format!(
+                    "environment: CAF_BROKER__SERVER__OPS_LISTEN: server.ops_listen: {ops_listen} overlaps server.listen ({listen}); give the operations listener a port of its own"
+                )]
+            );
+        }
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once_with_its_place() {
         let text = shipped()
             .replace("[server]", "[server]\nlisten_typo = 1")
