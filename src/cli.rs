@@ -206,6 +206,8 @@ async fn serve(config: &Path) -> anyhow::Result<ExitCode> {
     tracing::info!(
         port = app.port(),
         scheme = app.scheme(),
+        ops_port = app.ops_port(),
+        ops_scheme = app.ops_scheme(),
         "caf-broker listening"
     );
     app.run_until_stopped().await.context("serving")?;

@@ -92,6 +92,14 @@ pub struct ServerSettings {
     /// counted by its /64); more are closed at once.
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
+    /// A second listener for `/healthz`, `/readyz` and `/metrics`, which then
+    /// leave the API listener; unset, the API listener serves them.
+    #[serde(default)]
+    pub ops_listen: Option<SocketAddr>,
+    /// Serve the operations listener over TLS with the server's certificate
+    /// (no client certificate asked for); false serves plain HTTP.
+    #[serde(default)]
+    pub ops_tls: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,7 +287,32 @@ impl ServerSettings {
         if !(1..=1_000_000).contains(&self.max_connections_per_ip) {
             problems.push("server.max_connections_per_ip: must be between 1 and 1000000".into());
         }
+        self.validate_ops(&mut problems);
         problems
+    }
+
+    /// The operations listener: elsewhere than the API's, and over TLS only
+    /// when the server has a certificate.
+    fn validate_ops(&self, problems: &mut Vec<String>) {
+        let Some(ops) = self.ops_listen else {
+            if self.ops_tls {
+                problems.push("server.ops_tls: needs server.ops_listen".into());
+            }
+            return;
+        };
+        let api = self.listen;
+        let same_ip =
+            ops.ip() == api.ip() || ops.ip().is_unspecified() || api.ip().is_unspecified();
+        if ops.port() != 0 && ops.port() == api.port() && same_ip {
+            problems.push(format!(
+                "server.ops_listen: {ops} overlaps server.listen ({api}); give the operations listener a port of its own"
+            ));
+        }
+        if self.ops_tls && !self.tls {
+            problems.push(
+                "server.ops_tls: needs server.tls = true: the operations listener serves the server's certificate".into(),
+            );
+        }
     }
 
     /// Client certificates: chosen explicitly with TLS, possible only with
@@ -728,6 +761,41 @@ mod tests {
         assert_eq!(settings.server.listen.port(), 0);
         assert!(!settings.server.tls);
         assert_eq!(settings.auth.leeway_secs, 5);
+    }
+
+    #[test]
+    fn an_operations_listener_needs_a_port_of_its_own() {
+        let ops = |listen: &str, ops_listen: &str| {
+            let env = vec![
+                ("CAF_BROKER__SERVER__LISTEN".to_string(), listen.to_string()),
+                (
+                    "CAF_BROKER__SERVER__OPS_LISTEN".to_string(),
+                    ops_listen.to_string(),
+                ),
+            ];
+            Settings::from_toml_with_env(&shipped(), "broker.toml", env)
+        };
+        let settings = ops("127.0.0.1:8443", "127.0.0.1:9464").unwrap();
+        assert_eq!(settings.server.ops_listen.unwrap().port(), 9464);
+        assert!(!settings.server.ops_tls);
+        assert!(
+            ops("127.0.0.1:0", "127.0.0.1:0").is_ok(),
+            "port 0 picks two"
+        );
+        assert!(ops("127.0.0.1:8443", "[::1]:8443").is_ok());
+        for (listen, ops_listen) in [
+            ("127.0.0.1:8443", "127.0.0.1:8443"),
+            ("127.0.0.1:8443", "0.0.0.0:8443"),
+            ("0.0.0.0:8443", "127.0.0.1:8443"),
+        ] {
+            let problems = ops(listen, ops_listen).unwrap_err().problems;
+            assert_eq!(
+                problems,
+                [format!(
+                    "environment: CAF_BROKER__SERVER__OPS_LISTEN: server.ops_listen: {ops_listen} overlaps server.listen ({listen}); give the operations listener a port of its own"
+                )]
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! - no configured file under `certs-dev/`;
 //! - no JWKS key, TLS key or audit HMAC key equal to one shipped in
 //!   `certs-dev/` (compared by fingerprint, wherever the copy lives);
-//! - TLS on any listener that is not on a loopback address;
+//! - TLS on any listener that is not on a loopback address, the operations
+//!   listener (`server.ops_listen`) included;
+//! - client certificates required with TLS (`server.client_auth = "required"`);
 //! - secret files readable by their owner only;
 //! - TLS certificates valid for 14 more days (a warning under 30).
 
@@ -68,6 +70,19 @@ pub fn inspect(settings: &Settings, now: Timestamp) -> Findings {
             "server.tls: false on {}, which is not a loopback address; serve TLS, or listen on loopback behind a local proxy",
             settings.server.listen
         ));
+    }
+    if let Some(ops) = settings.server.ops_listen
+        && !settings.server.ops_tls
+        && !ops.ip().is_loopback()
+    {
+        problems.push(format!(
+            "server.ops_listen: plain HTTP on {ops}, which is not a loopback address; set server.ops_tls = true, or listen on loopback"
+        ));
+    }
+    if settings.server.tls && settings.server.client_auth() != crate::tls::ClientAuth::Required {
+        problems.push(
+            "server.client_auth: must be \"required\" with TLS: a consular application is known by its certificate".into(),
+        );
     }
     for (setting, file) in secrets(settings) {
         if let Some(mode) = group_or_others_bits(file) {

@@ -1,5 +1,6 @@
-//! The composition root: builds every component once, binds the listener, and
-//! runs the HTTP server. Production (`serve`) and tests use the same path.
+//! The composition root: builds every component once, binds the listeners (the
+//! API's and, with `server.ops_listen`, the operations one), and runs the HTTP
+//! server. Production (`serve`) and tests use the same path.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::policy::{DriftTracker, PolicyStore, ShadowPolicy, WatchGuard};
 use crate::quota::{ErrorBudget, Quota, QuotaError};
-use crate::routes::{self, EdgeLimits};
-use crate::server::ServerOptions;
+use crate::routes::{self, EdgeLimits, Surface};
+use crate::server::{Endpoint, Listeners, ServerOptions};
 use crate::upstream::CafClient;
 
 pub struct Application {
@@ -30,6 +31,8 @@ pub struct Application {
     _revocations_watch: Option<WatchGuard>,
     port: u16,
     scheme: &'static str,
+    /// The operations listener's port and scheme, when there is one.
+    ops: Option<(u16, &'static str)>,
     broker: web::Data<Broker>,
     refusals: RefusalsTicker,
 }
@@ -59,6 +62,7 @@ impl Application {
             alerts,
             upstream,
             tls,
+            ops_tls,
             warnings,
         } = Components::build(&settings, clock.clone()).await?;
         for warning in &warnings {
@@ -116,8 +120,14 @@ impl Application {
         let listener = TcpListener::bind(settings.server.listen)
             .with_context(|| format!("binding {}", settings.server.listen))?;
         let port = listener.local_addr()?.port();
+        let ops_listener = match settings.server.ops_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .with_context(|| format!("binding server.ops_listen {address}"))?,
+            ),
+            None => None,
+        };
 
-        let app_broker = broker.clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let options = ServerOptions {
             workers: settings.server.workers,
@@ -126,21 +136,51 @@ impl Application {
             h2_max_concurrent_streams: settings.server.h2_max_concurrent_streams,
             max_header_list_bytes: settings.server.max_header_list_bytes,
             max_connections_per_ip: settings.server.max_connections_per_ip,
+        };
+        // Both listeners serve the same broker, limits and metrics: one
+        // readiness, one set of counters, whichever listener is asked.
+        let app = {
+            let broker = broker.clone();
+            move |surface: Surface| {
+                App::new()
+                    .app_data(broker.clone())
+                    .app_data(limits.clone())
+                    .app_data(metrics.clone())
+                    .configure(routes::configure(surface))
+            }
+        };
+        let api_surface = match ops_listener {
+            Some(_) => Surface::Api,
+            None => Surface::Everything,
+        };
+        let api_app = app.clone();
+        let api = Endpoint {
+            name: "caf-broker",
+            listener,
             tls,
         };
-        let server = crate::server::serve(listener, options, move || {
-            App::new()
-                .app_data(app_broker.clone())
-                .app_data(limits.clone())
-                .app_data(metrics.clone())
-                .configure(routes::configure)
-        })?;
+        let mut listeners = Listeners::new(options).listen(api, move || api_app(api_surface))?;
+        let mut ops = None;
+        if let Some(listener) = ops_listener {
+            ops = Some((
+                listener.local_addr()?.port(),
+                if ops_tls.is_some() { "https" } else { "http" },
+            ));
+            let endpoint = Endpoint {
+                name: "caf-broker-ops",
+                listener,
+                tls: ops_tls,
+            };
+            listeners = listeners.listen(endpoint, move || app(Surface::Operations))?;
+        }
+        let server = listeners.run();
         Ok(Application {
             server,
             _policy_watch: policy_watch,
             _revocations_watch: revocations_watch,
             port,
             scheme,
+            ops,
             broker,
             refusals,
         })
@@ -153,6 +193,16 @@ impl Application {
     /// `https` or `http`, as configured.
     pub fn scheme(&self) -> &'static str {
         self.scheme
+    }
+
+    /// The operations listener's port (`server.ops_listen`), if there is one.
+    pub fn ops_port(&self) -> Option<u16> {
+        self.ops.map(|(port, _)| port)
+    }
+
+    /// The operations listener's scheme: `https` with `server.ops_tls`, else `http`.
+    pub fn ops_scheme(&self) -> Option<&'static str> {
+        self.ops.map(|(_, scheme)| scheme)
     }
 
     /// A handle to stop the server from elsewhere (tests, signal handlers).
@@ -217,6 +267,9 @@ pub struct Components {
     pub upstream: Arc<dyn CafClient>,
     /// `None` when `server.tls = false`.
     pub tls: Option<rustls::ServerConfig>,
+    /// The operations listener's TLS (`server.ops_tls`): the server's
+    /// certificate, no client certificate asked for; `None` for plain HTTP.
+    pub ops_tls: Option<rustls::ServerConfig>,
     /// What the settings and the production guards would have the operator
     /// change, without refusing to start: `check` prints them, `serve` logs them.
     pub warnings: Vec<String>,
@@ -300,13 +353,30 @@ impl Components {
             }
             _ => Some(None),
         };
+        let ops_tls = match (&tls, settings.server.ops_tls) {
+            (Some(Some(server)), true) => {
+                let config = crate::tls::server_config_without_clients(server);
+                concerning(&mut problems, "server.ops_tls", config).map(Some)
+            }
+            // Without the server's configuration, its own problem is reported.
+            _ => Some(None),
+        };
         let audit = AuditLog::check(&settings.audit);
         problems.extend(audit.iter().map(ToString::to_string));
         let guards = crate::production::inspect(settings, clock_now);
         problems.extend(guards.problems);
         let mut warnings = settings.warnings.clone();
         warnings.extend(guards.warnings);
-        match (policy, shadow, authenticator, quota, alerts, upstream, tls) {
+        match (
+            policy,
+            shadow,
+            authenticator,
+            quota,
+            alerts,
+            upstream,
+            tls,
+            ops_tls,
+        ) {
             (
                 Some(policy),
                 Some(shadow),
@@ -315,6 +385,7 @@ impl Components {
                 Some(alerts),
                 Some(upstream),
                 Some(tls),
+                Some(ops_tls),
             ) if problems.is_empty() => Ok(Components {
                 policy,
                 shadow,
@@ -323,6 +394,7 @@ impl Components {
                 alerts,
                 upstream,
                 tls,
+                ops_tls,
                 warnings,
             }),
             _ => {

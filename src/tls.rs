@@ -208,6 +208,19 @@ pub fn server_config_for_clients(
     Ok(builder.with_single_cert(chain, key)?)
 }
 
+/// A server configuration with the certificate and key of `server` (read
+/// once, shared), asking clients for no certificate: what the operations
+/// listener serves, so that probes and scrapers need no client identity.
+pub fn server_config_without_clients(
+    server: &rustls::ServerConfig,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    Ok(builder
+        .with_no_client_auth()
+        .with_cert_resolver(server.cert_resolver.clone()))
+}
+
 /// Whether a URL's host is a loopback address, the only place plain HTTP may
 /// go (tests and local development); everything else needs TLS.
 pub fn is_loopback(url: &reqwest::Url) -> bool {

@@ -649,3 +649,146 @@ fn simulate_serves_dossiers_and_counts_requests() {
     assert_eq!((found, missing), (200, 404));
     assert_eq!(stats["requests_total"], 2);
 }
+
+#[test]
+fn check_reports_a_bad_operations_listener_naming_each_problem() {
+    let unparsable = check_with_env(&[("CAF_BROKER__SERVER__OPS_LISTEN", "localhost")]);
+    assert!(!unparsable.status.success());
+    let stderr = text(&unparsable.stderr);
+    assert!(
+        stderr.contains("environment: CAF_BROKER__SERVER__OPS_LISTEN")
+            && stderr.contains("server.ops_listen"),
+        "{stderr}"
+    );
+
+    let checked = check_with_env(&[
+        ("CAF_BROKER__SERVER__TLS", "false"),
+        ("CAF_BROKER__SERVER__CLIENT_AUTH", "off"),
+        // The shipped API listener's address.
+        ("CAF_BROKER__SERVER__OPS_LISTEN", "127.0.0.1:8443"),
+        ("CAF_BROKER__SERVER__OPS_TLS", "true"),
+    ]);
+    assert!(!checked.status.success());
+    let stderr = text(&checked.stderr);
+    for problem in [
+        "server.ops_listen: 127.0.0.1:8443 overlaps server.listen (127.0.0.1:8443)",
+        "server.ops_tls: needs server.tls = true",
+    ] {
+        assert!(
+            stderr.contains(problem),
+            "{problem:?} missing from:\n{stderr}"
+        );
+    }
+
+    let alone = check_with_env(&[("CAF_BROKER__SERVER__OPS_TLS", "true")]);
+    assert!(!alone.status.success());
+    let stderr = text(&alone.stderr);
+    assert!(
+        stderr.contains("server.ops_tls: needs server.ops_listen"),
+        "{stderr}"
+    );
+    let fine = check_with_env(&[
+        ("CAF_BROKER__SERVER__OPS_LISTEN", "127.0.0.1:9464"),
+        ("CAF_BROKER__SERVER__OPS_TLS", "true"),
+    ]);
+    assert!(fine.status.success(), "{}", text(&fine.stderr));
+}
+
+/// Whether something accepts TCP connections on `port` of 127.0.0.1.
+fn accepts(port: u64) -> bool {
+    let port = u16::try_from(port).unwrap();
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+#[test]
+fn serve_with_an_operations_listener_answers_on_both_ports_and_sigterm_closes_both() {
+    let dir = tempdir("serve-ops");
+    let config = config_from(
+        "config/broker.toml",
+        &dir,
+        &[
+            (
+                "listen = \"127.0.0.1:8443\"",
+                "listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"",
+            ),
+            ("tls = true", "tls = false"),
+            ("client_auth = \"optional\"", "client_auth = \"off\""),
+            (
+                "dir = \"var/audit\"",
+                &format!("dir = \"{}\"", dir.join("audit").display()),
+            ),
+            ("log_format = \"text\"", "log_format = \"json\""),
+        ],
+    );
+    let mut serving = Command::new(env!("CARGO_BIN_EXE_caf-broker"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logs = BufReader::new(serving.stderr.take().unwrap()).lines();
+    let listening = logs
+        .by_ref()
+        .take(200)
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .find(|event| event["message"] == "caf-broker listening");
+    // Keep reading the broker's log so that it never blocks on a full pipe.
+    let drained = std::thread::spawn(move || logs.for_each(drop));
+    let ports = listening.as_ref().and_then(|event| {
+        Some((
+            event["port"].as_u64()?,
+            event["ops_port"].as_u64()?,
+            event["ops_scheme"].as_str()?.to_owned(),
+        ))
+    });
+    let answers = ports.as_ref().map(|(api, ops, _)| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut statuses = Vec::new();
+            for (port, path) in [
+                (ops, "/healthz"),
+                (ops, "/readyz"),
+                (ops, "/metrics"),
+                (api, "/readyz"),
+                (api, "/metrics"),
+                (api, "/openapi.json"),
+            ] {
+                let answer = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await;
+                statuses.push(answer.map(|a| a.status().as_u16()).unwrap_or(0));
+            }
+            statuses
+        })
+    });
+    let terminated = Command::new("kill")
+        .args(["-TERM", &serving.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while serving.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = serving.kill();
+    let exited = serving.wait().unwrap();
+    let _ = drained.join();
+
+    let (api, ops, ops_scheme) = ports.expect("the broker logged both ports");
+    assert_eq!(ops_scheme, "http");
+    assert_ne!(api, ops);
+    assert_eq!(answers.unwrap(), [200, 200, 200, 404, 404, 200]);
+    assert!(terminated.success());
+    assert!(
+        exited.success(),
+        "a SIGTERM stops the broker cleanly: {exited}"
+    );
+    assert!(!accepts(api), "the API port still accepts after the stop");
+    assert!(
+        !accepts(ops),
+        "the operations port still accepts after the stop"
+    );
+}

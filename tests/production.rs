@@ -436,3 +436,76 @@ fn the_environment_is_required_and_its_old_place_still_works_with_a_warning() {
         &["warning: ", "telemetry.environment: renamed `environment`"],
     );
 }
+
+#[test]
+fn a_plain_operations_listener_is_refused_off_loopback_and_allowed_on_loopback_or_over_tls() {
+    let dir = tempdir("production-ops");
+    let config = production(&dir, &fresh(&dir, 90));
+    let (ok, _, stderr) = check(
+        &config,
+        &[("CAF_BROKER__SERVER__OPS_LISTEN", "0.0.0.0:9464")],
+    );
+    assert!(!ok);
+    assert_names_each(
+        &stderr,
+        &["server.ops_listen: plain HTTP on 0.0.0.0:9464, which is not a loopback address"],
+    );
+    for allowed in [
+        &[("CAF_BROKER__SERVER__OPS_LISTEN", "127.0.0.1:9464")][..],
+        &[
+            ("CAF_BROKER__SERVER__OPS_LISTEN", "0.0.0.0:9464"),
+            ("CAF_BROKER__SERVER__OPS_TLS", "true"),
+        ][..],
+    ] {
+        let (ok, stdout, stderr) = check(&config, allowed);
+        assert!(ok, "{allowed:?}\nstdout: {stdout}\nstderr: {stderr}");
+    }
+
+    let served = broker(
+        &["serve", "--config", config.to_str().unwrap()],
+        &[
+            ("CAF_BROKER__SERVER__LISTEN", "127.0.0.1:0"),
+            ("CAF_BROKER__SERVER__OPS_LISTEN", "0.0.0.0:0"),
+        ],
+    );
+    assert!(!served.status.success());
+    let logs = text(&served.stderr) + &text(&served.stdout);
+    assert_names_each(&logs, &["server.ops_listen: plain HTTP on 0.0.0.0:0"]);
+    assert!(!logs.contains("caf-broker listening"), "{logs}");
+}
+
+#[test]
+fn client_certificates_are_required_with_tls_outside_dev_and_test() {
+    let dir = tempdir("production-client-auth");
+    let config = production(&dir, &fresh(&dir, 90));
+    for weaker in ["optional", "off"] {
+        let (ok, _, stderr) = check(&config, &[("CAF_BROKER__SERVER__CLIENT_AUTH", weaker)]);
+        assert!(!ok, "client_auth = {weaker} passed");
+        assert_names_each(
+            &stderr,
+            &[
+                "server.client_auth: must be \"required\" with TLS: a consular application is known by its certificate",
+            ],
+        );
+    }
+    let served = broker(
+        &["serve", "--config", config.to_str().unwrap()],
+        &[
+            ("CAF_BROKER__SERVER__LISTEN", "127.0.0.1:0"),
+            ("CAF_BROKER__SERVER__CLIENT_AUTH", "optional"),
+        ],
+    );
+    assert!(!served.status.success());
+    let logs = text(&served.stderr) + &text(&served.stdout);
+    assert_names_each(&logs, &["server.client_auth: must be \"required\""]);
+    assert!(!logs.contains("caf-broker listening"), "{logs}");
+    // The same settings in a test environment are allowed.
+    let (ok, stdout, stderr) = check(
+        &config,
+        &[
+            ("CAF_BROKER__SERVER__CLIENT_AUTH", "optional"),
+            ("CAF_BROKER__ENVIRONMENT", "test"),
+        ],
+    );
+    assert!(ok, "stdout: {stdout}\nstderr: {stderr}");
+}

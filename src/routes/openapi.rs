@@ -32,6 +32,25 @@ pub fn document() -> &'static Document {
     DOCUMENT.get_or_init(ApiDoc::openapi)
 }
 
+/// The paths an operations listener takes from the API listener.
+const OPERATIONS_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The document of a listener: [`document`], or without the operations paths
+/// when an operations listener serves them (the document names only what the
+/// listener serving it answers).
+pub fn document_for(with_operations: bool) -> &'static Document {
+    static WITHOUT_OPERATIONS: OnceLock<Document> = OnceLock::new();
+    if with_operations {
+        return document();
+    }
+    WITHOUT_OPERATIONS.get_or_init(|| {
+        let mut document = ApiDoc::openapi();
+        let paths = &mut document.paths.paths;
+        paths.retain(|path, _| !OPERATIONS_PATHS.contains(&path.as_str()));
+        document
+    })
+}
+
 /// This document.
 #[utoipa::path(
     get,
@@ -43,9 +62,11 @@ pub fn document() -> &'static Document {
             content_type = "application/json")
     )
 )]
-pub async fn openapi_json() -> HttpResponse {
-    static JSON: OnceLock<Option<String>> = OnceLock::new();
-    match JSON.get_or_init(|| document().to_json().ok()) {
+pub async fn openapi_json(with_operations: bool) -> HttpResponse {
+    static WITH: OnceLock<Option<String>> = OnceLock::new();
+    static WITHOUT: OnceLock<Option<String>> = OnceLock::new();
+    let json = if with_operations { &WITH } else { &WITHOUT };
+    match json.get_or_init(|| document_for(with_operations).to_json().ok()) {
         Some(body) => HttpResponse::Ok()
             .content_type("application/json")
             .body(body.clone()),

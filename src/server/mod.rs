@@ -17,6 +17,10 @@
 //! `ConnectionInfo` falls back to `http` and `localhost:8080` when a request
 //! names neither a scheme nor a host. The broker reads neither.
 //!
+//! One server may hold several listeners ([`Listeners`]), each with its own
+//! application and TLS: the API and the operations listener share the
+//! workers, the signals and the graceful shutdown, so one stop closes both.
+//!
 //! The client certificate of a TLS connection, once rustls has verified it
 //! (`server.client_auth`), goes into the extensions of each request of that
 //! connection as a [`ClientCertificate`]: through actix-http's connection
@@ -60,7 +64,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// before closing its HTTP/1.1 connection (actix-web's default).
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How the server runs and what one client may hold.
+/// How the server runs and what one client may hold, on each of its listeners.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// Worker threads; 0 means one per core.
@@ -71,7 +75,14 @@ pub struct ServerOptions {
     pub h2_max_concurrent_streams: u32,
     pub max_header_list_bytes: u32,
     pub max_connections_per_ip: usize,
-    /// `None` serves plain HTTP/1.1 (behind a TLS-terminating proxy only).
+}
+
+/// One listening socket and how its connections are secured.
+pub struct Endpoint {
+    /// The name of the listener in the server's logs.
+    pub name: &'static str,
+    pub listener: TcpListener,
+    /// `None` serves plain HTTP/1.1 (on loopback or behind a TLS-terminating proxy only).
     pub tls: Option<rustls::ServerConfig>,
 }
 
@@ -132,13 +143,69 @@ impl AsyncWrite for Connection {
     }
 }
 
-/// The server for `listener`, serving the application that `factory` builds
-/// once per worker; await it to serve until stopped.
-pub fn serve<F, I, S, B>(
-    listener: TcpListener,
+/// The listeners of one server, each with its own application: they share
+/// the server's workers, its signals and its graceful shutdown, so they start
+/// and stop together.
+pub struct Listeners {
+    builder: actix_server::ServerBuilder,
+    shutdown: actix_server::GracefulShutdownSignal,
     options: ServerOptions,
+}
+
+impl Listeners {
+    pub fn new(options: ServerOptions) -> Self {
+        let mut builder = Server::build();
+        if options.workers > 0 {
+            builder = builder.workers(options.workers);
+        }
+        builder = builder.shutdown_timeout(options.shutdown_timeout_secs);
+        let shutdown = builder.graceful_shutdown_signal();
+        Self {
+            builder,
+            shutdown,
+            options,
+        }
+    }
+
+    /// Serves `endpoint` with the application that `factory` builds once per
+    /// worker. Each listener has its own cap of connections per client address.
+    pub fn listen<F, I, S, B>(self, endpoint: Endpoint, factory: F) -> std::io::Result<Self>
+    where
+        F: Fn() -> I + Send + Clone + 'static,
+        I: IntoServiceFactory<S, Request>,
+        S: ServiceFactory<Request, Config = AppConfig> + 'static,
+        S::Error: Into<actix_web::Error> + 'static,
+        S::InitError: fmt::Debug,
+        S::Response: Into<Response<B>> + 'static,
+        B: MessageBody + 'static,
+    {
+        let Self {
+            builder,
+            shutdown,
+            options,
+        } = self;
+        let builder = listen(builder, shutdown.clone(), &options, endpoint, factory)?;
+        Ok(Self {
+            builder,
+            shutdown,
+            options,
+        })
+    }
+
+    /// The server; await it to serve until stopped.
+    pub fn run(self) -> Server {
+        self.builder.run()
+    }
+}
+
+/// Adds `endpoint` to the server being built.
+fn listen<F, I, S, B>(
+    builder: actix_server::ServerBuilder,
+    shutdown: actix_server::GracefulShutdownSignal,
+    options: &ServerOptions,
+    endpoint: Endpoint,
     factory: F,
-) -> std::io::Result<Server>
+) -> std::io::Result<actix_server::ServerBuilder>
 where
     F: Fn() -> I + Send + Clone + 'static,
     I: IntoServiceFactory<S, Request>,
@@ -148,14 +215,8 @@ where
     S::Response: Into<Response<B>> + 'static,
     B: MessageBody + 'static,
 {
-    let mut builder = Server::build();
-    if options.workers > 0 {
-        builder = builder.workers(options.workers);
-    }
-    builder = builder.shutdown_timeout(options.shutdown_timeout_secs);
-    let shutdown = builder.graceful_shutdown_signal();
     let peers = Peers::new(options.max_connections_per_ip);
-    let tls = options.tls.map(|mut config| {
+    let tls = endpoint.tls.map(|mut config| {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     });
@@ -167,7 +228,7 @@ where
     };
     let secure = tls.is_some();
     let request_timeout = options.request_timeout;
-    let builder = builder.listen("caf-broker", listener, move || {
+    builder.listen(endpoint.name, endpoint.listener, move || {
         let factory = factory.clone();
         let peers = peers.clone();
         let tls = tls.clone();
@@ -238,8 +299,7 @@ where
                 }))
             }
         })
-    })?;
-    Ok(builder.run())
+    })
 }
 
 /// What one worker thread serves connections with.

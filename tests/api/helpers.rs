@@ -16,6 +16,8 @@ pub fn repo(path: &str) -> PathBuf {
 
 pub struct TestApp {
     pub address: String,
+    /// The operations listener's address, with `server.ops_listen` set.
+    pub ops_address: Option<String>,
     /// This app's own audit log directory (a fresh temporary one unless overridden).
     pub audit_dir: PathBuf,
     pub client: reqwest::Client,
@@ -142,7 +144,12 @@ async fn build_app_tweaked(
         .await
         .expect("application builds");
     let address = format!("{}://localhost:{}", app.scheme(), app.port());
+    let ops_address = app
+        .ops_port()
+        .zip(app.ops_scheme())
+        .map(|(port, scheme)| format!("{scheme}://localhost:{port}"));
     let test_app = TestApp {
+        ops_address,
         audit_dir: settings.audit.dir.clone(),
         address,
         client: client(),
@@ -196,10 +203,11 @@ impl TestApp {
             .expect("request sent")
     }
 
-    /// The broker's `/metrics` text.
+    /// The broker's `/metrics` text, from the operations listener when there is one.
     pub async fn metrics(&self) -> String {
+        let address = self.ops_address.as_deref().unwrap_or(&self.address);
         self.client
-            .get(format!("{}/metrics", self.address))
+            .get(format!("{address}/metrics"))
             .send()
             .await
             .expect("request sent")

@@ -14,6 +14,7 @@ mod helpers;
 mod lifecycle;
 mod mtls;
 mod openapi;
+mod ops;
 mod policy_matrix;
 mod policy_reload;
 mod quotas;

@@ -498,9 +498,10 @@ async fn every_documented_status_is_provoked_and_answered_as_the_served_document
     assert!(provoked.len() >= 20, "{provoked:?}");
 }
 
-#[tokio::test]
-async fn every_documented_request_example_is_answered_as_documented() {
-    let app = spawn_app_with(&[]).await;
+/// Sends every operation of the document `app` serves with its documented
+/// examples alone, checks each answer against the document, and returns the
+/// paths the document names.
+async fn every_example_answers_as_documented(app: &TestApp) -> Vec<String> {
     let doc: Value = app
         .client
         .get(format!("{}/openapi.json", app.address))
@@ -512,7 +513,7 @@ async fn every_documented_request_example_is_answered_as_documented() {
         .expect("the document is JSON");
     let mut sent = 0;
     for (path, method, operation) in operations(&doc) {
-        let request = example_request(&app, &doc, &path, &method, &operation);
+        let request = example_request(app, &doc, &path, &method, &operation);
         let response = request.send().await.expect("request sent");
         // The examples are a consistent set: together they read a real dossier.
         let status = check(&doc, &path, &method, response).await;
@@ -520,7 +521,38 @@ async fn every_documented_request_example_is_answered_as_documented() {
         sent += 1;
     }
     assert_eq!(sent, operations(&doc).len());
-    assert!(sent >= 6, "every operation is sent");
+    let paths = doc["paths"].as_object().expect("paths");
+    paths.keys().cloned().collect()
+}
+
+#[tokio::test]
+async fn every_documented_request_example_is_answered_as_documented() {
+    let app = spawn_app_with(&[]).await;
+    let paths = every_example_answers_as_documented(&app).await;
+    assert!(paths.len() >= 6, "every operation is sent: {paths:?}");
+}
+
+#[tokio::test]
+async fn beside_an_operations_listener_the_api_document_names_only_what_the_api_listener_serves() {
+    let app = spawn_app_with(&[("CAF_BROKER__SERVER__OPS_LISTEN", "127.0.0.1:0")]).await;
+    let paths = every_example_answers_as_documented(&app).await;
+    assert_eq!(
+        paths,
+        [
+            "/openapi.json",
+            "/v1/allocataires/recherche",
+            "/v1/allocataires/{numero}"
+        ]
+    );
+    for moved in ["/healthz", "/readyz", "/metrics"] {
+        let answer = app
+            .client
+            .get(format!("{}{moved}", app.address))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(answer.status(), 404, "{moved} on the API listener");
+    }
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use crate::helpers::{
 const AGENT: &str = "agent_consulaire";
 const RADIATION: &str = "verification_radiation";
 
-async fn caf(latency_ms: u64, fail_rate: f64) -> RunningSimulator {
+pub(crate) async fn caf(latency_ms: u64, fail_rate: f64) -> RunningSimulator {
     let mut options = SimulatorOptions::new("127.0.0.1:0".parse().unwrap());
     options.records = 50;
     options.latency_ms = latency_ms;
@@ -28,7 +28,7 @@ async fn caf(latency_ms: u64, fail_rate: f64) -> RunningSimulator {
         .expect("simulator starts")
 }
 
-async fn broker_in_front_of(caf: &RunningSimulator, extra: &[(&str, &str)]) -> TestApp {
+pub(crate) async fn broker_in_front_of(caf: &RunningSimulator, extra: &[(&str, &str)]) -> TestApp {
     broker_with_clock_in_front_of(caf, extra, Arc::new(SystemClock)).await
 }
 
