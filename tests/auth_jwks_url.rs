@@ -13,6 +13,7 @@ use std::time::Duration;
 use caf_broker::auth::{
     AuthError, AuthSettings, AuthSetupError, Authenticator, DevClaims, mint_dev_token,
 };
+use caf_broker::telemetry::Metrics;
 use serde_json::{Value, json};
 
 const ISSUER: &str = "https://idp.diplomatie.gouv.fr/dev";
@@ -253,8 +254,20 @@ async fn early_refreshes_are_rate_limited() {
     );
 }
 
+/// The process's `caf_broker_jwks_refresh_failures_total`, as `/metrics` renders it.
+fn refresh_failures(metrics: &Metrics) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix("caf_broker_jwks_refresh_failures_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no refresh failure counter in\n{}", metrics.render()))
+}
+
 #[tokio::test]
-async fn a_failing_jwks_server_after_start_keeps_the_last_good_keys() {
+async fn a_failing_jwks_server_after_start_keeps_the_last_good_keys_and_counts_each_failure() {
+    let metrics = Metrics::install().unwrap();
+    let failures_before = refresh_failures(&metrics);
     let server = JwksServer::start(full_jwks());
     let settings = settings(&server.url);
     let auth = connect(&settings).await;
@@ -296,6 +309,14 @@ async fn a_failing_jwks_server_after_start_keeps_the_last_good_keys() {
     assert_eq!(server.hits(), 3);
     tokio::time::sleep(POLL).await;
     assert!(auth.authenticate(&token(&settings, "dev-2026")).is_ok());
+    // The alert on failing refreshes reads this counter: both failures are in it.
+    for _ in 0..POLLS {
+        if refresh_failures(&metrics) - failures_before >= 2 {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    assert_eq!(refresh_failures(&metrics) - failures_before, 2);
 }
 
 #[tokio::test]

@@ -223,6 +223,7 @@ async fn refresh_loop(
                 current.store(Arc::new(set));
             }
             Err(error) => {
+                crate::telemetry::record_jwks_refresh_failure();
                 if !failing {
                     tracing::warn!(
                         jwks_url = source.url(),

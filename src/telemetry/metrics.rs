@@ -34,6 +34,12 @@ pub mod names {
     pub const UPSTREAM_CIRCUIT_OPEN: &str = "caf_broker_upstream_circuit_open";
     /// Histogram: one group commit of audit records, write and fdatasync (failed ones too).
     pub const AUDIT_WRITE_DURATION_SECONDS: &str = "caf_broker_audit_write_duration_seconds";
+    /// Gauge: 1 while the audit log accepts records, 0 from a failed write
+    /// until it is writable again (data requests then get `503 audit-unavailable`).
+    pub const AUDIT_WRITABLE: &str = "caf_broker_audit_writable";
+    /// Counter: background refreshes of `auth.jwks_url` that failed (the last
+    /// good key set is kept).
+    pub const JWKS_REFRESH_FAILURES_TOTAL: &str = "caf_broker_jwks_refresh_failures_total";
     /// Counter `{lookup = numero | nir}`: CAF answers that were another dossier
     /// than the one asked for (refused `502`, never cached nor released).
     pub const UPSTREAM_MISMATCH_TOTAL: &str = "caf_broker_upstream_mismatch_total";
@@ -127,6 +133,8 @@ fn install_once() -> Result<Metrics, metrics_exporter_prometheus::BuildError> {
     let handle = builder()?.install_recorder()?;
     describe();
     set_upstream_circuit_open(false);
+    // Present from the start, so that an alert on its increase sees the first failure.
+    counter!(names::JWKS_REFRESH_FAILURES_TOTAL).increment(0);
     let upkeep = handle.clone();
     // A plain thread: it needs no runtime and lives as long as the process.
     let spawned = std::thread::Builder::new()
@@ -183,6 +191,14 @@ fn describe() {
         names::AUDIT_WRITE_DURATION_SECONDS,
         Unit::Seconds,
         "Time to write and fdatasync one group commit of audit records, failed ones included."
+    );
+    describe_gauge!(
+        names::AUDIT_WRITABLE,
+        "1 while the audit log accepts records, 0 from a failed write until it is writable again."
+    );
+    describe_counter!(
+        names::JWKS_REFRESH_FAILURES_TOTAL,
+        "Background refreshes of the JWKS URL that failed; the last good key set is kept."
     );
     describe_counter!(
         names::UPSTREAM_MISMATCH_TOTAL,
@@ -321,6 +337,16 @@ pub fn record_upstream(result: UpstreamResult, elapsed: Duration) {
 
 pub fn set_upstream_circuit_open(open: bool) {
     gauge!(names::UPSTREAM_CIRCUIT_OPEN).set(if open { 1.0 } else { 0.0 });
+}
+
+/// Whether the audit log accepts records, as `/readyz` reports it.
+pub fn set_audit_writable(writable: bool) {
+    gauge!(names::AUDIT_WRITABLE).set(if writable { 1.0 } else { 0.0 });
+}
+
+/// A background refresh of the JWKS URL that failed.
+pub fn record_jwks_refresh_failure() {
+    counter!(names::JWKS_REFRESH_FAILURES_TOTAL).increment(1);
 }
 
 /// A CAF answer that was another dossier; `lookup` is the lookup's kind

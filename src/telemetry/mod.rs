@@ -48,7 +48,10 @@ pub use metrics::{
     record_auth_failure, record_policy_reload, record_policy_shadow_diff,
     record_quota_redis_fallback, record_unknown_upstream_field,
 };
-pub use metrics::{record_nir_redactions, record_upstream_mismatch};
+pub use metrics::{
+    record_jwks_refresh_failure, record_nir_redactions, record_upstream_mismatch,
+    set_audit_writable,
+};
 pub use otel::{
     OtelLayer, batch_tracer_provider, current_trace_id, extract_parent_context, inject_context,
     layer, set_parent, simple_tracer_provider, trace_headers,

@@ -319,6 +319,8 @@ fn metrics_render_with_their_labels_and_buckets() {
         record_upstream(UpstreamResult::Timeout, Duration::from_secs(2));
         set_upstream_circuit_open(true);
         record_audit_write(Duration::from_micros(300));
+        set_audit_writable(false);
+        record_jwks_refresh_failure();
     });
     let text = handle.render();
     for expected in [
@@ -333,6 +335,8 @@ fn metrics_render_with_their_labels_and_buckets() {
         r#"caf_broker_upstream_duration_seconds_bucket{result="timeout",le="2.5"} 1"#,
         "caf_broker_upstream_circuit_open 1",
         r#"caf_broker_audit_write_duration_seconds_bucket{le="0.0005"} 1"#,
+        "caf_broker_audit_writable 0",
+        "caf_broker_jwks_refresh_failures_total 1",
     ] {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
     }
@@ -350,5 +354,10 @@ fn installing_metrics_twice_gives_the_same_recorder() {
         first
             .render()
             .contains("caf_broker_upstream_circuit_open 0")
+    );
+    assert!(
+        first
+            .render()
+            .contains("caf_broker_jwks_refresh_failures_total")
     );
 }

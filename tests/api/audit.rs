@@ -165,7 +165,7 @@ async fn search_finds_exactly_the_accesses_to_one_dossier() {
 }
 
 #[tokio::test]
-async fn an_audit_log_that_cannot_be_written_fails_closed() {
+async fn an_audit_log_that_cannot_be_written_fails_closed_and_says_so_in_metrics() {
     // Files roll over at 4 KiB; the next file names are taken by directories,
     // so once the first file is full no record can be written.
     let dir = fresh_dir("audit-blocked");
@@ -225,6 +225,12 @@ async fn an_audit_log_that_cannot_be_written_fails_closed() {
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["checks"]["audit"]["status"], "failing", "{body}");
+    // The alert on an unwritable audit log reads this gauge, set as /readyz sees it.
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l == "caf_broker_audit_writable 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
