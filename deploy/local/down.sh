@@ -4,10 +4,13 @@
 # (logs, audit logs) for inspection; remove it by hand.
 set -uo pipefail
 dir=${1:-${CAF_LOCAL_DIR:-}}
-[ -n "$dir" ] && [ -f "$dir/env" ] || { echo "usage: $0 DIR (a directory written by up.sh)" >&2; exit 2; }
+if [ -z "$dir" ] || [ ! -f "$dir/env" ]; then
+  echo "usage: $0 DIR (a directory written by up.sh)" >&2
+  exit 2
+fi
 # Brokers first, so that they do not count Redis's departure as an outage.
 for name in prometheus broker_a broker_b caf redis; do
-  for pid in $(sed -n "s/^PID_$name=//p" "$dir/env"); do
+  sed -n "s/^PID_$name=//p" "$dir/env" | while read -r pid; do
     kill -0 "$pid" 2>/dev/null || continue
     kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done

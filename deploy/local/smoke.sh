@@ -45,6 +45,7 @@ CAF_LOCAL_DIR=$dir CAF_LOCAL_POST_PER_DAY=$post_per_day CAF_LOCAL_DISTINCT_DOSSI
 # shellcheck disable=SC1091
 . "$dir/env"
 bin=$CAF_BROKER_BIN
+: "${PID_broker_b:?up.sh recorded no pid for broker b}" "${PID_redis:?up.sh recorded no pid for redis}"
 
 token() { "$bin" --config config/broker.toml token --post "$1" --role "${3:-agent_consulaire}" --sub "$2"; }
 # GET a dossier (for $PURPOSE, by default verification_radiation): prints the
@@ -134,8 +135,9 @@ for name in a b; do
   "$bin" --config config/broker.toml audit verify "$audit" >"$dir/verify-$name.txt" 2>&1 \
     || fail "audit verify of replica $name's log failed: $(cat "$dir/verify-$name.txt")"
 done
-[ "$(ls "$CAF_LOCAL_DIR/audit-a")" != "" ] && ! cmp -s "$CAF_LOCAL_DIR"/audit-a/*.jsonl "$CAF_LOCAL_DIR"/audit-b/*.jsonl \
-  || fail "the two replicas' audit logs are the same file"
+if cmp -s "$CAF_LOCAL_DIR"/audit-a/*.jsonl "$CAF_LOCAL_DIR"/audit-b/*.jsonl; then
+  fail "the two replicas' audit logs are the same"
+fi
 ok "each replica wrote its own audit log and audit verify accepts both ($(head -c 200 "$dir/verify-a.txt" | tr '\n' ' '))"
 
 # --- 4. A policy change reaches both replicas by hot reload (the file watch).

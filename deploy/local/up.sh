@@ -72,13 +72,14 @@ POLICY_FILE=$dir/policy/policy.toml
 ENV
 
 stop_all() {
-  [ -f "$dir/env" ] && "$repo/deploy/local/down.sh" "$dir" || true
+  if [ -f "$dir/env" ]; then "$repo/deploy/local/down.sh" "$dir" || true; fi
 }
 if ! $background; then
   trap stop_all EXIT
   trap 'exit 130' INT TERM
 else
   # In the background mode, only a failed start stops what was started.
+  # shellcheck disable=SC2154 # rc is assigned in the trap itself
   trap 'rc=$?; [ $rc -eq 0 ] || stop_all' EXIT
 fi
 
@@ -202,4 +203,5 @@ if $background; then
   exit 0
 fi
 echo "Ctrl-C stops everything."
-while true; do sleep 3600; done
+# `wait` returns at once on a signal, so the trap stops everything without delay.
+while true; do sleep 3600 & wait $!; done
