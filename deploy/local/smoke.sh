@@ -6,7 +6,8 @@
 #      a shadow candidate policy counts its differences, a bad token is counted;
 #   3. each replica writes its own audit log, and each log verifies;
 #   4. a policy change reaches both replicas by hot reload;
-#   5. Prometheus scrapes both replicas and counts every data request;
+#   5. Prometheus scrapes both replicas' operations listeners and counts every
+#      data request; the API listener does not serve the metrics;
 #   6. killing one replica leaves the other serving;
 #   7. with Redis gone, the survivor still serves (quota decided locally) and says so;
 #   8. every metric the alert rules and the dashboard use is exposed by the broker.
@@ -66,7 +67,15 @@ eventually() {
   done
   return 1
 }
-metric() { curl -fsS --max-time 5 "$1/metrics"; }
+# The operations listener of the replica whose API is at $1.
+ops_of() {
+  case $1 in
+    "$BROKER_A_URL") echo "$BROKER_A_OPS_URL" ;;
+    "$BROKER_B_URL") echo "$BROKER_B_OPS_URL" ;;
+    *) fail "no replica at $1" ;;
+  esac
+}
+metric() { curl -fsS --max-time 5 "$(ops_of "$1")/metrics"; }
 # Whether replica $1's /metrics has a line matching the basic regex $2 (read
 # whole first: grep -q closing the pipe early would fail curl under pipefail).
 metric_has() { grep -q -- "$2" <<<"$(metric "$1")"; }
@@ -141,12 +150,12 @@ fi
 ok "each replica wrote its own audit log and audit verify accepts both ($(head -c 200 "$dir/verify-a.txt" | tr '\n' ' '))"
 
 # --- 4. A policy change reaches both replicas by hot reload (the file watch).
-before=$(curl -fsS "$BROKER_A_URL/readyz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["checks"]["policy"]["version"])')
+before=$(curl -fsS "$BROKER_A_OPS_URL/readyz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["checks"]["policy"]["version"])')
 printf '\n# Reviewed for the local smoke test.\n' >>"$POLICY_FILE"
 want="sha256:$(sha256sum "$POLICY_FILE" | cut -d' ' -f1)"
 [ "$want" != "$before" ] || fail "the policy change did not change its hash"
 live_version() {
-  curl -fsS --max-time 5 "$1/readyz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["checks"]["policy"]["version"])'
+  curl -fsS --max-time 5 "$(ops_of "$1")/readyz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["checks"]["policy"]["version"])'
 }
 for url in "$BROKER_A_URL" "$BROKER_B_URL"; do
   eventually is "$want" live_version "$url" \
@@ -174,19 +183,22 @@ eventually is 2 targets_up || fail "Prometheus reports $(targets_up) of 2 target
 eventually is "$data_requests" requests_seen \
   || fail "Prometheus counts $(requests_seen) data requests, want $data_requests"
 ok "Prometheus reports both targets up and counts the $data_requests data requests"
+status=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 "$BROKER_A_URL/metrics")
+[ "$status" = 404 ] || fail "the API listener answers /metrics with $status; it belongs to the operations listener"
+ok "the metrics are on the operations listener only (the API listener answers /metrics 404)"
 metric "$BROKER_B_URL" >"$dir/metrics-b.txt"
 
 # --- 6. Killing one replica leaves the other serving.
 kill -KILL "$PID_broker_b"
 eventually bash -c "! kill -0 $PID_broker_b 2>/dev/null" || fail "replica b did not die"
-curl -s --max-time 2 -o /dev/null "$BROKER_B_URL/healthz" && fail "replica b still answers after SIGKILL"
+curl -s --max-time 2 -o /dev/null "$BROKER_B_OPS_URL/healthz" && fail "replica b still answers after SIGKILL"
 status=$(lookup "$BROKER_A_URL" "$rabat" 1000001)
 data_requests=$((data_requests + 1))
 [ "$status" = 200 ] || fail "replica a answered $status once b was killed: $(cat "$dir/last.body")"
-curl -fsS --max-time 5 -o /dev/null "$BROKER_A_URL/readyz" || fail "replica a is not ready once b was killed"
+curl -fsS --max-time 5 -o /dev/null "$BROKER_A_OPS_URL/readyz" || fail "replica a is not ready once b was killed"
 b_up() {
   curl -fsS --max-time 5 "$PROMETHEUS_URL/api/v1/query" \
-    --data-urlencode "query=up{job=\"caf-broker\",instance=\"${BROKER_B_URL#http://}\"}" \
+    --data-urlencode "query=up{job=\"caf-broker\",instance=\"${BROKER_B_OPS_URL#http://}\"}" \
     | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "none")'
 }
 eventually is 0 b_up || fail "Prometheus still reports replica b up ($(b_up))"

@@ -48,9 +48,9 @@ dir=$(cd "$dir" && pwd)
 
 # Free loopback ports, chosen once (a port could be taken between the choice
 # and the bind; the readiness waits below then fail with the log).
-read -r port_a port_b port_redis port_caf port_prom < <(python3 - <<'PY'
+read -r port_a port_b ops_a ops_b port_redis port_caf port_prom < <(python3 - <<'PY'
 import socket
-socks = [socket.socket() for _ in range(5)]
+socks = [socket.socket() for _ in range(7)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))
@@ -65,6 +65,8 @@ CAF_LOCAL_DIR=$dir
 CAF_BROKER_BIN=$bin
 BROKER_A_URL=http://127.0.0.1:$port_a
 BROKER_B_URL=http://127.0.0.1:$port_b
+BROKER_A_OPS_URL=http://127.0.0.1:$ops_a
+BROKER_B_OPS_URL=http://127.0.0.1:$ops_b
 REDIS_PORT=$port_redis
 CAF_URL=https://127.0.0.1:$port_caf
 PROMETHEUS_URL=http://127.0.0.1:$port_prom
@@ -132,17 +134,20 @@ cp -r config/policy-tests "$dir/policy/tests"
 
 # --- Two broker replicas: config/broker.toml plus CAF_BROKER__ variables.
 # Plain HTTP on loopback (as behind a TLS-terminating proxy): tls = false goes
-# with client_auth = "off". Each replica has its own audit directory.
+# with client_auth = "off". /healthz, /readyz and /metrics are on an operations
+# listener of their own (server.ops_listen), as Prometheus and probes reach them
+# in a deployment. Each replica has its own audit directory.
 # Optional, for smoke.sh: a shadow candidate policy, and a smaller error budget.
 extra=()
 [ -z "${CAF_LOCAL_SHADOW_FILE:-}" ] || extra+=(CAF_BROKER__POLICY__SHADOW_FILE="$CAF_LOCAL_SHADOW_FILE")
 [ -z "${CAF_LOCAL_AGENT_ERROR_BURST:-}" ] || extra+=(CAF_BROKER__QUOTAS__AGENT_ERROR_BUDGET__PER_SECOND=1
   CAF_BROKER__QUOTAS__AGENT_ERROR_BUDGET__BURST="$CAF_LOCAL_AGENT_ERROR_BURST")
 replica() {
-  local name=$1 port=$2
+  local name=$1 port=$2 ops=$3
   mkdir -p "$dir/audit-$name"
   start "broker-$name" env "${extra[@]}" \
     CAF_BROKER__SERVER__LISTEN="127.0.0.1:$port" \
+    CAF_BROKER__SERVER__OPS_LISTEN="127.0.0.1:$ops" \
     CAF_BROKER__SERVER__TLS=false \
     CAF_BROKER__SERVER__CLIENT_AUTH=off \
     CAF_BROKER__SERVER__WORKERS=1 \
@@ -162,10 +167,10 @@ replica() {
     CAF_BROKER__TELEMETRY__LOG_FORMAT=json \
     "$bin" --config config/broker.toml serve
 }
-replica a "$port_a"
-replica b "$port_b"
-wait_for broker-a "http://127.0.0.1:$port_a/readyz"
-wait_for broker-b "http://127.0.0.1:$port_b/readyz"
+replica a "$port_a" "$ops_a"
+replica b "$port_b" "$ops_b"
+wait_for broker-a "http://127.0.0.1:$ops_a/readyz"
+wait_for broker-b "http://127.0.0.1:$ops_b/readyz"
 
 # --- Prometheus scraping both replicas' /metrics, with the alert rules.
 mkdir -p "$dir/prometheus"
@@ -180,7 +185,7 @@ scrape_configs:
   - job_name: caf-broker
     metrics_path: /metrics
     static_configs:
-      - targets: ["127.0.0.1:$port_a", "127.0.0.1:$port_b"]
+      - targets: ["127.0.0.1:$ops_a", "127.0.0.1:$ops_b"]
 YAML
 promtool check config "$dir/prometheus/prometheus.yml" >/dev/null \
   || fail "the generated Prometheus configuration is invalid: promtool check config $dir/prometheus/prometheus.yml"
@@ -190,8 +195,8 @@ wait_for prometheus "http://127.0.0.1:$port_prom/-/ready"
 
 cat <<INFO
 caf-broker local topology is up (state in $dir):
-  broker a     http://127.0.0.1:$port_a   (audit $dir/audit-a)
-  broker b     http://127.0.0.1:$port_b   (audit $dir/audit-b)
+  broker a     http://127.0.0.1:$port_a   (operations http://127.0.0.1:$ops_a, audit $dir/audit-a)
+  broker b     http://127.0.0.1:$port_b   (operations http://127.0.0.1:$ops_b, audit $dir/audit-b)
   CAF (mTLS)   https://127.0.0.1:$port_caf
   redis        127.0.0.1:$port_redis
   prometheus   http://127.0.0.1:$port_prom
