@@ -330,7 +330,8 @@ mod tests {
             .map(|entry| entry.unwrap().path())
             .filter(|path| {
                 let name = path.file_name().unwrap().to_string_lossy();
-                name.ends_with(".pem") && !name.ends_with(".key.pem")
+                // Certificates only: neither private keys nor bare public keys.
+                name.ends_with(".pem") && !name.ends_with(".key.pem") && !name.ends_with(".pub.pem")
             })
             .flat_map(|path| crate::tls::certificates(&path).unwrap())
             .filter_map(|der| crate::tls::public_key_sha256(&der))

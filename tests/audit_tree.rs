@@ -416,11 +416,9 @@ fn the_broker_refuses_to_start_on_a_log_that_no_longer_matches_its_last_checkpoi
     ] {
         let dir = copy(name);
         forge(&dir);
-        let settings = Settings::load_with_env(
-            &root().join("config/broker.toml"),
-            env_for(&dir, port).into_iter(),
-        )
-        .unwrap();
+        let settings =
+            Settings::load_with_env(&root().join("config/broker.toml"), env_for(&dir, port))
+                .unwrap();
         let mut audit = settings.audit.clone();
         audit.checkpoint_signing_key_file = Some(root().join("certs-dev/audit-checkpoint.key.pem"));
         audit.hmac_key_file = root().join("certs-dev/audit-hmac.key");

@@ -425,8 +425,11 @@ struct Walk {
     /// The Merkle tree over the sound records, when the tree is checked.
     edge: Option<Edge>,
     /// The roots wanted, by tree size, filled in as the walk reaches them.
-    roots: BTreeMap<u64, Option<Hash>>,
+    roots: Roots,
 }
+
+/// Tree roots wanted by size: `None` until the walk reaches that size.
+type Roots = BTreeMap<u64, Option<Hash>>;
 
 impl Walk {
     fn new(start: ChainStart) -> Walk {
@@ -451,10 +454,7 @@ impl Walk {
     }
 
     /// [`Walk::run`], also returning the tree and the roots wanted.
-    fn run_tree(
-        mut self,
-        paths: &[PathBuf],
-    ) -> Result<(VerifyReport, Edge, BTreeMap<u64, Option<Hash>>), VerifyError> {
+    fn run_tree(mut self, paths: &[PathBuf]) -> Result<(VerifyReport, Edge, Roots), VerifyError> {
         let edge = self.edge.take().unwrap_or_default();
         let mut tree = (edge, std::mem::take(&mut self.roots));
         let report = self.walk(paths, Some(&mut tree))?;
@@ -468,7 +468,7 @@ impl Walk {
     fn walk(
         mut self,
         paths: &[PathBuf],
-        mut tree: Option<&mut (Edge, BTreeMap<u64, Option<Hash>>)>,
+        mut tree: Option<&mut (Edge, Roots)>,
     ) -> Result<VerifyReport, VerifyError> {
         for (index, path) in paths.iter().enumerate() {
             let mut reader = open(path)?;
