@@ -496,11 +496,15 @@ impl Writer {
                 checkpoints.signed_at = now;
                 tracing::debug!(tree_size = size, "audit checkpoint signed");
             }
-            Err(error) => tracing::error!(
-                %error,
-                tree_size = size,
-                "audit checkpoint not written; retried with the next batch"
-            ),
+            Err(error) => {
+                // Tried again after `every` seconds or with the next batch, not in a loop.
+                checkpoints.signed_at = now;
+                tracing::error!(
+                    %error,
+                    tree_size = size,
+                    "audit checkpoint not written; retried with the next batch"
+                );
+            }
         }
     }
 
