@@ -133,8 +133,9 @@ async fn a_killed_broker_has_recorded_every_request_it_answered() {
     );
 
     // A restart repairs a torn last line (never acknowledged), rebuilds the
-    // tree and checks it against the last checkpoint signed before the kill;
-    // then the chain verifies.
+    // tree and checks it against the last checkpoint signed before the kill,
+    // or refuses to open; only then is the tree verified with the public key.
+    let reopened = AuditLog::open(&settings.audit).unwrap();
     let verifier = CheckpointVerifier::from_file(
         &root.join("certs-dev/audit-checkpoint.pub.pem"),
         settings.audit.log_origin.as_deref(),
@@ -145,7 +146,6 @@ async fn a_killed_broker_has_recorded_every_request_it_answered() {
         before.checkpoint_size.is_some_and(|size| size >= 50),
         "checkpoints were signed under load: {before}"
     );
-    let reopened = AuditLog::open(&settings.audit).unwrap();
     let entry = AuditEntry::new(uuid::Uuid::new_v4(), Outcome::Released, 200);
     let receipt = reopened.append(entry).await.unwrap();
     assert_eq!(receipt.seq, before.tree_size + 1);
