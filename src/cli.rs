@@ -330,11 +330,22 @@ fn audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
 /// Exits 0 on a sound chain, 1 naming the first bad record.
 fn audit_verify(config: &Path, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     use crate::audit::{VerifyError, verify_dir, verify_files};
-    let result = match paths {
-        [] => verify_dir(&Settings::load(config)?.audit.dir),
-        [dir] if dir.is_dir() => verify_dir(dir),
-        files => verify_files(files),
+    let dir = match paths {
+        [] => Some(Settings::load(config)?.audit.dir),
+        [dir] if dir.is_dir() => Some(dir.clone()),
+        _ => None,
     };
+    let result = match &dir {
+        Some(dir) => verify_dir(dir),
+        None => verify_files(paths),
+    };
+    if let Some(dir) = &dir
+        && dir.join(crate::audit::CHECKPOINTS_FILE).exists()
+    {
+        eprintln!(
+            "warning: only the hash chain was checked; give the checkpoint key's public half (--public-key) to check the signed tree, which also shows a recomputed chain or a cut log"
+        );
+    }
     match result {
         Ok(report) => {
             for warning in &report.warnings {

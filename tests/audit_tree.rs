@@ -230,6 +230,11 @@ fn the_log_written_by_the_binary_verifies_with_the_public_key_and_prints_its_tre
         .output()
         .unwrap();
     assert!(chain_only.status.success());
+    let warning = String::from_utf8_lossy(&chain_only.stderr);
+    assert!(
+        warning.contains("only the hash chain was checked"),
+        "{warning}"
+    );
 }
 
 #[test]
