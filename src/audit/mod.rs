@@ -102,6 +102,7 @@ pub use search::{SearchError, SearchResult, search};
 pub use settings::AuditSettings;
 pub use signing::{
     CHECKPOINTS_FILE, CheckpointSigner, CheckpointVerifier, NoteDefect, SignedCheckpoint,
+    split_log as split_checkpoints,
 };
 pub use verify::{
     BadRecord, ChainStart, Defect, TreeDefect, TreeReport, VerifyError, VerifyReport, verify_dir,
