@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DEV ONLY: generates the caf-broker development PKI, JWT keys and audit key.
+# DEV ONLY: generates the caf-broker development PKI, JWT keys and audit keys.
 #
 # Everything this script writes is committed to git and therefore public:
 # never use any of it outside local development and tests.
@@ -170,8 +170,13 @@ if [[ ! -s audit-hmac.key ]]; then
     echo "created audit-hmac.key"
 fi
 
+# --- Audit checkpoint signing key (Ed25519, PKCS#8) and its public key ----------
+new_ed25519_key audit-checkpoint.key.pem
+openssl pkey -in audit-checkpoint.key.pem -pubout -out "$TMP/audit-checkpoint.pub.pem" 2>/dev/null
+with_banner audit-checkpoint.pub.pem "$TMP/audit-checkpoint.pub.pem"
+
 # Public material may be world-readable; private keys stay owner-only.
-chmod 644 ca.pem other-ca.pem server.pem server-other-ca.pem client-*.pem jwks.json
+chmod 644 ca.pem other-ca.pem server.pem server-other-ca.pem client-*.pem jwks.json audit-checkpoint.pub.pem
 chmod 600 ./*.key.pem audit-hmac.key
 
 # --- Self-check ----------------------------------------------------------------

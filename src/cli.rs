@@ -87,11 +87,24 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Verify the hash chain: print the records checked, or name the first bad record and exit 1.
+    /// Verify the hash chain and, with --public-key, the Merkle tree against the
+    /// signed checkpoints: print the records checked, the tree size and root, or
+    /// name what is wrong and exit 1.
     Verify {
         /// An audit directory, or audit files verified as a slice of the chain
         /// (default: audit.dir of the configuration).
         paths: Vec<PathBuf>,
+        /// The checkpoint signing key's public half (PEM, or a C2SP verifier
+        /// key): the tree is recomputed and checked against every signed checkpoint.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// A signed checkpoint kept elsewhere (e.g. by a witness), checked too;
+        /// the log must hold at least the records it covers.
+        #[arg(long, requires = "public_key")]
+        checkpoint: Option<PathBuf>,
+        /// The log's origin (default: audit.log_origin of the configuration).
+        #[arg(long, requires = "public_key")]
+        origin: Option<String>,
     },
     /// Print every recorded access to one dossier, as JSON lines.
     Search {
@@ -303,7 +316,13 @@ fn explain(config: &Path, role: &str, purpose: &str, format: Format) -> anyhow::
 
 fn audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
-        AuditCommand::Verify { paths } => audit_verify(config, &paths),
+        AuditCommand::Verify {
+            paths,
+            public_key: Some(public_key),
+            checkpoint,
+            origin,
+        } => audit_verify_signed(config, &paths, &public_key, checkpoint, origin),
+        AuditCommand::Verify { paths, .. } => audit_verify(config, &paths),
         AuditCommand::Search { numero, nir } => audit_search(config, numero, nir),
     }
 }
@@ -311,11 +330,22 @@ fn audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
 /// Exits 0 on a sound chain, 1 naming the first bad record.
 fn audit_verify(config: &Path, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     use crate::audit::{VerifyError, verify_dir, verify_files};
-    let result = match paths {
-        [] => verify_dir(&Settings::load(config)?.audit.dir),
-        [dir] if dir.is_dir() => verify_dir(dir),
-        files => verify_files(files),
+    let dir = match paths {
+        [] => Some(Settings::load(config)?.audit.dir),
+        [dir] if dir.is_dir() => Some(dir.clone()),
+        _ => None,
     };
+    let result = match &dir {
+        Some(dir) => verify_dir(dir),
+        None => verify_files(paths),
+    };
+    if let Some(dir) = &dir
+        && dir.join(crate::audit::CHECKPOINTS_FILE).exists()
+    {
+        eprintln!(
+            "warning: only the hash chain was checked; give the checkpoint key's public half (--public-key) to check the signed tree, which also shows a recomputed chain or a cut log"
+        );
+    }
     match result {
         Ok(report) => {
             for warning in &report.warnings {
@@ -330,6 +360,62 @@ fn audit_verify(config: &Path, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 bad.checked
             );
             eprintln!("error: first bad record: {bad}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Exits 0 when the chain is sound and the tree matches every signed
+/// checkpoint; 1 naming the first bad record or the forgery.
+fn audit_verify_signed(
+    config: &Path,
+    paths: &[PathBuf],
+    public_key: &Path,
+    checkpoint: Option<PathBuf>,
+    origin: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use crate::audit::{CheckpointVerifier, VerifyError, verify_signed};
+    let (dir, origin) = match (paths, origin) {
+        ([dir], Some(origin)) if dir.is_dir() => (dir.clone(), Some(origin)),
+        ([] | [_], origin) => {
+            let settings = Settings::load(config)?;
+            let dir = paths.first().cloned().unwrap_or(settings.audit.dir);
+            (dir, origin.or(settings.audit.log_origin))
+        }
+        _ => anyhow::bail!(
+            "--public-key verifies a whole audit directory (its tree and checkpoints), not a list of files"
+        ),
+    };
+    if !dir.is_dir() {
+        anyhow::bail!("{}: not an audit directory", dir.display());
+    }
+    let verifier = CheckpointVerifier::from_file(public_key, origin.as_deref())
+        .map_err(|problem| anyhow::anyhow!("{}: {problem}", public_key.display()))?;
+    let given = match &checkpoint {
+        Some(file) => {
+            Some(std::fs::read(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?)
+        }
+        None => None,
+    };
+    match verify_signed(&dir, &verifier, given.as_deref()) {
+        Ok(report) => {
+            for warning in &report.chain.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(VerifyError::Bad(bad)) => {
+            println!(
+                "{} records checked before the first bad record",
+                bad.checked
+            );
+            eprintln!("error: first bad record: {bad}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(VerifyError::Tree(defect)) => {
+            eprintln!("error: {defect}");
             Ok(ExitCode::FAILURE)
         }
         Err(e) => Err(e.into()),

@@ -5,8 +5,9 @@
 //! Each guard is a line of the README's "Production checklist":
 //! - no development signing key (`auth.dev_signing_key_file`);
 //! - no configured file under `certs-dev/`;
-//! - no JWKS key, TLS key or audit HMAC key equal to one shipped in
-//!   `certs-dev/` (compared by fingerprint, wherever the copy lives);
+//! - no JWKS key, TLS key, audit HMAC key or checkpoint signing key equal to
+//!   one shipped in `certs-dev/` (compared by fingerprint, wherever the copy lives);
+//! - a checkpoint signing key for the audit log;
 //! - TLS on any listener that is not on a loopback address, the operations
 //!   listener (`server.ops_listen`) included;
 //! - client certificates required with TLS (`server.client_auth = "required"`);
@@ -127,6 +128,10 @@ fn files(settings: &Settings) -> Vec<(&'static str, &Path)> {
         ),
         ("policy.tests_dir", s.policy.tests_dir.as_deref()),
         ("policy.shadow_file", s.policy.shadow_file.as_deref()),
+        (
+            "audit.checkpoint_signing_key_file",
+            s.audit.checkpoint_signing_key_file.as_deref(),
+        ),
     ];
     let required = [
         ("policy.file", s.policy.file.as_path()),
@@ -141,12 +146,13 @@ fn files(settings: &Settings) -> Vec<(&'static str, &Path)> {
 
 /// The files that hold a secret: private keys, the audit key, the Redis password.
 fn secrets(settings: &Settings) -> Vec<(&'static str, &Path)> {
-    const SECRET: [&str; 5] = [
+    const SECRET: [&str; 6] = [
         "server.tls_key_file",
         "auth.dev_signing_key_file",
         "upstream.client_key_file",
         "quotas.redis_password_file",
         "audit.hmac_key_file",
+        "audit.checkpoint_signing_key_file",
     ];
     let mut secrets = files(settings);
     secrets.retain(|(setting, _)| SECRET.contains(setting));
@@ -217,6 +223,11 @@ const SHIPPED_JWKS_KEYS: &[&str] = &[
 /// The fingerprint ([`AuditKey::fingerprint`]) of `certs-dev/audit-hmac.key`.
 const SHIPPED_AUDIT_KEY: &str = "80b7d66e1ea20fff427b01145b62f4583cffb6feb5cc75b97f081773d6761d87";
 
+/// The SHA-256 of the raw public key of `certs-dev/audit-checkpoint.key.pem`
+/// ([`crate::audit::CheckpointSigner::public_key_sha256`]).
+const SHIPPED_CHECKPOINT_KEY: &str =
+    "fe825d0b8e8097165ee45e4107046e981ce4f0172706a0f46b9a1cf7b692acfc";
+
 /// Refuses key material equal to what `certs-dev/` ships, wherever it was copied.
 fn shipped_keys(settings: &Settings, problems: &mut Vec<String>) {
     for (setting, file) in certificates(settings) {
@@ -254,6 +265,25 @@ fn shipped_keys(settings: &Settings, problems: &mut Vec<String>) {
             "audit.hmac_key_file: the key shipped in certs-dev/ (public); generate one with `openssl rand -hex 32`"
                 .into(),
         );
+    }
+    let checkpoint_key = settings
+        .audit
+        .checkpoint_signing_key_file
+        .as_deref()
+        .map(|file| {
+            crate::audit::CheckpointSigner::from_file(file, "caf-broker")
+                .map(|signer| signer.public_key_sha256())
+        });
+    match checkpoint_key {
+        Some(Ok(fingerprint)) if fingerprint == SHIPPED_CHECKPOINT_KEY => problems.push(
+            "audit.checkpoint_signing_key_file: the key shipped in certs-dev/ (public); generate one with `openssl genpkey -algorithm ED25519`"
+                .into(),
+        ),
+        None => problems.push(
+            "audit.checkpoint_signing_key_file: not set; without it no checkpoint is signed and the audit log can be rewritten unseen"
+                .into(),
+        ),
+        _ => {}
     }
 }
 
@@ -300,7 +330,8 @@ mod tests {
             .map(|entry| entry.unwrap().path())
             .filter(|path| {
                 let name = path.file_name().unwrap().to_string_lossy();
-                name.ends_with(".pem") && !name.ends_with(".key.pem")
+                // Certificates only: neither private keys nor bare public keys.
+                name.ends_with(".pem") && !name.ends_with(".key.pem") && !name.ends_with(".pub.pem")
             })
             .flat_map(|path| crate::tls::certificates(&path).unwrap())
             .filter_map(|der| crate::tls::public_key_sha256(&der))
@@ -314,6 +345,12 @@ mod tests {
         assert_eq!(jwks, SHIPPED_JWKS_KEYS, "regenerate SHIPPED_JWKS_KEYS");
         let audit = AuditKey::from_file(&repo("certs-dev/audit-hmac.key")).unwrap();
         assert_eq!(audit.fingerprint(), SHIPPED_AUDIT_KEY);
+        let checkpoint = crate::audit::CheckpointSigner::from_file(
+            &repo("certs-dev/audit-checkpoint.key.pem"),
+            "caf-broker",
+        )
+        .unwrap();
+        assert_eq!(checkpoint.public_key_sha256(), SHIPPED_CHECKPOINT_KEY);
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use caf_broker::audit::{
     AuditEntry, AuditError, AuditLog, AuditReceipt, AuditSettings, AuditSetupError, ChainStart,
-    Defect, Outcome, VerifyError, read_checkpoint, search, verify_dir, verify_files,
+    CheckpointVerifier, Defect, Outcome, TreeDefect, VerifyError, read_checkpoint, search,
+    verify_dir, verify_files, verify_signed,
 };
 use caf_broker::clock::{Clock, ManualClock};
 use caf_broker::domain::{
@@ -837,6 +838,71 @@ fn a_final_record_lacking_only_its_newline_verifies_and_is_completed() {
 }
 
 // ---------------------------------------------------------------- retention
+
+#[test]
+fn signed_retention_keeps_the_tree_verifiable_and_a_replaced_checkpoint_is_refused() {
+    let scratch = Scratch::new("retention-signed");
+    let mut settings = scratch.settings();
+    settings.retention_days = 30;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    settings.checkpoint_signing_key_file = Some(repo.join("certs-dev/audit-checkpoint.key.pem"));
+    settings.log_origin = Some("retention.test/log".into());
+    settings.checkpoint_every_records = 2;
+    let verifier = CheckpointVerifier::from_file(
+        &repo.join("certs-dev/audit-checkpoint.pub.pem"),
+        Some("retention.test/log"),
+    )
+    .unwrap();
+    let clock = FakeClock::new();
+    let rt = runtime();
+    let log = AuditLog::open_with_clock(&settings, clock.clock()).unwrap();
+    for i in 1..=3 {
+        append(&rt, &log, i);
+    }
+    clock.advance_days(1);
+    for i in 4..=6 {
+        append(&rt, &log, i);
+    }
+    drop(log);
+    let whole = verify_signed(&settings.dir, &verifier, None).unwrap();
+    assert_eq!((whole.tree_size, whole.checkpoint_size), (6, Some(6)));
+
+    // Forty days on, day 0 is retired: the tree continues from the signed cut.
+    clock.advance_days(39);
+    let log = AuditLog::open_with_clock(&settings, clock.clock()).unwrap();
+    let cut = read_checkpoint(&settings.dir).unwrap().unwrap();
+    assert_eq!((cut.seq, cut.edge.len()), (3, 2));
+    assert!(
+        cut.note
+            .as_deref()
+            .unwrap()
+            .starts_with("retention.test/log\n3\n")
+    );
+    append(&rt, &log, 7);
+    drop(log);
+    let report = verify_signed(&settings.dir, &verifier, None).unwrap();
+    assert_eq!((report.tree_size, report.chain.records), (7, 4));
+    assert_eq!(report.checkpoint_size, Some(7));
+
+    // The same checkpoint without its signature is refused, by verify and by the writer.
+    let mut unsigned = cut.clone();
+    unsigned.note = None;
+    std::fs::write(
+        settings.dir.join("checkpoint.json"),
+        serde_json::to_vec(&unsigned).unwrap(),
+    )
+    .unwrap();
+    match verify_signed(&settings.dir, &verifier, None) {
+        Err(VerifyError::Tree(TreeDefect::RetentionForged)) => {}
+        other => panic!("a retention checkpoint without signature was accepted: {other:?}"),
+    }
+    let err = AuditLog::open_with_clock(&settings, clock.clock()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the retention checkpoint is not signed"),
+        "{err}"
+    );
+}
 
 #[test]
 fn retention_removes_old_files_and_verify_continues_from_the_checkpoint() {

@@ -1,5 +1,6 @@
 //! The broker binary killed with SIGKILL under concurrent load loses no audit
-//! record of an answered request, and its log still verifies after restart.
+//! record of an answered request, its log still verifies after restart, and
+//! the restarted log continues the signed tree.
 
 use std::collections::HashSet;
 use std::net::TcpListener;
@@ -8,7 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use caf_broker::audit::{AuditLog, verify_dir};
+use caf_broker::audit::{
+    AuditEntry, AuditLog, CheckpointVerifier, Outcome, verify_dir, verify_signed,
+};
 use caf_broker::auth::{DevClaims, mint_dev_token};
 use caf_broker::config::Settings;
 
@@ -35,6 +38,8 @@ async fn a_killed_broker_has_recorded_every_request_it_answered() {
         ("CAF_BROKER__SERVER__CLIENT_AUTH", "off".into()),
         ("CAF_BROKER__AUDIT__DIR", audit_dir.display().to_string()),
         ("CAF_BROKER__UPSTREAM__RECORDS", "300".into()),
+        // Checkpoints signed all along the load, so that the kill lands between them.
+        ("CAF_BROKER__AUDIT__CHECKPOINT_EVERY_RECORDS", "50".into()),
         (
             "CAF_BROKER__QUOTAS__DEFAULT",
             "{ per_second = 100000, burst = 100000, per_day = 1000000 }".into(),
@@ -127,14 +132,38 @@ async fn a_killed_broker_has_recorded_every_request_it_answered() {
         answered.len()
     );
 
-    // A restart repairs a torn last line (never acknowledged); then the chain verifies.
-    drop(AuditLog::open(&settings.audit).unwrap());
+    // A restart repairs a torn last line (never acknowledged), rebuilds the
+    // tree and checks it against the last checkpoint signed before the kill,
+    // or refuses to open; only then is the tree verified with the public key.
+    let reopened = AuditLog::open(&settings.audit).unwrap();
+    let verifier = CheckpointVerifier::from_file(
+        &root.join("certs-dev/audit-checkpoint.pub.pem"),
+        settings.audit.log_origin.as_deref(),
+    )
+    .unwrap();
+    let before = verify_signed(&audit_dir, &verifier, None).unwrap();
+    assert!(
+        before.checkpoint_size.is_some_and(|size| size >= 50),
+        "checkpoints were signed under load: {before}"
+    );
+    let entry = AuditEntry::new(uuid::Uuid::new_v4(), Outcome::Released, 200);
+    let receipt = reopened.append(entry).await.unwrap();
+    assert_eq!(receipt.seq, before.tree_size + 1);
+    drop(reopened);
+    let after = verify_signed(&audit_dir, &verifier, None).unwrap();
+    assert_eq!(after.tree_size, before.tree_size + 1, "the tree continues");
+    assert_eq!(
+        after.checkpoint_size,
+        Some(after.tree_size),
+        "the restarted writer signs its shutdown checkpoint over the whole tree"
+    );
     let report = verify_dir(&audit_dir).unwrap();
     let recorded: HashSet<String> = records(&audit_dir)
         .into_iter()
         .map(|r| r.request_id)
         .collect();
     assert_eq!(report.records as usize, recorded.len());
+    assert_eq!(report.records, after.tree_size);
     let lost: Vec<_> = answered
         .iter()
         .filter(|id| !recorded.contains(*id))

@@ -118,6 +118,10 @@ fn production(dir: &Path, files: &Files) -> PathBuf {
             ("/run/secrets/caf-broker-redis", &path(&password)),
             ("/var/lib/caf-broker/audit", &path(&audit)),
             ("/etc/caf-broker/audit-hmac.key", &path(&files.audit_key)),
+            (
+                "/etc/caf-broker/audit-checkpoint.key.pem",
+                &path(&files.checkpoint_key),
+            ),
         ],
     )
 }
@@ -133,6 +137,7 @@ struct Files {
     client_cert: PathBuf,
     client_key: PathBuf,
     audit_key: PathBuf,
+    checkpoint_key: PathBuf,
 }
 
 /// Fresh files: nothing from `certs-dev/`, keys readable by their owner only,
@@ -155,6 +160,14 @@ fn fresh(dir: &Path, days: i64) -> Files {
         client_cert,
         client_key,
         audit_key: secret(dir, "audit-hmac.key", audit_key.as_bytes()),
+        checkpoint_key: secret(
+            dir,
+            "audit-checkpoint.key.pem",
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+                .unwrap()
+                .serialize_pem()
+                .as_bytes(),
+        ),
     }
 }
 
@@ -173,6 +186,7 @@ fn development() -> Files {
         client_cert: repo("certs-dev/client-broker.pem"),
         client_key: repo("certs-dev/client-broker.key.pem"),
         audit_key: repo("certs-dev/audit-hmac.key"),
+        checkpoint_key: repo("certs-dev/audit-checkpoint.key.pem"),
     }
 }
 
@@ -240,10 +254,12 @@ fn check_and_serve_refuse_the_development_files_in_production_naming_every_cause
         "certs-dev/jwks.json is a development file",
         "certs-dev/client-broker.pem is a development file",
         "certs-dev/audit-hmac.key is a development file",
+        "certs-dev/audit-checkpoint.key.pem is a development file",
         "server.tls_cert_file: the certificate's key is one shipped in certs-dev/",
         "upstream.client_cert_file: the certificate's key is one shipped in certs-dev/",
         "auth.jwks_file: holds a key shipped in certs-dev/jwks.json",
         "audit.hmac_key_file: the key shipped in certs-dev/",
+        "audit.checkpoint_signing_key_file: the key shipped in certs-dev/",
     ];
     let (ok, _, stderr) = check(&config, &dev_key);
     assert!(!ok);
@@ -278,6 +294,7 @@ fn copies_of_the_development_keys_outside_certs_dev_are_refused_by_fingerprint()
         server_key: copy("server.key.pem"),
         jwks: copy("jwks.json"),
         audit_key: copy("audit-hmac.key"),
+        checkpoint_key: copy("audit-checkpoint.key.pem"),
         ..fresh(&dir, 90)
     };
     let (ok, _, stderr) = check(&production(&dir, &files), &[]);
@@ -288,6 +305,7 @@ fn copies_of_the_development_keys_outside_certs_dev_are_refused_by_fingerprint()
             "server.tls_cert_file: the certificate's key is one shipped in certs-dev/",
             "auth.jwks_file: holds a key shipped in certs-dev/jwks.json",
             "audit.hmac_key_file: the key shipped in certs-dev/",
+            "audit.checkpoint_signing_key_file: the key shipped in certs-dev/",
         ],
     );
     assert!(!stderr.contains("is a development file"), "{stderr}");
@@ -298,7 +316,11 @@ fn copies_of_the_development_keys_outside_certs_dev_are_refused_by_fingerprint()
 fn a_secret_file_group_or_others_may_read_is_refused_with_its_mode() {
     let dir = tempdir("production-modes");
     let files = fresh(&dir, 90);
-    for (file, mode) in [(&files.server_key, 0o640), (&files.audit_key, 0o604)] {
+    for (file, mode) in [
+        (&files.server_key, 0o640),
+        (&files.audit_key, 0o604),
+        (&files.checkpoint_key, 0o660),
+    ] {
         std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).unwrap();
     }
     let (ok, _, stderr) = check(&production(&dir, &files), &[]);
@@ -310,6 +332,8 @@ fn a_secret_file_group_or_others_may_read_is_refused_with_its_mode() {
             "is readable by group or others (mode 640); chmod 600",
             "audit.hmac_key_file: ",
             "(mode 604)",
+            "audit.checkpoint_signing_key_file: ",
+            "(mode 660)",
         ],
     );
     assert!(!stderr.contains("upstream.client_key_file"), "{stderr}");

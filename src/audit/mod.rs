@@ -17,7 +17,8 @@
 //! `audit-YYYY-MM-DD.1.jsonl`, `.2`, ... when `max_file_bytes` is reached.
 //! Append-only; the chain (`seq` + 1, `prev` = previous `hash`) runs across
 //! files and restarts. `writer.lock` keeps a second process out of the
-//! directory; `checkpoint.json` is written by retention.
+//! directory; `checkpoint.json` is written by retention; `checkpoints.log`
+//! holds the signed checkpoints of the tree.
 //!
 //! # Durability
 //!
@@ -54,6 +55,16 @@
 //! the last removed record go to `checkpoint.json` first, and `verify`
 //! continues the chain from there.
 //!
+//! # Signed tree
+//!
+//! The records are the leaves of a Merkle tree ([`tree`]; leaf index `seq` -
+//! 1). With `audit.checkpoint_signing_key_file`, the writer signs C2SP
+//! checkpoints of it (`signing.rs`) into `checkpoints.log`, each after the
+//! records it covers are durable; on open it rebuilds the tree from the
+//! records and refuses to start ([`AuditSetupError::Tree`]) when the log is
+//! shorter than its last checkpoint or has another root. [`verify_signed`]
+//! checks the tree against every checkpoint with the public key only.
+//!
 //! # Invariants
 //!
 //! `seq` is continuous from 1 (or the checkpoint); each `prev` is the previous
@@ -67,6 +78,8 @@ mod record;
 mod retention;
 mod search;
 mod settings;
+mod signing;
+pub mod tree;
 mod verify;
 mod writer;
 
@@ -87,8 +100,13 @@ pub use record::{AuditEntry, AuditReceipt, Figures, Outcome, Pseudonym, Record, 
 pub use retention::{CHECKPOINT_FILE, Checkpoint, CheckpointError, read_checkpoint};
 pub use search::{SearchError, SearchResult, search};
 pub use settings::AuditSettings;
+pub use signing::{
+    CHECKPOINTS_FILE, CheckpointSigner, CheckpointVerifier, NoteDefect, SignedCheckpoint,
+    split_log as split_checkpoints,
+};
 pub use verify::{
-    BadRecord, ChainStart, Defect, VerifyError, VerifyReport, verify_dir, verify_files,
+    BadRecord, ChainStart, Defect, TreeDefect, TreeReport, VerifyError, VerifyReport, verify_dir,
+    verify_files, verify_signed,
 };
 
 use writer::{Pending, Shared, Writer};
@@ -174,6 +192,11 @@ pub enum AuditSetupError {
     Unreadable { path: PathBuf, reason: String },
     #[error("audit.dir: {reason}")]
     Checkpoint { reason: String },
+    #[error("audit.checkpoint_signing_key_file: {}: {problem}", .path.display())]
+    SigningKey { path: PathBuf, problem: String },
+    /// The records do not match the last signed checkpoint: the start is refused.
+    #[error("audit.dir: the audit log does not match its signed checkpoints: {reason}")]
+    Tree { reason: String },
     #[error("cannot start the audit writer thread")]
     Spawn(#[source] std::io::Error),
 }
@@ -212,8 +235,9 @@ impl AuditLog {
         sync_data: writer::SyncData,
     ) -> Result<AuditLog, AuditSetupError> {
         let key = AuditKey::from_file(&settings.hmac_key_file)?;
+        let signer = signer(settings)?;
         let shared = Arc::new(Shared::new());
-        let writer = Writer::open(settings, clock, sync_data, shared.clone())?;
+        let writer = Writer::open(settings, clock, sync_data, shared.clone(), signer)?;
         let (sender, receiver) = mpsc::sync_channel(settings.queue_capacity);
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -237,6 +261,9 @@ impl AuditLog {
     pub fn check(settings: &AuditSettings) -> Vec<AuditSetupError> {
         let mut problems = Vec::new();
         if let Err(e) = AuditKey::from_file(&settings.hmac_key_file) {
+            problems.push(e);
+        }
+        if let Err(e) = signer(settings) {
             problems.push(e);
         }
         let dir = &settings.dir;
@@ -321,6 +348,20 @@ impl AuditLog {
             syncs: self.shared.syncs.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The checkpoint signer the settings name, if any.
+fn signer(settings: &AuditSettings) -> Result<Option<CheckpointSigner>, AuditSetupError> {
+    let Some(path) = &settings.checkpoint_signing_key_file else {
+        return Ok(None);
+    };
+    let origin = settings.log_origin.as_deref().unwrap_or_default();
+    CheckpointSigner::from_file(path, origin)
+        .map(Some)
+        .map_err(|problem| AuditSetupError::SigningKey {
+            path: path.clone(),
+            problem,
+        })
 }
 
 impl Drop for AuditLog {

@@ -1,7 +1,8 @@
 //! Retention: files older than `retention_days` are removed, and the last removed record is kept as a checkpoint.
 //!
 //! The checkpoint (`checkpoint.json`) holds the `seq` and `hash` of the last
-//! record removed, so that `verify` checks the remaining chain from that point
+//! record removed, the Merkle tree's right edge after it and, with a signing
+//! key, the signed checkpoint of the tree at that size, so that `verify` checks the remaining chain from that point
 //! instead of from the first record ever. It is written (and made durable)
 //! before any file is removed: a crash in between leaves files that `verify`
 //! skips as already retired and that the next run removes.
@@ -16,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::chain;
 use super::files::{self, FileName};
+use super::signing::CheckpointSigner;
+use super::tree::{Edge, Hash, leaf_hash};
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
 
@@ -28,6 +31,30 @@ pub struct Checkpoint {
     pub time: String,
     /// The newest file removed.
     pub removed_through: String,
+    /// The tree's right edge after record `seq` (hex, largest subtree first):
+    /// what later roots are computed from once the records are gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edge: Vec<String>,
+    /// The signed checkpoint of the tree of `seq` records, when a signing key
+    /// is configured: what makes this file impossible to forge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Checkpoint {
+    /// The tree's edge at the cut; `None` when the file predates the tree
+    /// or its edge is malformed.
+    pub fn tree_edge(&self) -> Option<Edge> {
+        let hashes = self
+            .edge
+            .iter()
+            .map(|h| {
+                let bytes = hex::decode(h).ok()?;
+                Some(Hash(<[u8; 32]>::try_from(bytes).ok()?))
+            })
+            .collect::<Option<Vec<Hash>>>()?;
+        Edge::from_parts(self.seq, hashes).ok()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +93,12 @@ pub(super) struct Retired {
 ///
 /// Nothing is removed when the last record of the files to remove cannot be
 /// read: the checkpoint would be wrong, and the evidence is kept.
-pub(super) fn retire(dir: &Path, today: Date, retention_days: u32) -> io::Result<Retired> {
+pub(super) fn retire(
+    dir: &Path,
+    today: Date,
+    retention_days: u32,
+    signer: Option<&CheckpointSigner>,
+) -> io::Result<Retired> {
     let cutoff = today.saturating_sub(Span::new().days(i64::from(retention_days)));
     let mut all = files::list(dir)?;
     all.pop();
@@ -78,34 +110,45 @@ pub(super) fn retire(dir: &Path, today: Date, retention_days: u32) -> io::Result
         return Ok(Retired::default());
     };
 
+    let previous = read_checkpoint(dir).map_err(io::Error::other)?;
+    let mut edge = match &previous {
+        None => Some(Edge::empty()),
+        Some(p) => p.tree_edge(),
+    };
     let mut last = None;
-    for (name, path) in old.iter().rev() {
-        let tail = files::read_tail(path)?;
-        if tail.complete_len > 0 && tail.last_line.is_none() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}: the last line is too long to be a record; run `caf-broker audit verify`",
-                    name.file_name()
-                ),
-            ));
-        }
-        if let Some(line) = tail.last_line {
-            let record = chain::parse(&line).map_err(|reason| {
+    for (name, path) in &old {
+        let text = std::fs::read(path)?;
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let record = chain::parse(line).map_err(|reason| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
-                        "{}: the last record is unreadable ({reason}); run `caf-broker audit verify`",
+                        "{}: a record is unreadable ({reason}); run `caf-broker audit verify`",
                         name.file_name()
                     ),
                 )
             })?;
+            if let Some(edge) = edge.as_mut() {
+                if record.seq <= edge.size() {
+                    continue;
+                }
+                if record.seq != edge.size() + 1 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: seq {} where {} was expected; run `caf-broker audit verify`",
+                            name.file_name(),
+                            record.seq,
+                            edge.size() + 1
+                        ),
+                    ));
+                }
+                edge.push(leaf_hash(line));
+            }
             last = Some(record);
-            break;
         }
     }
 
-    let previous = read_checkpoint(dir).map_err(io::Error::other)?;
     let checkpoint = match (last, previous) {
         (Some(record), previous) if previous.as_ref().is_none_or(|p| p.seq < record.seq) => {
             Some(Checkpoint {
@@ -113,6 +156,19 @@ pub(super) fn retire(dir: &Path, today: Date, retention_days: u32) -> io::Result
                 hash: record.hash,
                 time: record.time,
                 removed_through: newest_old.file_name(),
+                edge: edge
+                    .as_ref()
+                    .map(|e| e.hashes().iter().map(|h| hex::encode(h.0)).collect())
+                    .unwrap_or_default(),
+                note: match (signer, &edge) {
+                    (Some(signer), Some(edge)) => Some(
+                        signer
+                            .sign(edge.size(), edge.root())
+                            .and_then(|n| String::from_utf8(n).map_err(|e| e.to_string()))
+                            .map_err(io::Error::other)?,
+                    ),
+                    _ => None,
+                },
             })
         }
         _ => None,

@@ -1,4 +1,4 @@
-//! The `[audit]` settings: where the log lives, the pseudonymization key, retention, file size and batching.
+//! The `[audit]` settings: where the log lives, the pseudonymization key, retention, file size, batching and signed checkpoints.
 
 use std::path::PathBuf;
 
@@ -37,6 +37,28 @@ pub struct AuditSettings {
     /// full is refused at once with `503 audit-unavailable`.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+    /// The Ed25519 private key (PKCS#8 PEM, owner-readable only) that signs
+    /// the tree's checkpoints; without it no checkpoint is signed (development only).
+    #[serde(default)]
+    pub checkpoint_signing_key_file: Option<PathBuf>,
+    /// The log's name in its checkpoints and the signing key's name, e.g.
+    /// `caf-broker.diplomatie.gouv.fr/prod-1`; required with a signing key.
+    #[serde(default)]
+    pub log_origin: Option<String>,
+    /// A checkpoint is signed once this many records were written since the last one...
+    #[serde(default = "default_checkpoint_every_records")]
+    pub checkpoint_every_records: u64,
+    /// ... or once this many seconds passed with records not yet covered (and at shutdown).
+    #[serde(default = "default_checkpoint_every_secs")]
+    pub checkpoint_every_secs: u64,
+}
+
+fn default_checkpoint_every_records() -> u64 {
+    1000
+}
+
+fn default_checkpoint_every_secs() -> u64 {
+    60
 }
 
 fn default_retention_days() -> u32 {
@@ -72,6 +94,10 @@ impl AuditSettings {
             max_batch_records: default_max_batch_records(),
             retry_interval_ms: default_retry_interval_ms(),
             queue_capacity: default_queue_capacity(),
+            checkpoint_signing_key_file: None,
+            log_origin: None,
+            checkpoint_every_records: default_checkpoint_every_records(),
+            checkpoint_every_secs: default_checkpoint_every_secs(),
         }
     }
 
@@ -120,6 +146,30 @@ impl AuditSettings {
                 self.queue_capacity
             ));
         }
+        match (&self.checkpoint_signing_key_file, &self.log_origin) {
+            (Some(_), None) => problems.push(
+                "audit.log_origin: required with audit.checkpoint_signing_key_file: the log's name in its checkpoints"
+                    .to_owned(),
+            ),
+            (_, Some(origin)) => {
+                if let Err(problem) = super::signing::check_origin(origin) {
+                    problems.push(format!("audit.log_origin: {problem}"));
+                }
+            }
+            (None, None) => {}
+        }
+        if !(1..=1_000_000).contains(&self.checkpoint_every_records) {
+            problems.push(format!(
+                "audit.checkpoint_every_records: {} is out of range; use 1 to 1000000",
+                self.checkpoint_every_records
+            ));
+        }
+        if !(1..=86_400).contains(&self.checkpoint_every_secs) {
+            problems.push(format!(
+                "audit.checkpoint_every_secs: {} is out of range; use 1 to 86400",
+                self.checkpoint_every_secs
+            ));
+        }
         problems
     }
 }
@@ -155,6 +205,9 @@ mod tests {
         settings.max_batch_records = 0;
         settings.retry_interval_ms = 0;
         settings.queue_capacity = 0;
+        settings.checkpoint_signing_key_file = Some("k.pem".into());
+        settings.checkpoint_every_records = 0;
+        settings.checkpoint_every_secs = 0;
         let problems = settings.validate();
         for key in [
             "audit.dir",
@@ -164,6 +217,9 @@ mod tests {
             "audit.max_batch_records",
             "audit.retry_interval_ms",
             "audit.queue_capacity",
+            "audit.log_origin",
+            "audit.checkpoint_every_records",
+            "audit.checkpoint_every_secs",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(key)),

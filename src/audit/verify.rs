@@ -16,9 +16,16 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
 use super::chain::{self, GENESIS, Integrity};
 use super::files::{self, FileName};
 use super::retention::{self, Checkpoint};
+use super::signing::{CHECKPOINTS_FILE, CheckpointVerifier, NoteDefect, split_log};
+use super::tree::{Edge, Hash, leaf_hash};
 
 /// A sound chain: how much was checked, and its end, to anchor elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +84,199 @@ pub enum VerifyError {
     NotAuditFile { path: PathBuf },
     #[error(transparent)]
     Checkpoint(#[from] retention::CheckpointError),
+    /// The records do not match the signed checkpoints (see [`verify_signed`]).
+    #[error("{0}")]
+    Tree(TreeDefect),
+}
+
+/// How the records and the signed checkpoints disagree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeDefect {
+    #[error("{source_name}: checkpoint {index}: {defect}")]
+    BadCheckpoint {
+        source_name: String,
+        index: usize,
+        defect: NoteDefect,
+    },
+    #[error(
+        "the retention checkpoint (checkpoint.json) is not signed by the given key for its tree edge: it was forged or altered, and the records it stands for cannot be vouched for"
+    )]
+    RetentionForged,
+    #[error(
+        "records were deleted and the chain recomputed: the tree differs from the signed checkpoint of size {size}, and the log holds {records} records where a signed checkpoint covers {latest}"
+    )]
+    Deleted {
+        size: u64,
+        records: u64,
+        latest: u64,
+    },
+    #[error(
+        "a record was edited or moved and the chain recomputed: the tree's root at size {size} differs from the signed checkpoint of that size"
+    )]
+    Rewritten { size: u64 },
+    #[error(
+        "the log was truncated: it ends after {records} records but a signed checkpoint covers {latest}; the newest records or files were removed"
+    )]
+    Truncated { records: u64, latest: u64 },
+}
+
+/// A log whose records match their signed checkpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TreeReport {
+    /// The hash chain's report.
+    pub chain: VerifyReport,
+    /// The tree's size (records ever written) and root.
+    pub tree_size: u64,
+    pub root: Hash,
+    /// The latest signed checkpoint checked: its size (`None` before the first).
+    pub checkpoint_size: Option<u64>,
+    pub checkpoints_checked: usize,
+}
+
+impl fmt::Display for TreeReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.chain)?;
+        write!(
+            f,
+            "tree size {}, root {} (hex {})",
+            self.tree_size,
+            STANDARD.encode(self.root.0),
+            hex::encode(self.root.0)
+        )?;
+        match self.checkpoint_size {
+            Some(size) => write!(
+                f,
+                "; {} signed checkpoints match, the latest at size {size}",
+                self.checkpoints_checked
+            ),
+            None => write!(f, "; no signed checkpoint yet"),
+        }
+    }
+}
+
+/// Verifies `dir` as [`verify_dir`] does, then the Merkle tree over its
+/// records against every signed checkpoint of `checkpoints.log`, the signed
+/// retention checkpoint and, if given, `checkpoint` (a note kept elsewhere,
+/// e.g. by a witness), all with `verifier` only. Each checkpoint must be of
+/// the verifier's origin and signed by its key; the tree at each checkpoint's
+/// size must have its root; the log must hold at least as many records as
+/// the largest.
+pub fn verify_signed(
+    dir: &Path,
+    verifier: &CheckpointVerifier,
+    checkpoint: Option<&[u8]>,
+) -> Result<TreeReport, VerifyError> {
+    let retained = retention::read_checkpoint(dir)?;
+    let start_edge = match &retained {
+        None => Edge::empty(),
+        Some(cut) => {
+            let edge = cut
+                .tree_edge()
+                .ok_or(VerifyError::Tree(TreeDefect::RetentionForged))?;
+            let signed = cut
+                .note
+                .as_deref()
+                .map(|note| verifier.verify(note.as_bytes()));
+            match signed {
+                Some(Ok(c)) if c.size == edge.size() && c.root == edge.root() => edge,
+                _ => return Err(VerifyError::Tree(TreeDefect::RetentionForged)),
+            }
+        }
+    };
+    let path = dir.join(CHECKPOINTS_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => return Err(VerifyError::Io { path, source }),
+    };
+    let (notes, _) = split_log(&bytes);
+    let mut signed = Vec::with_capacity(notes.len() + 1);
+    for (index, note) in notes.iter().enumerate() {
+        let checkpoint = verifier.verify(note).map_err(|defect| {
+            VerifyError::Tree(TreeDefect::BadCheckpoint {
+                source_name: CHECKPOINTS_FILE.to_owned(),
+                index: index + 1,
+                defect,
+            })
+        })?;
+        signed.push(checkpoint);
+    }
+    let given = match checkpoint {
+        Some(note) => Some(verifier.verify(note).map_err(|defect| {
+            VerifyError::Tree(TreeDefect::BadCheckpoint {
+                source_name: "the checkpoint given".to_owned(),
+                index: 1,
+                defect,
+            })
+        })?),
+        None => None,
+    };
+    signed.extend(given.clone());
+
+    let listed = files::list(dir).map_err(|source| VerifyError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let start = match &retained {
+        Some(Checkpoint { seq, hash, .. }) => ChainStart::Checkpoint {
+            seq: *seq,
+            hash: hash.clone(),
+        },
+        None => ChainStart::Genesis,
+    };
+    let paths: Vec<PathBuf> = listed.into_iter().map(|(_, path)| path).collect();
+    let mut walk = Walk::new(start);
+    let cut = start_edge.size();
+    walk.roots = signed
+        .iter()
+        .filter(|c| c.size >= cut)
+        .map(|c| (c.size, None))
+        .collect();
+    if let Some(slot) = walk.roots.get_mut(&cut) {
+        *slot = Some(start_edge.root());
+    }
+    walk.edge = Some(start_edge);
+    let (chain, edge, roots) = walk.run_tree(&paths)?;
+
+    let latest = given
+        .as_ref()
+        .map(|c| c.size)
+        .or_else(|| signed.iter().map(|c| c.size).max());
+    let records = edge.size();
+    let mut by_size: Vec<_> = signed.iter().filter(|c| c.size >= cut).collect();
+    by_size.sort_by_key(|c| c.size);
+    for checkpoint in by_size {
+        match roots.get(&checkpoint.size).copied().flatten() {
+            Some(root) if root == checkpoint.root => {}
+            Some(_) => {
+                let latest = latest.unwrap_or(checkpoint.size);
+                return Err(VerifyError::Tree(if records < latest {
+                    TreeDefect::Deleted {
+                        size: checkpoint.size,
+                        records,
+                        latest,
+                    }
+                } else {
+                    TreeDefect::Rewritten {
+                        size: checkpoint.size,
+                    }
+                }));
+            }
+            None => {
+                return Err(VerifyError::Tree(TreeDefect::Truncated {
+                    records,
+                    latest: latest.unwrap_or(checkpoint.size).max(checkpoint.size),
+                }));
+            }
+        }
+    }
+    Ok(TreeReport {
+        chain,
+        tree_size: records,
+        root: edge.root(),
+        checkpoint_size: latest,
+        checkpoints_checked: signed.len(),
+    })
 }
 
 /// The first record that breaks the chain, and how.
@@ -222,7 +422,14 @@ struct Walk {
     /// The last sound record's `seq` and `hash`.
     last: Option<(u64, String)>,
     warnings: Vec<String>,
+    /// The Merkle tree over the sound records, when the tree is checked.
+    edge: Option<Edge>,
+    /// The roots wanted, by tree size, filled in as the walk reaches them.
+    roots: Roots,
 }
+
+/// Tree roots wanted by size: `None` until the walk reaches that size.
+type Roots = BTreeMap<u64, Option<Hash>>;
 
 impl Walk {
     fn new(start: ChainStart) -> Walk {
@@ -241,10 +448,28 @@ impl Walk {
             records: 0,
             last: None,
             warnings: Vec::new(),
+            edge: None,
+            roots: BTreeMap::new(),
         }
     }
 
-    fn run(mut self, paths: &[PathBuf]) -> Result<VerifyReport, VerifyError> {
+    /// [`Walk::run`], also returning the tree and the roots wanted.
+    fn run_tree(mut self, paths: &[PathBuf]) -> Result<(VerifyReport, Edge, Roots), VerifyError> {
+        let edge = self.edge.take().unwrap_or_default();
+        let mut tree = (edge, std::mem::take(&mut self.roots));
+        let report = self.walk(paths, Some(&mut tree))?;
+        Ok((report, tree.0, tree.1))
+    }
+
+    fn run(self, paths: &[PathBuf]) -> Result<VerifyReport, VerifyError> {
+        self.walk(paths, None)
+    }
+
+    fn walk(
+        mut self,
+        paths: &[PathBuf],
+        mut tree: Option<&mut (Edge, Roots)>,
+    ) -> Result<VerifyReport, VerifyError> {
         for (index, path) in paths.iter().enumerate() {
             let mut reader = open(path)?;
             let mut line = Vec::new();
@@ -329,6 +554,13 @@ impl Walk {
                         "{} line {number}: the last record lacks its final newline (a torn write; the broker completes it when it next starts)",
                         path.display()
                     ));
+                }
+                if let Some((edge, roots)) = tree.as_deref_mut() {
+                    // The chain checks above make `seq` the next leaf's index + 1.
+                    edge.push(leaf_hash(&line));
+                    if let Some(slot) = roots.get_mut(&edge.size()) {
+                        *slot = Some(edge.root());
+                    }
                 }
                 self.records += 1;
                 self.expected = Some((record.seq.saturating_add(1), record.hash.clone()));

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -27,6 +27,8 @@ use super::chain::{self, GENESIS, Integrity};
 use super::files::{self, FileName};
 use super::record::{AuditReceipt, Record};
 use super::retention;
+use super::signing::{CHECKPOINTS_FILE, CheckpointSigner, SignedCheckpoint, split_log};
+use super::tree::{Edge, Hash, leaf_hash};
 use super::{AuditError, AuditSettings, AuditSetupError, WriteFailure};
 use crate::clock::Clock;
 
@@ -87,6 +89,17 @@ struct Position {
     len: u64,
 }
 
+/// Signing checkpoints: the key, when to sign, and `checkpoints.log`.
+struct Checkpoints {
+    signer: CheckpointSigner,
+    every_records: u64,
+    every: Duration,
+    /// The size of the last checkpoint signed and durable.
+    signed_size: u64,
+    signed_at: Instant,
+    path: PathBuf,
+}
+
 pub(super) struct Writer {
     dir: PathBuf,
     max_file_bytes: u64,
@@ -103,6 +116,10 @@ pub(super) struct Writer {
     /// Files created by a failed batch, removed before anything else is written.
     abandoned: Vec<PathBuf>,
     housekept_on: Date,
+    /// The Merkle tree's right edge over the acknowledged records; `None` only
+    /// for a log whose retention checkpoint predates the tree (and no signing key).
+    tree: Option<Edge>,
+    checkpoints: Option<Checkpoints>,
     shared: Arc<Shared>,
     /// Held for the writer's life; the OS releases it if the process dies.
     _lock: File,
@@ -116,6 +133,7 @@ impl Writer {
         clock: Arc<dyn Clock>,
         sync_data: SyncData,
         shared: Arc<Shared>,
+        signer: Option<CheckpointSigner>,
     ) -> Result<Writer, AuditSetupError> {
         let dir = settings.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|source| AuditSetupError::Dir {
@@ -124,7 +142,19 @@ impl Writer {
         })?;
         let lock = lock(&dir)?;
         let today = files::utc_day(clock.wall());
-        match retention::retire(&dir, today, settings.retention_days) {
+        let listed = files::list(&dir).map_err(setup_io(&dir, "cannot list the directory"))?;
+        if let Some((_, newest)) = listed.last() {
+            repair_torn_tail(newest)?;
+        }
+        let chain = restore_chain(&dir, &listed)?;
+        // The tree is rebuilt and checked against the last signed checkpoint
+        // before retention removes anything: evidence of tampering is kept.
+        let signed = match &signer {
+            Some(signer) => last_signed(&dir, signer)?,
+            None => None,
+        };
+        let tree = rebuild_tree(&dir, &listed, signed.as_ref(), signer.as_ref())?;
+        match retention::retire(&dir, today, settings.retention_days, signer.as_ref()) {
             Ok(retired) => log_retired(&retired),
             Err(error) => tracing::warn!(
                 %error,
@@ -132,10 +162,14 @@ impl Writer {
             ),
         }
         let listed = files::list(&dir).map_err(setup_io(&dir, "cannot list the directory"))?;
-        if let Some((_, newest)) = listed.last() {
-            repair_torn_tail(newest)?;
-        }
-        let chain = restore_chain(&dir, &listed)?;
+        let checkpoints = signer.map(|signer| Checkpoints {
+            signer,
+            every_records: settings.checkpoint_every_records.max(1),
+            every: Duration::from_secs(settings.checkpoint_every_secs.max(1)),
+            signed_size: signed.as_ref().map_or(0, |s| s.size),
+            signed_at: clock.monotonic(),
+            path: dir.join(CHECKPOINTS_FILE),
+        });
         let name = listed
             .last()
             .map_or(FileName::first_of(today), |(name, _)| *name);
@@ -154,6 +188,7 @@ impl Writer {
             dir = %dir.display(),
             file = %name.file_name(),
             next_seq = chain.next_seq,
+            tree_size = tree.as_ref().map(Edge::size),
             "audit log opened"
         );
         Ok(Writer {
@@ -170,6 +205,8 @@ impl Writer {
             failed: false,
             abandoned: Vec::new(),
             housekept_on: today,
+            tree,
+            checkpoints,
             shared,
             _lock: lock,
         })
@@ -181,7 +218,7 @@ impl Writer {
             let wait = if self.failed {
                 self.retry_interval
             } else {
-                HOUSEKEEPING_INTERVAL
+                self.checkpoint_due_in().unwrap_or(HOUSEKEEPING_INTERVAL)
             };
             let first = match pending.recv_timeout(wait) {
                 Ok(first) => first,
@@ -200,6 +237,10 @@ impl Writer {
             }
             self.housekeeping();
             self.commit(batch);
+        }
+        // At shutdown, the records not yet covered get their checkpoint.
+        if !self.failed {
+            self.checkpoint(true);
         }
         tracing::debug!("audit writer stopped");
     }
@@ -222,6 +263,7 @@ impl Writer {
                     // A waiter that went away still has its record on disk.
                     let _ = reply.send(Ok(receipt));
                 }
+                self.checkpoint(false);
             }
             Err(failure) => {
                 self.failed = true;
@@ -253,6 +295,7 @@ impl Writer {
         let mut len = self.tail.len;
         let mut unsynced = false;
         let mut chain = self.chain.clone();
+        let mut tree = self.tree.clone();
         let mut buf = Vec::with_capacity(records.len() * 768);
         let mut receipts = Vec::with_capacity(records.len());
         for mut record in records {
@@ -281,6 +324,10 @@ impl Writer {
                     .map_err(|e| WriteFailure::at("cannot read the length of", &path, e))?
                     .len();
             }
+            if let Some(tree) = tree.as_mut() {
+                // The leaf is the stored line without its newline; leaf index = seq - 1.
+                tree.push(leaf_hash(line.strip_suffix(b"\n").unwrap_or(&line)));
+            }
             len = len.saturating_add(line.len() as u64);
             buf.extend_from_slice(&line);
             unsynced = true;
@@ -300,6 +347,7 @@ impl Writer {
             sync(self.sync_data, &file, &path, &self.shared)?;
         }
         self.chain = chain;
+        self.tree = tree;
         self.tail = Position { name, len };
         self.file = Some(file);
         self.abandoned.clear();
@@ -398,7 +446,66 @@ impl Writer {
                 }
             }
         }
+        if !self.failed {
+            self.checkpoint(false);
+        }
         self.housekeeping();
+    }
+
+    /// How long until records written but not covered must be checkpointed;
+    /// `None` when there is nothing to sign.
+    fn checkpoint_due_in(&self) -> Option<Duration> {
+        let checkpoints = self.checkpoints.as_ref()?;
+        let size = self.tree.as_ref()?.size();
+        (size > checkpoints.signed_size).then(|| {
+            let elapsed = self
+                .clock
+                .monotonic()
+                .saturating_duration_since(checkpoints.signed_at);
+            checkpoints
+                .every
+                .saturating_sub(elapsed)
+                .min(HOUSEKEEPING_INTERVAL)
+        })
+    }
+
+    /// Signs a checkpoint of the acknowledged (hence durable) records when
+    /// enough records or time went by, or whenever `force`d with records not
+    /// yet covered; appends it to `checkpoints.log` and fsyncs it. A failure
+    /// is logged and retried with the next batch: the records are durable and
+    /// acknowledged already.
+    fn checkpoint(&mut self, force: bool) {
+        let (Some(checkpoints), Some(tree)) = (self.checkpoints.as_mut(), self.tree.as_ref())
+        else {
+            return;
+        };
+        let size = tree.size();
+        if size <= checkpoints.signed_size {
+            return;
+        }
+        let now = self.clock.monotonic();
+        let due = force
+            || size - checkpoints.signed_size >= checkpoints.every_records
+            || now.saturating_duration_since(checkpoints.signed_at) >= checkpoints.every;
+        if !due {
+            return;
+        }
+        match append_checkpoint(&checkpoints.signer, &checkpoints.path, size, tree.root()) {
+            Ok(()) => {
+                checkpoints.signed_size = size;
+                checkpoints.signed_at = now;
+                tracing::debug!(tree_size = size, "audit checkpoint signed");
+            }
+            Err(error) => {
+                // Tried again after `every` seconds or with the next batch, not in a loop.
+                checkpoints.signed_at = now;
+                tracing::error!(
+                    %error,
+                    tree_size = size,
+                    "audit checkpoint not written; retried with the next batch"
+                );
+            }
+        }
     }
 
     /// Once per UTC day (and never while failed): retention.
@@ -408,7 +515,8 @@ impl Writer {
             return;
         }
         self.housekept_on = today;
-        match retention::retire(&self.dir, today, self.retention_days) {
+        let signer = self.checkpoints.as_ref().map(|c| &c.signer);
+        match retention::retire(&self.dir, today, self.retention_days, signer) {
             Ok(retired) => log_retired(&retired),
             Err(error) => tracing::warn!(
                 %error,
@@ -512,6 +620,184 @@ fn repair_torn_tail(path: &Path) -> Result<(), AuditSetupError> {
     }
     file.sync_data()
         .map_err(setup_io(path, "cannot fsync the repaired file"))
+}
+
+/// Appends one signed checkpoint to `checkpoints.log` and fsyncs it; a
+/// failed append is cut back, so that the file holds whole notes only.
+fn append_checkpoint(
+    signer: &CheckpointSigner,
+    path: &Path,
+    size: u64,
+    root: Hash,
+) -> Result<(), String> {
+    let mut note = signer.sign(size, root)?;
+    note.push(b'\n');
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .len();
+    let written = file.write_all(&note).and_then(|()| file.sync_data());
+    if let Err(e) = written {
+        let _ = file.set_len(len);
+        return Err(format!("cannot append to {}: {e}", path.display()));
+    }
+    if len == 0
+        && let Some(dir) = path.parent()
+    {
+        files::sync_dir(dir).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The last checkpoint of `checkpoints.log`, checked with the writer's own
+/// key; a torn final note (a crash during its append) is cut away. A note
+/// that does not verify refuses the start: the file was written by another
+/// key or another log, or edited.
+fn last_signed(
+    dir: &Path,
+    signer: &CheckpointSigner,
+) -> Result<Option<SignedCheckpoint>, AuditSetupError> {
+    let path = dir.join(CHECKPOINTS_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(AuditSetupError::Io {
+                path,
+                context: "cannot read the signed checkpoints",
+                source,
+            });
+        }
+    };
+    let (notes, complete) = split_log(&bytes);
+    if complete < bytes.len() {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(setup_io(&path, "cannot open the signed checkpoints"))?;
+        file.set_len(complete as u64)
+            .and_then(|()| file.sync_data())
+            .map_err(setup_io(&path, "cannot remove a torn final checkpoint"))?;
+        tracing::warn!(file = %path.display(), "removed a torn final audit checkpoint");
+    }
+    let Some(last) = notes.last() else {
+        return Ok(None);
+    };
+    signer
+        .verifier()
+        .verify(last)
+        .map(Some)
+        .map_err(|defect| AuditSetupError::Tree {
+            reason: format!(
+                "{}: the last checkpoint is {defect}; run `caf-broker audit verify --public-key`",
+                path.display()
+            ),
+        })
+}
+
+/// Rebuilds the tree's right edge from the records (from the retention
+/// checkpoint's edge, if any) and checks it against the last signed
+/// checkpoint: fewer records than it covers, or another root at its size,
+/// refuses the start (fail closed).
+fn rebuild_tree(
+    dir: &Path,
+    listed: &[(FileName, PathBuf)],
+    signed: Option<&SignedCheckpoint>,
+    signer: Option<&CheckpointSigner>,
+) -> Result<Option<Edge>, AuditSetupError> {
+    let refuse = |reason: String| AuditSetupError::Tree { reason };
+    let retained = retention::read_checkpoint(dir).map_err(|e| AuditSetupError::Checkpoint {
+        reason: e.to_string(),
+    })?;
+    let mut edge = match &retained {
+        None => Edge::empty(),
+        Some(cut) => match cut.tree_edge() {
+            Some(edge) => edge,
+            None if signer.is_none() => return Ok(None),
+            None => {
+                return Err(refuse(format!(
+                    "{}: the retention checkpoint holds no tree edge (written before checkpoints were signed); the tree cannot be rebuilt",
+                    dir.join(retention::CHECKPOINT_FILE).display()
+                )));
+            }
+        },
+    };
+    if let (Some(signer), Some(cut)) = (signer, &retained) {
+        let cut_signed = cut
+            .note
+            .as_deref()
+            .map(|note| signer.verifier().verify(note.as_bytes()));
+        match cut_signed {
+            Some(Ok(c)) if c.size == edge.size() && c.root == edge.root() => {}
+            _ => {
+                return Err(refuse(format!(
+                    "{}: the retention checkpoint is not signed by this log's key for its tree edge: forged or altered",
+                    dir.join(retention::CHECKPOINT_FILE).display()
+                )));
+            }
+        }
+    }
+    let mut root_at_signed = None;
+    let wanted = signed.map(|s| s.size);
+    if wanted == Some(edge.size()) {
+        root_at_signed = Some(edge.root());
+    }
+    for (name, path) in listed {
+        let text = std::fs::read(path).map_err(setup_io(path, "cannot read the audit file"))?;
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let seq = chain::parse(line).map(|record| record.seq);
+            if let Ok(seq) = seq
+                && seq <= edge.size()
+            {
+                // Retired by a retention run that stopped before removing it.
+                continue;
+            }
+            if seq != Ok(edge.size() + 1) {
+                let reason = format!(
+                    "{}: {} where seq {} was expected: records were removed, moved or damaged; run `caf-broker audit verify`",
+                    name.file_name(),
+                    seq.map_or_else(
+                        |_| "an unreadable record".to_owned(),
+                        |s| format!("seq {s}")
+                    ),
+                    edge.size() + 1
+                );
+                if signer.is_some() {
+                    return Err(refuse(reason));
+                }
+                // Without a signing key, the chain alone guards the log, as it did before the tree.
+                tracing::warn!(%reason, "the audit tree cannot be rebuilt; no tree is kept");
+                return Ok(None);
+            }
+            edge.push(leaf_hash(line));
+            if wanted == Some(edge.size()) {
+                root_at_signed = Some(edge.root());
+            }
+        }
+    }
+    if let Some(signed) = signed {
+        if signed.size > edge.size() {
+            return Err(refuse(format!(
+                "the log holds {} records but its last signed checkpoint covers {}: records were removed (truncation); run `caf-broker audit verify --public-key`",
+                edge.size(),
+                signed.size
+            )));
+        }
+        if let Some(root) = root_at_signed
+            && root != signed.root
+        {
+            return Err(refuse(format!(
+                "the records do not match the last signed checkpoint (size {}): a record was edited, removed or reordered; run `caf-broker audit verify --public-key`",
+                signed.size
+            )));
+        }
+    }
+    Ok(Some(edge))
 }
 
 /// What [`Writer::open`] reads of an existing directory, read without
