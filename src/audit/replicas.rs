@@ -132,11 +132,8 @@ pub(super) fn writer_settings(settings: &AuditSettings) -> Result<AuditSettings,
 
 /// [`AuditSetupError::SingleLog`] when audit files lie directly in `audit.dir`.
 fn refuse_single_log(settings: &AuditSettings) -> Result<(), AuditSetupError> {
-    let found = match holds_log(&settings.dir) {
-        Ok(found) => found,
-        // A missing or unreadable directory is reported where it is used.
-        Err(_) => false,
-    };
+    // A missing or unreadable directory is reported where it is used.
+    let found = holds_log(&settings.dir).unwrap_or_default();
     match (&settings.replica_id, found) {
         (Some(replica), true) => Err(AuditSetupError::SingleLog {
             path: settings.dir.clone(),

@@ -155,7 +155,7 @@ impl AccessReport {
             "table{border-collapse:collapse;width:100%;font-size:.95rem}\n",
             "th,td{border:1px solid #c8c8c8;padding:.35rem .5rem;text-align:left;vertical-align:top}\n",
             "th{background:#eef1f6}tbody tr:nth-child(even){background:#f8f9fb}\n",
-            ".released{color:#0b5e1b}.refused{color:#9b1c1c}.muted{color:#555}\n",
+            ".released{color:#0b5e1b}.refused{color:#9b1c1c}.muted{color:#555}.nowrap{white-space:nowrap}\n",
             "svg{max-width:100%;height:auto}\n",
             "</style>\n</head>\n<body>\n<h1>Accesses to your CAF dossier</h1>\n"
         ));
@@ -181,7 +181,7 @@ impl AccessReport {
             };
             let _ = write!(
                 page,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{} ({})</td><td>{released}</td>",
+                "<tr><td class=\"nowrap\">{}</td><td class=\"nowrap\">{}</td><td>{}</td><td class=\"{class}\">{} ({})</td><td>{released}</td>",
                 escape(&display_time(&access.time)),
                 escape(access.post.as_deref().unwrap_or("unknown")),
                 escape(access.purpose.as_deref().unwrap_or("none declared")),
