@@ -519,8 +519,11 @@ fn screenshot(dir: &Path, html: &str) {
     let page = dir.join("report.html");
     let png = dir.join("report.png");
     std::fs::write(&page, html).unwrap();
-    let out = Command::new(chromium)
+    // Bounded: a browser that hangs fails the test instead of holding it.
+    let out = Command::new("timeout")
         .args([
+            "120",
+            chromium,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
