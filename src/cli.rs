@@ -392,7 +392,10 @@ fn audit_verify(config: &Path, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
             code = ExitCode::FAILURE;
         }
         if log.path.join(crate::audit::CHECKPOINTS_FILE).exists() {
-            let prefix = named.as_deref().map(|n| format!("{n}: ")).unwrap_or_default();
+            let prefix = named
+                .as_deref()
+                .map(|n| format!("{n}: "))
+                .unwrap_or_default();
             eprintln!(
                 "warning: {prefix}only the hash chain was checked; give the checkpoint key's public half (--public-key) to check the signed tree, which also shows a recomputed chain or a cut log"
             );
@@ -465,9 +468,7 @@ fn audit_verify_signed(
     };
     let logs = logs_of(&dirs)?;
     if given.is_some() && logs.len() > 1 {
-        anyhow::bail!(
-            "--checkpoint is one log's checkpoint: name that replica's directory alone"
-        );
+        anyhow::bail!("--checkpoint is one log's checkpoint: name that replica's directory alone");
     }
     let mut code = ExitCode::SUCCESS;
     for log in &logs {
