@@ -78,7 +78,7 @@ pub enum Command {
         #[arg(long)]
         client_ca: Option<PathBuf>,
     },
-    /// Verify the audit log's hash chain, or list the accesses to one dossier.
+    /// Verify the audit logs' hash chains, list the accesses to one dossier, or report them to its data subject.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -87,11 +87,12 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Verify the hash chain and, with --public-key, the Merkle tree against the
-    /// signed checkpoints: print the records checked, the tree size and root, or
-    /// name what is wrong and exit 1.
+    /// Verify every log: its hash chain and, with --public-key, its Merkle tree
+    /// against the signed checkpoints: print the records checked, the tree size
+    /// and root, or name what is wrong and exit 1.
     Verify {
-        /// An audit directory, or audit files verified as a slice of the chain
+        /// Audit directories, each holding a log or one log per replica
+        /// subdirectory; or audit files verified as a slice of one chain
         /// (default: audit.dir of the configuration).
         paths: Vec<PathBuf>,
         /// The checkpoint signing key's public half (PEM, or a C2SP verifier
@@ -106,14 +107,45 @@ pub enum AuditCommand {
         #[arg(long, requires = "public_key")]
         origin: Option<String>,
     },
-    /// Print every recorded access to one dossier, as JSON lines.
+    /// Print every recorded access to one dossier, as JSON lines, under every key and in every log.
     Search {
-        #[arg(long, conflicts_with = "nir", required_unless_present = "nir")]
-        numero: Option<String>,
-        /// The NIR, or `-` to read it from standard input (out of the process list and shell history).
-        #[arg(long)]
-        nir: Option<String>,
+        #[command(flatten)]
+        dossier: DossierArgs,
+        /// An audit directory to search (a log, or one per replica
+        /// subdirectory); repeat for several (default: audit.dir).
+        #[arg(long = "dir", value_name = "DIR")]
+        dirs: Vec<PathBuf>,
     },
+    /// A data subject's access report (GDPR art. 15): every access to one dossier, on standard output.
+    Report {
+        #[command(flatten)]
+        dossier: DossierArgs,
+        #[arg(long, value_enum)]
+        format: ReportFormat,
+        /// Name the agent (`sub`) of each access.
+        #[arg(long)]
+        include_agents: bool,
+        /// An audit directory to read (a log, or one per replica
+        /// subdirectory); repeat for several (default: audit.dir).
+        #[arg(long = "dir", value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+    },
+}
+
+/// The dossier a search or report is about.
+#[derive(Debug, clap::Args)]
+pub struct DossierArgs {
+    #[arg(long, conflicts_with = "nir", required_unless_present = "nir")]
+    numero: Option<String>,
+    /// The NIR, or `-` to read it from standard input (out of the process list and shell history).
+    #[arg(long)]
+    nir: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Html,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -323,51 +355,84 @@ fn audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
             origin,
         } => audit_verify_signed(config, &paths, &public_key, checkpoint, origin),
         AuditCommand::Verify { paths, .. } => audit_verify(config, &paths),
-        AuditCommand::Search { numero, nir } => audit_search(config, numero, nir),
+        AuditCommand::Search { dossier, dirs } => audit_search(config, dossier, &dirs),
+        AuditCommand::Report {
+            dossier,
+            format,
+            include_agents,
+            dirs,
+        } => audit_report(config, dossier, format, include_agents, &dirs),
     }
 }
 
-/// Exits 0 on a sound chain, 1 naming the first bad record.
+/// Exits 0 when every log's chain is sound, 1 naming each log's first bad
+/// record. Files or directories others may read are warned about.
 fn audit_verify(config: &Path, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    use crate::audit::{VerifyError, verify_dir, verify_files};
-    let dir = match paths {
-        [] => Some(Settings::load(config)?.audit.dir),
-        [dir] if dir.is_dir() => Some(dir.clone()),
-        _ => None,
+    use crate::audit::{VerifyError, loose_modes, verify_dir, verify_files};
+    let paths = match paths {
+        [] => vec![Settings::load(config)?.audit.dir],
+        paths => paths.to_vec(),
     };
-    let result = match &dir {
-        Some(dir) => verify_dir(dir),
-        None => verify_files(paths),
-    };
-    if let Some(dir) = &dir
-        && dir.join(crate::audit::CHECKPOINTS_FILE).exists()
-    {
-        eprintln!(
-            "warning: only the hash chain was checked; give the checkpoint key's public half (--public-key) to check the signed tree, which also shows a recomputed chain or a cut log"
-        );
+    let dirs = paths.iter().filter(|p| p.is_dir()).count();
+    if dirs == 0 {
+        return print_verified(None, verify_files(&paths));
     }
+    if dirs < paths.len() {
+        anyhow::bail!("give either audit directories or audit files, not both");
+    }
+    let logs = logs_of(&paths)?;
+    let mut code = ExitCode::SUCCESS;
+    for log in &logs {
+        let named = (logs.len() > 1).then(|| log.label());
+        for warning in loose_modes(&log.path).unwrap_or_default() {
+            eprintln!("warning: {warning}");
+        }
+        let result: Result<_, VerifyError> = verify_dir(&log.path);
+        if print_verified(named.as_deref(), result)? != ExitCode::SUCCESS {
+            code = ExitCode::FAILURE;
+        }
+        if log.path.join(crate::audit::CHECKPOINTS_FILE).exists() {
+            let prefix = named
+                .as_deref()
+                .map(|n| format!("{n}: "))
+                .unwrap_or_default();
+            eprintln!(
+                "warning: {prefix}only the hash chain was checked; give the checkpoint key's public half (--public-key) to check the signed tree, which also shows a recomputed chain or a cut log"
+            );
+        }
+    }
+    Ok(code)
+}
+
+/// Prints one log's verdict, prefixed with its name when several are verified.
+fn print_verified(
+    name: Option<&str>,
+    result: Result<crate::audit::VerifyReport, crate::audit::VerifyError>,
+) -> anyhow::Result<ExitCode> {
+    use crate::audit::VerifyError;
+    let prefix = name.map(|n| format!("{n}: ")).unwrap_or_default();
     match result {
         Ok(report) => {
             for warning in &report.warnings {
-                eprintln!("warning: {warning}");
+                eprintln!("warning: {prefix}{warning}");
             }
-            println!("{report}");
+            println!("{prefix}{report}");
             Ok(ExitCode::SUCCESS)
         }
         Err(VerifyError::Bad(bad)) => {
             println!(
-                "{} records checked before the first bad record",
+                "{prefix}{} records checked before the first bad record",
                 bad.checked
             );
-            eprintln!("error: first bad record: {bad}");
+            eprintln!("error: {prefix}first bad record: {bad}");
             Ok(ExitCode::FAILURE)
         }
         Err(e) => Err(e.into()),
     }
 }
 
-/// Exits 0 when the chain is sound and the tree matches every signed
-/// checkpoint; 1 naming the first bad record or the forgery.
+/// Exits 0 when every log's chain is sound and its tree matches every signed
+/// checkpoint; 1 naming, for each log, the first bad record or the forgery.
 fn audit_verify_signed(
     config: &Path,
     paths: &[PathBuf],
@@ -376,19 +441,22 @@ fn audit_verify_signed(
     origin: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     use crate::audit::{CheckpointVerifier, VerifyError, verify_signed};
-    let (dir, origin) = match (paths, origin) {
-        ([dir], Some(origin)) if dir.is_dir() => (dir.clone(), Some(origin)),
-        ([] | [_], origin) => {
+    let (dirs, origin) = match (paths, origin) {
+        ([_, ..], Some(origin)) => (paths.to_vec(), Some(origin)),
+        (_, origin) => {
             let settings = Settings::load(config)?;
-            let dir = paths.first().cloned().unwrap_or(settings.audit.dir);
-            (dir, origin.or(settings.audit.log_origin))
+            let dirs = match paths {
+                [] => vec![settings.audit.dir],
+                paths => paths.to_vec(),
+            };
+            (dirs, origin.or(settings.audit.log_origin))
         }
-        _ => anyhow::bail!(
-            "--public-key verifies a whole audit directory (its tree and checkpoints), not a list of files"
-        ),
     };
-    if !dir.is_dir() {
-        anyhow::bail!("{}: not an audit directory", dir.display());
+    if let Some(file) = dirs.iter().find(|d| !d.is_dir()) {
+        anyhow::bail!(
+            "{}: --public-key verifies whole audit directories (their trees and checkpoints), not files",
+            file.display()
+        );
     }
     let verifier = CheckpointVerifier::from_file(public_key, origin.as_deref())
         .map_err(|problem| anyhow::anyhow!("{}: {problem}", public_key.display()))?;
@@ -398,42 +466,78 @@ fn audit_verify_signed(
         }
         None => None,
     };
-    match verify_signed(&dir, &verifier, given.as_deref()) {
-        Ok(report) => {
-            for warning in &report.chain.warnings {
-                eprintln!("warning: {warning}");
-            }
-            println!("{report}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(VerifyError::Bad(bad)) => {
-            println!(
-                "{} records checked before the first bad record",
-                bad.checked
-            );
-            eprintln!("error: first bad record: {bad}");
-            Ok(ExitCode::FAILURE)
-        }
-        Err(VerifyError::Tree(defect)) => {
-            eprintln!("error: {defect}");
-            Ok(ExitCode::FAILURE)
-        }
-        Err(e) => Err(e.into()),
+    let logs = logs_of(&dirs)?;
+    if given.is_some() && logs.len() > 1 {
+        anyhow::bail!("--checkpoint is one log's checkpoint: name that replica's directory alone");
     }
+    let mut code = ExitCode::SUCCESS;
+    for log in &logs {
+        let prefix = if logs.len() > 1 {
+            format!("{}: ", log.label())
+        } else {
+            String::new()
+        };
+        for warning in crate::audit::loose_modes(&log.path).unwrap_or_default() {
+            eprintln!("warning: {warning}");
+        }
+        match verify_signed(&log.path, &verifier, given.as_deref()) {
+            Ok(report) => {
+                for warning in &report.chain.warnings {
+                    eprintln!("warning: {prefix}{warning}");
+                }
+                println!("{prefix}{report}");
+            }
+            Err(VerifyError::Bad(bad)) => {
+                println!(
+                    "{prefix}{} records checked before the first bad record",
+                    bad.checked
+                );
+                eprintln!("error: {prefix}first bad record: {bad}");
+                code = ExitCode::FAILURE;
+            }
+            Err(VerifyError::Tree(defect)) => {
+                eprintln!("error: {prefix}{defect}");
+                code = ExitCode::FAILURE;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(code)
 }
 
-/// Prints the matching records on stdout, one JSON object per line; the count on stderr.
-fn audit_search(
-    config: &Path,
-    numero: Option<String>,
-    nir: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    use crate::domain::{Lookup, Nir, NumeroAllocataire};
-    use std::io::Write as _;
-    let lookup = match (numero, nir) {
-        (Some(numero), None) => {
-            Lookup::Numero(NumeroAllocataire::parse(&numero).context("--numero")?)
+/// The logs under each directory (a directory without any is an empty log
+/// of its own); warns when a directory of replicas lets others in.
+fn logs_of(dirs: &[PathBuf]) -> anyhow::Result<Vec<crate::audit::LogDir>> {
+    use crate::audit::{LogDir, logs_under, loose_modes};
+    let mut logs = Vec::new();
+    for dir in dirs {
+        let found = logs_under(dir).with_context(|| format!("{}: cannot read", dir.display()))?;
+        match found.first() {
+            // An empty directory is an empty log: 0 records, as before replicas.
+            None => logs.push(LogDir {
+                replica: None,
+                path: dir.clone(),
+            }),
+            // The directory of the replicas: its own mode matters too.
+            Some(log) if log.replica.is_some() => {
+                for warning in loose_modes(dir).unwrap_or_default() {
+                    eprintln!("warning: {warning}");
+                }
+            }
+            Some(_) => {}
         }
+        logs.extend(found);
+    }
+    Ok(logs)
+}
+
+/// The lookup named on the command line; a NIR given as `-` is read from standard input.
+fn read_lookup(dossier: DossierArgs) -> anyhow::Result<crate::domain::Lookup> {
+    use crate::domain::{Lookup, Nir, NumeroAllocataire};
+    match (dossier.numero, dossier.nir) {
+        (Some(numero), None) => Ok(Lookup::Numero(
+            NumeroAllocataire::parse(&numero).context("--numero")?,
+        )),
         (None, Some(nir)) => {
             let mut nir = nir;
             if nir == "-" {
@@ -442,13 +546,48 @@ fn audit_search(
                     .read_line(&mut nir)
                     .context("reading the NIR from standard input")?;
             }
-            Lookup::Nir(Nir::parse(nir.trim()).context("--nir")?)
+            Ok(Lookup::Nir(Nir::parse(nir.trim()).context("--nir")?))
         }
         _ => anyhow::bail!("give exactly one of --numero or --nir"),
-    };
+    }
+}
+
+/// Every record of the dossier in the logs under `dirs` (default: audit.dir),
+/// under every key of the configuration.
+fn find_accesses(
+    config: &Path,
+    dossier: DossierArgs,
+    dirs: &[PathBuf],
+) -> anyhow::Result<(
+    Vec<crate::audit::LogDir>,
+    Vec<crate::audit::Found>,
+    crate::audit::SearchResult,
+)> {
+    let lookup = read_lookup(dossier)?;
     let settings = Settings::load(config)?;
-    let key = crate::audit::AuditKey::from_file(&settings.audit.hmac_key_file)?;
-    let found = crate::audit::search(&settings.audit.dir, &key, &lookup)?;
+    let keys = crate::audit::AuditKey::all_from_settings(&settings.audit).map_err(|problems| {
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!(problems.join("; "))
+    })?;
+    let dirs = match dirs {
+        [] => vec![settings.audit.dir.clone()],
+        dirs => dirs.to_vec(),
+    };
+    let mut logs = Vec::new();
+    for dir in &dirs {
+        logs.extend(
+            crate::audit::logs_under(dir)
+                .with_context(|| format!("{}: cannot read", dir.display()))?,
+        );
+    }
+    let (found, result) = crate::audit::search_logs(&logs, &keys, &lookup)?;
+    Ok((logs, found, result))
+}
+
+/// Prints the matching records on stdout, one JSON object per line; the count on stderr.
+fn audit_search(config: &Path, dossier: DossierArgs, dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let (logs, _, found) = find_accesses(config, dossier, dirs)?;
     let mut out = std::io::stdout().lock();
     for record in &found.records {
         serde_json::to_writer(&mut out, record)?;
@@ -456,15 +595,50 @@ fn audit_search(
     }
     out.flush()?;
     eprintln!(
-        "{} record(s) found in {} file(s)",
+        "{} record(s) found in {} file(s) of {} log(s)",
         found.records.len(),
-        found.files
+        found.files,
+        logs.len()
     );
+    warn_unreadable(&found);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the access report on stdout; the count on stderr.
+fn audit_report(
+    config: &Path,
+    dossier: DossierArgs,
+    format: ReportFormat,
+    include_agents: bool,
+    dirs: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let (logs, found, result) = find_accesses(config, dossier, dirs)?;
+    let now = crate::clock::Clock::wall(&SystemClock)
+        .round(jiff::Unit::Second)?
+        .to_string();
+    let report = crate::audit::AccessReport::build(&found, &logs, include_agents, now);
+    let text = match format {
+        ReportFormat::Html => report.to_html(),
+        ReportFormat::Json => report.to_json() + "\n",
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    eprintln!(
+        "{} access(es) reported from {} log(s)",
+        found.len(),
+        logs.len()
+    );
+    warn_unreadable(&result);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn warn_unreadable(found: &crate::audit::SearchResult) {
     if found.unreadable_lines > 0 {
         eprintln!(
             "warning: {} damaged line(s) mention this dossier; run `caf-broker audit verify`",
             found.unreadable_lines
         );
     }
-    Ok(ExitCode::SUCCESS)
 }

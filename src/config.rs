@@ -225,6 +225,8 @@ impl Settings {
             let environment = environment?;
             let mut telemetry = telemetry?;
             telemetry.environment = environment.clone();
+            let mut audit = audit?;
+            audit.replica_id.get_or_insert_with(host_replica_id);
             Some(Settings {
                 environment,
                 warnings,
@@ -234,7 +236,7 @@ impl Settings {
                 upstream: upstream?,
                 quotas: quotas?,
                 cache: cache?,
-                audit: audit?,
+                audit,
                 telemetry,
                 alerts: alerts?,
             })
@@ -591,6 +593,16 @@ section!(CacheSettings, "cache", optional = true);
 section!(AuditSettings, "audit");
 section!(TelemetrySettings, "telemetry", optional = true);
 section!(AlertSettings, "alerts", optional = true);
+
+/// `audit.replica_id` when unset: this host's name, made a safe directory name.
+fn host_replica_id() -> String {
+    let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|file| std::fs::read_to_string(file).ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    AuditSettings::replica_id_from_host(&host)
+}
 
 /// The top-level `environment`, or, under its old name `[telemetry]
 /// environment`, with a warning. Required: a deployment says what it is.

@@ -141,18 +141,24 @@ fn files(settings: &Settings) -> Vec<(&'static str, &Path)> {
     let set = optional
         .into_iter()
         .filter_map(|(setting, file)| Some((setting, file?)));
-    required.into_iter().chain(set).collect()
+    let former_keys = s
+        .audit
+        .previous_hmac_keys
+        .iter()
+        .map(|key| ("audit.previous_hmac_keys", key.file.as_path()));
+    required.into_iter().chain(set).chain(former_keys).collect()
 }
 
 /// The files that hold a secret: private keys, the audit key, the Redis password.
 fn secrets(settings: &Settings) -> Vec<(&'static str, &Path)> {
-    const SECRET: [&str; 6] = [
+    const SECRET: [&str; 7] = [
         "server.tls_key_file",
         "auth.dev_signing_key_file",
         "upstream.client_key_file",
         "quotas.redis_password_file",
         "audit.hmac_key_file",
         "audit.checkpoint_signing_key_file",
+        "audit.previous_hmac_keys",
     ];
     let mut secrets = files(settings);
     secrets.retain(|(setting, _)| SECRET.contains(setting));

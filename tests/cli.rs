@@ -321,7 +321,8 @@ fn serve_must_fail(config: &Path) -> Output {
 #[test]
 fn check_fails_like_serve_on_an_audit_directory_whose_last_record_is_unreadable() {
     let dir = tempdir("check-audit-unreadable");
-    let audit = dir.join("audit");
+    let root = dir.join("audit");
+    let audit = root.join("replica-1");
     std::fs::create_dir_all(&audit).unwrap();
     let garbled = audit.join("audit-2026-01-05.jsonl");
     std::fs::write(&garbled, "this is not an audit record\n").unwrap();
@@ -332,7 +333,7 @@ fn check_fails_like_serve_on_an_audit_directory_whose_last_record_is_unreadable(
             ("listen = \"127.0.0.1:8443\"", "listen = \"127.0.0.1:0\""),
             (
                 "dir = \"var/audit\"",
-                &format!("dir = \"{}\"", audit.display()),
+                &format!("dir = \"{}\"\nreplica_id = \"replica-1\"", root.display()),
             ),
         ],
     );
@@ -376,7 +377,7 @@ fn check_passes_beside_the_running_broker_it_checks_and_leaves_its_audit_lock_al
             ("client_auth = \"optional\"", "client_auth = \"off\""),
             (
                 "dir = \"var/audit\"",
-                &format!("dir = \"{}\"", audit.display()),
+                &format!("dir = \"{}\"\nreplica_id = \"live\"", audit.display()),
             ),
             ("log_format = \"text\"", "log_format = \"json\""),
         ],
@@ -403,7 +404,7 @@ fn check_passes_beside_the_running_broker_it_checks_and_leaves_its_audit_lock_al
     let checked = broker(&["check", "--config", config.to_str().unwrap()]);
     let lock = std::fs::File::options()
         .write(true)
-        .open(audit.join("writer.lock"));
+        .open(audit.join("live/writer.lock"));
     let still_locked = lock.map(|file| file.try_lock().is_err());
     let ready = port.map(|port| {
         let runtime = tokio::runtime::Builder::new_current_thread()

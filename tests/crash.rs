@@ -136,12 +136,13 @@ async fn a_killed_broker_has_recorded_every_request_it_answered() {
     // tree and checks it against the last checkpoint signed before the kill,
     // or refuses to open; only then is the tree verified with the public key.
     let reopened = AuditLog::open(&settings.audit).unwrap();
+    let log_dir = settings.audit.log_dir();
     let verifier = CheckpointVerifier::from_file(
         &root.join("certs-dev/audit-checkpoint.pub.pem"),
         settings.audit.log_origin.as_deref(),
     )
     .unwrap();
-    let before = verify_signed(&audit_dir, &verifier, None).unwrap();
+    let before = verify_signed(&log_dir, &verifier, None).unwrap();
     assert!(
         before.checkpoint_size.is_some_and(|size| size >= 50),
         "checkpoints were signed under load: {before}"
@@ -150,15 +151,15 @@ async fn a_killed_broker_has_recorded_every_request_it_answered() {
     let receipt = reopened.append(entry).await.unwrap();
     assert_eq!(receipt.seq, before.tree_size + 1);
     drop(reopened);
-    let after = verify_signed(&audit_dir, &verifier, None).unwrap();
+    let after = verify_signed(&log_dir, &verifier, None).unwrap();
     assert_eq!(after.tree_size, before.tree_size + 1, "the tree continues");
     assert_eq!(
         after.checkpoint_size,
         Some(after.tree_size),
         "the restarted writer signs its shutdown checkpoint over the whole tree"
     );
-    let report = verify_dir(&audit_dir).unwrap();
-    let recorded: HashSet<String> = records(&audit_dir)
+    let report = verify_dir(&log_dir).unwrap();
+    let recorded: HashSet<String> = records(&log_dir)
         .into_iter()
         .map(|r| r.request_id)
         .collect();

@@ -138,13 +138,13 @@ ok "a malformed token is refused 401 and counted by cause"
 
 # --- 3. Each replica its own audit log, each verified.
 for name in a b; do
-  audit=$CAF_LOCAL_DIR/audit-$name
+  audit=$CAF_LOCAL_DIR/audit-$name/$name  # audit.dir/<replica id>
   lines=$(cat "$audit"/*.jsonl 2>/dev/null | wc -l)
   [ "$lines" -gt 0 ] || fail "replica $name wrote no audit record in $audit: $(ls -la "$audit")"
   "$bin" --config config/broker.toml audit verify "$audit" >"$dir/verify-$name.txt" 2>&1 \
     || fail "audit verify of replica $name's log failed: $(cat "$dir/verify-$name.txt")"
 done
-if cmp -s "$CAF_LOCAL_DIR"/audit-a/*.jsonl "$CAF_LOCAL_DIR"/audit-b/*.jsonl; then
+if cmp -s "$CAF_LOCAL_DIR"/audit-a/a/*.jsonl "$CAF_LOCAL_DIR"/audit-b/b/*.jsonl; then
   fail "the two replicas' audit logs are the same"
 fi
 ok "each replica wrote its own audit log and audit verify accepts both ($(head -c 200 "$dir/verify-a.txt" | tr '\n' ' '))"

@@ -164,6 +164,7 @@ replica() {
     CAF_BROKER__POLICY__FILE="$dir/policy/policy.toml" \
     CAF_BROKER__POLICY__TESTS_DIR="$dir/policy/tests" \
     CAF_BROKER__AUDIT__DIR="$dir/audit-$name" \
+    CAF_BROKER__AUDIT__REPLICA_ID="$name" \
     CAF_BROKER__TELEMETRY__LOG_FORMAT=json \
     "$bin" --config config/broker.toml serve
 }
@@ -195,8 +196,8 @@ wait_for prometheus "http://127.0.0.1:$port_prom/-/ready"
 
 cat <<INFO
 caf-broker local topology is up (state in $dir):
-  broker a     http://127.0.0.1:$port_a   (operations http://127.0.0.1:$ops_a, audit $dir/audit-a)
-  broker b     http://127.0.0.1:$port_b   (operations http://127.0.0.1:$ops_b, audit $dir/audit-b)
+  broker a     http://127.0.0.1:$port_a   (operations http://127.0.0.1:$ops_a, audit $dir/audit-a/a)
+  broker b     http://127.0.0.1:$port_b   (operations http://127.0.0.1:$ops_b, audit $dir/audit-b/b)
   CAF (mTLS)   https://127.0.0.1:$port_caf
   redis        127.0.0.1:$port_redis
   prometheus   http://127.0.0.1:$port_prom

@@ -95,6 +95,7 @@ mod tests {
             purpose: Some("verification_radiation".into()),
             case_reference: Some("TN-2026/1".into()),
             dossier: Some("ab".repeat(32)),
+            key_id: None,
             outcome: Outcome::Released,
             status: 200,
             released: vec!["identite.nom".into()],

@@ -8,6 +8,34 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 
+/// The mode of every file the broker creates in an audit directory: the
+/// owner alone reads the log (who looked at whose dossier).
+pub(super) const FILE_MODE: u32 = 0o600;
+
+/// The mode of the audit directories the broker creates.
+pub(super) const DIR_MODE: u32 = 0o700;
+
+/// Creates (or truncates) `path` with [`FILE_MODE`].
+pub(super) fn create_owner_only(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// Creates `dir` and its missing parents with [`DIR_MODE`]; an existing
+/// directory keeps its mode (`verify` warns when it is looser).
+pub(super) fn create_dir_owner_only(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+}
+
 /// The longest line read back from a file; a real record is a few kilobytes.
 pub(super) const MAX_LINE_BYTES: u64 = 1024 * 1024;
 

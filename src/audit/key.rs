@@ -12,11 +12,14 @@ use super::AuditSetupError;
 
 /// A secret of at least 32 bytes under which dossier identifiers are hashed.
 ///
-/// `Debug` is redacted. The same key must be kept for as long as the log is,
-/// or `search` no longer finds older accesses.
+/// `Debug` is redacted. A key must be kept for as long as records it
+/// pseudonymized are, or `search` no longer finds them: after a rotation the
+/// former key moves to `audit.previous_hmac_keys`, under its id.
 #[derive(Clone)]
 pub struct AuditKey {
     mac: Hmac<Sha256>,
+    /// The key's name, written as `key_id` in the records it pseudonymizes.
+    id: Option<String>,
 }
 
 impl AuditKey {
@@ -46,7 +49,49 @@ impl AuditKey {
         }
         let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
             .map_err(|_| "the key cannot be used for HMAC-SHA-256".to_owned())?;
-        Ok(AuditKey { mac })
+        Ok(AuditKey { mac, id: None })
+    }
+
+    /// The same key, named: records it pseudonymizes carry `key_id`.
+    pub fn with_id(self, id: Option<String>) -> AuditKey {
+        AuditKey { id, ..self }
+    }
+
+    /// The key's name (`audit.hmac_key_id`, or the `id` of a former key).
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// Every key of the settings, the current one first, then the former ones
+    /// in the order listed: what `search` and `report` try. Every file that
+    /// cannot be used is reported.
+    pub fn all_from_settings(
+        settings: &super::AuditSettings,
+    ) -> Result<Vec<AuditKey>, Vec<AuditSetupError>> {
+        let mut keys = Vec::new();
+        let mut problems = Vec::new();
+        match AuditKey::from_file(&settings.hmac_key_file) {
+            Ok(key) => keys.push(key.with_id(settings.hmac_key_id.clone())),
+            Err(e) => problems.push(e),
+        }
+        for (index, previous) in settings.previous_hmac_keys.iter().enumerate() {
+            match AuditKey::from_file(&previous.file) {
+                Ok(key) => keys.push(key.with_id(previous.id.clone())),
+                Err(AuditSetupError::Key { path, problem }) => {
+                    problems.push(AuditSetupError::PreviousKey {
+                        index,
+                        path,
+                        problem,
+                    });
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        if problems.is_empty() {
+            Ok(keys)
+        } else {
+            Err(problems)
+        }
     }
 
     /// The dossier as it appears in the log: lowercase hex of
@@ -80,7 +125,10 @@ impl AuditKey {
 
 impl fmt::Debug for AuditKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AuditKey(<redacted>)")
+        match &self.id {
+            None => f.write_str("AuditKey(<redacted>)"),
+            Some(id) => write!(f, "AuditKey({id}: <redacted>)"),
+        }
     }
 }
 
@@ -150,5 +198,7 @@ mod tests {
     #[test]
     fn debug_never_shows_the_key() {
         assert_eq!(format!("{:?}", key()), "AuditKey(<redacted>)");
+        let named = key().with_id(Some("2026".into()));
+        assert_eq!(format!("{named:?}"), "AuditKey(2026: <redacted>)");
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! One JSON line per data request, whatever its [`Outcome`]: time (RFC 3339
 //! UTC), request id, trace id, post, `sub`, role, purpose, case reference, the
-//! dossier as HMAC-SHA-256 under `audit.hmac_key_file` ([`AuditKey::pseudonymize`]),
+//! dossier as HMAC-SHA-256 under `audit.hmac_key_file` ([`AuditKey::pseudonymize`])
+//! with that key's id (`key_id`, when `audit.hmac_key_id` is set),
 //! outcome, HTTP status, released field paths, policy version, cache hit or
 //! miss, and the chain fields `seq`, `prev`, `hash` ([`Record`]). What is not
 //! known when a request is refused (no caller for a 401) is `null`. Never a
@@ -13,8 +14,10 @@
 //!
 //! # Files
 //!
-//! `audit.dir/audit-YYYY-MM-DD.jsonl` (UTC day), continued in
+//! `audit.dir/<replica id>/audit-YYYY-MM-DD.jsonl` (UTC day; see
+//! [`replicas`] for several brokers sharing `audit.dir`), continued in
 //! `audit-YYYY-MM-DD.1.jsonl`, `.2`, ... when `max_file_bytes` is reached.
+//! Directories are created `0700`, files `0600`.
 //! Append-only; the chain (`seq` + 1, `prev` = previous `hash`) runs across
 //! files and restarts. `writer.lock` keeps a second process out of the
 //! directory; `checkpoint.json` is written by retention; `checkpoints.log`
@@ -75,6 +78,8 @@ mod chain;
 mod files;
 mod key;
 mod record;
+mod replicas;
+mod report;
 mod retention;
 mod search;
 mod settings;
@@ -97,9 +102,11 @@ pub use chain::GENESIS;
 pub use files::FileName;
 pub use key::AuditKey;
 pub use record::{AuditEntry, AuditReceipt, Figures, Outcome, Pseudonym, Record, RecordKind};
+pub use replicas::{LogDir, logs_under, loose_modes};
+pub use report::{AccessReport, ReportAccess, ReportLog};
 pub use retention::{CHECKPOINT_FILE, Checkpoint, CheckpointError, read_checkpoint};
-pub use search::{SearchError, SearchResult, search};
-pub use settings::AuditSettings;
+pub use search::{Found, SearchError, SearchResult, search, search_logs};
+pub use settings::{AuditSettings, PreviousHmacKey};
 pub use signing::{
     CHECKPOINTS_FILE, CheckpointSigner, CheckpointVerifier, NoteDefect, SignedCheckpoint,
     split_log as split_checkpoints,
@@ -173,6 +180,14 @@ impl WriteFailure {
 pub enum AuditSetupError {
     #[error("audit.hmac_key_file: {}: {problem}", .path.display())]
     Key { path: PathBuf, problem: String },
+    #[error("audit.previous_hmac_keys[{index}].file: {}: {problem}", .path.display())]
+    PreviousKey {
+        index: usize,
+        path: PathBuf,
+        problem: String,
+    },
+    #[error("audit.dir: {}: audit files lie directly in it (the layout of a single broker); stop the broker and move them, with checkpoint.json if present, into {}/{replica}/ where replica {replica} continues their chain", .path.display(), .path.display())]
+    SingleLog { path: PathBuf, replica: String },
     #[error("audit.dir: {}: cannot create or use the directory: {source}", .path.display())]
     Dir {
         path: PathBuf,
@@ -234,8 +249,14 @@ impl AuditLog {
         clock: Arc<dyn Clock>,
         sync_data: writer::SyncData,
     ) -> Result<AuditLog, AuditSetupError> {
-        let key = AuditKey::from_file(&settings.hmac_key_file)?;
+        let key =
+            AuditKey::from_file(&settings.hmac_key_file)?.with_id(settings.hmac_key_id.clone());
         let signer = signer(settings)?;
+        let settings = &replicas::writer_settings(settings)?;
+        files::create_dir_owner_only(&settings.dir).map_err(|source| AuditSetupError::Dir {
+            path: settings.dir.clone(),
+            source,
+        })?;
         let shared = Arc::new(Shared::new());
         let writer = Writer::open(settings, clock, sync_data, shared.clone(), signer)?;
         let (sender, receiver) = mpsc::sync_channel(settings.queue_capacity);
@@ -260,12 +281,19 @@ impl AuditLog {
     /// restart fail.
     pub fn check(settings: &AuditSettings) -> Vec<AuditSetupError> {
         let mut problems = Vec::new();
-        if let Err(e) = AuditKey::from_file(&settings.hmac_key_file) {
-            problems.push(e);
+        if let Err(keys) = AuditKey::all_from_settings(settings) {
+            problems.extend(keys);
         }
         if let Err(e) = signer(settings) {
             problems.push(e);
         }
+        let settings = match replicas::writer_settings(settings) {
+            Ok(local) => local,
+            Err(e) => {
+                problems.push(e);
+                return problems;
+            }
+        };
         let dir = &settings.dir;
         let unusable = |source| AuditSetupError::Dir {
             path: dir.clone(),
@@ -310,7 +338,10 @@ impl AuditLog {
             Some(pseudonym) => Some(pseudonym.0.clone()),
             None => entry.lookup.as_ref().map(|l| self.key.pseudonymize(l)),
         };
-        let record = Record::unsealed(entry, dossier);
+        let mut record = Record::unsealed(entry, dossier);
+        if record.dossier.is_some() {
+            record.key_id = self.key.id().map(str::to_owned);
+        }
         let (reply, receipt) = oneshot::channel();
         let sent = match &self.sender {
             Some(sender) => sender.try_send(Pending { record, reply }),

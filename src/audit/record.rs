@@ -203,6 +203,11 @@ pub struct Record {
     pub case_reference: Option<String>,
     /// HMAC-SHA-256 of the looked-up identifier, see [`super::AuditKey::pseudonymize`].
     pub dossier: Option<String>,
+    /// The id of the key that made `dossier` (`audit.hmac_key_id`); left out
+    /// when that key has no id, so records written before keys had names
+    /// keep their exact form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     pub outcome: Outcome,
     pub status: u16,
     pub released: Vec<String>,
@@ -248,6 +253,7 @@ impl Record {
             purpose: entry.purpose.map(|v| v.as_str().to_owned()),
             case_reference: entry.case_reference.map(|v| v.as_str().to_owned()),
             dossier,
+            key_id: None,
             outcome: entry.outcome,
             status: entry.status,
             released: entry.released,

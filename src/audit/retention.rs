@@ -7,7 +7,6 @@
 //! before any file is removed: a crash in between leaves files that `verify`
 //! skips as already retired and that the next run removes.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -189,7 +188,7 @@ pub(super) fn retire(
 /// Replaces the checkpoint atomically and durably.
 fn write_checkpoint(dir: &Path, checkpoint: &Checkpoint) -> io::Result<()> {
     let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-    let mut file = File::create(&tmp)?;
+    let mut file = files::create_owner_only(&tmp)?;
     let mut text = serde_json::to_vec(checkpoint).map_err(io::Error::other)?;
     text.push(b'\n');
     file.write_all(&text)?;

@@ -1,7 +1,9 @@
-//! Every recorded access to one dossier, found by its keyed hash.
+//! Every recorded access to one dossier, found by its keyed hash under every key, in every replica's log.
 //!
 //! A numéro and a NIR of the same person hash differently: a data subject's
-//! access request searches for both.
+//! access request searches for both. A dossier also hashes differently under
+//! each key the log has used: the current one and the former ones
+//! (`audit.previous_hmac_keys`) are all tried.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
@@ -13,6 +15,7 @@ use super::chain;
 use super::files;
 use super::key::AuditKey;
 use super::record::Record;
+use super::replicas::LogDir;
 
 /// The records of one dossier, in chain order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,10 +33,55 @@ pub struct SearchError {
     pub source: io::Error,
 }
 
+/// One record found by [`search_logs`], and the replica whose log holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub replica: Option<String>,
+    pub record: Record,
+}
+
 /// Scans every audit file of `dir` for records of `lookup`'s dossier.
 pub fn search(dir: &Path, key: &AuditKey, lookup: &Lookup) -> Result<SearchResult, SearchError> {
-    let dossier = key.pseudonymize(lookup);
-    let needle = format!("\"dossier\":\"{dossier}\"");
+    scan(dir, &[key.pseudonymize(lookup)])
+}
+
+/// Scans every log given for records of `lookup`'s dossier under any of
+/// `keys`: the records found, by time (then replica and `seq`), with how many
+/// files were read and how many damaged lines named the dossier.
+pub fn search_logs(
+    logs: &[LogDir],
+    keys: &[AuditKey],
+    lookup: &Lookup,
+) -> Result<(Vec<Found>, SearchResult), SearchError> {
+    let dossiers: Vec<String> = keys.iter().map(|key| key.pseudonymize(lookup)).collect();
+    let mut found = Vec::new();
+    let mut total = SearchResult {
+        records: Vec::new(),
+        files: 0,
+        unreadable_lines: 0,
+    };
+    for log in logs {
+        let result = scan(&log.path, &dossiers)?;
+        total.files += result.files;
+        total.unreadable_lines += result.unreadable_lines;
+        found.extend(result.records.into_iter().map(|record| Found {
+            replica: log.replica.clone(),
+            record,
+        }));
+    }
+    found.sort_by(|a, b| {
+        (&a.record.time, &a.replica, a.record.seq).cmp(&(&b.record.time, &b.replica, b.record.seq))
+    });
+    total.records = found.iter().map(|f| f.record.clone()).collect();
+    Ok((found, total))
+}
+
+/// The records of `dir` whose dossier is one of `dossiers`, in chain order.
+fn scan(dir: &Path, dossiers: &[String]) -> Result<SearchResult, SearchError> {
+    let needles: Vec<String> = dossiers
+        .iter()
+        .map(|dossier| format!("\"dossier\":\"{dossier}\""))
+        .collect();
     let failed = |path: &Path| {
         let path = path.to_path_buf();
         move |source| SearchError { path, source }
@@ -54,11 +102,16 @@ pub fn search(dir: &Path, key: &AuditKey, lookup: &Lookup) -> Result<SearchResul
             }
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
             // Parsing only the lines that name the dossier keeps a year of files quick to scan.
-            if !contains(text, needle.as_bytes()) {
+            if !needles.iter().any(|n| contains(text, n.as_bytes())) {
                 continue;
             }
             match chain::parse(text) {
-                Ok(record) if record.dossier.as_deref() == Some(dossier.as_str()) => {
+                Ok(record)
+                    if record
+                        .dossier
+                        .as_ref()
+                        .is_some_and(|d| dossiers.contains(d)) =>
+                {
                     result.records.push(record);
                 }
                 Ok(_) => {}

@@ -1,4 +1,4 @@
-//! The `[audit]` settings: where the log lives, the pseudonymization key, retention, file size, batching and signed checkpoints.
+//! The `[audit]` settings: where the log lives, the pseudonymization keys, retention, file size, batching and signed checkpoints.
 
 use std::path::PathBuf;
 
@@ -6,6 +6,20 @@ use serde::Deserialize;
 
 /// The smallest file size limit accepted: a few records per file.
 const MIN_FILE_BYTES: u64 = 4096;
+
+/// The longest replica or key id: a directory name and a short label.
+const MAX_ID_CHARS: usize = 64;
+
+/// A retired pseudonymization key: `{ id = "2025", file = "..." }` in
+/// `audit.previous_hmac_keys`. `id` is what records written under it carry
+/// in `key_id`; leave it out for the key used before keys had names.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousHmacKey {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub file: PathBuf,
+}
 
 /// The `[audit]` section of `config/broker.toml`.
 ///
@@ -19,6 +33,20 @@ pub struct AuditSettings {
     /// The secret under which dossier identifiers are hashed (HMAC-SHA-256):
     /// hex digits, or raw bytes, at least 32 bytes of key either way.
     pub hmac_key_file: PathBuf,
+    /// The name of that key, written in each record it pseudonymized
+    /// (`key_id`), so that the key can rotate. Unset: records carry no
+    /// `key_id`, as before keys had names.
+    #[serde(default)]
+    pub hmac_key_id: Option<String>,
+    /// Keys used before the current one, still needed to find old records:
+    /// `search` and `report` try every key, the writer uses only the current one.
+    #[serde(default)]
+    pub previous_hmac_keys: Vec<PreviousHmacKey>,
+    /// This broker's name among the replicas sharing `dir`: it writes its log
+    /// in `dir/<replica_id>`. The loader defaults it to the host name
+    /// (sanitized); `None`, for a log opened by code, writes directly in `dir`.
+    #[serde(default)]
+    pub replica_id: Option<String>,
     /// Files whose UTC day is more than this many days before today are removed.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
@@ -89,6 +117,9 @@ impl AuditSettings {
         AuditSettings {
             dir: dir.into(),
             hmac_key_file: hmac_key_file.into(),
+            hmac_key_id: None,
+            previous_hmac_keys: Vec::new(),
+            replica_id: None,
             retention_days: default_retention_days(),
             max_file_bytes: default_max_file_bytes(),
             max_batch_records: default_max_batch_records(),
@@ -98,6 +129,36 @@ impl AuditSettings {
             log_origin: None,
             checkpoint_every_records: default_checkpoint_every_records(),
             checkpoint_every_secs: default_checkpoint_every_secs(),
+        }
+    }
+
+    /// The directory this broker writes: `dir/<replica_id>`, or `dir` itself
+    /// when no replica id is set.
+    pub fn log_dir(&self) -> PathBuf {
+        match &self.replica_id {
+            Some(id) => self.dir.join(id),
+            None => self.dir.clone(),
+        }
+    }
+
+    /// A host name as a replica id: characters other than ASCII letters,
+    /// digits, `.`, `_` and `-` become `-`, leading dots and dashes go, at
+    /// most 64 characters; `broker` if nothing is left.
+    pub fn replica_id_from_host(host: &str) -> String {
+        let cleaned: String = host
+            .trim()
+            .chars()
+            .map(|c| if is_id_char(c) { c } else { '-' })
+            .collect();
+        let cleaned: String = cleaned
+            .trim_start_matches(['.', '-', '_'])
+            .chars()
+            .take(MAX_ID_CHARS)
+            .collect();
+        if cleaned.is_empty() {
+            "broker".to_owned()
+        } else {
+            cleaned
         }
     }
 
@@ -115,6 +176,46 @@ impl AuditSettings {
                 "audit.hmac_key_file: must name the file holding the pseudonymization key (at least 32 bytes)"
                     .to_owned(),
             );
+        }
+        if let Some(id) = &self.replica_id
+            && !is_id(id)
+        {
+            problems.push(format!(
+                "audit.replica_id: {id:?} is not a directory name; use 1 to {MAX_ID_CHARS} ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
+            ));
+        }
+        let mut key_ids: Vec<Option<&str>> = vec![self.hmac_key_id.as_deref()];
+        if let Some(id) = &self.hmac_key_id
+            && !is_id(id)
+        {
+            problems.push(format!(
+                "audit.hmac_key_id: {id:?} is not a key id; use 1 to {MAX_ID_CHARS} ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
+            ));
+        }
+        for (index, previous) in self.previous_hmac_keys.iter().enumerate() {
+            let at = format!("audit.previous_hmac_keys[{index}]");
+            if previous.file.as_os_str().is_empty() {
+                problems.push(format!("{at}.file: must name the file of a former key"));
+            }
+            if let Some(id) = &previous.id
+                && !is_id(id)
+            {
+                problems.push(format!(
+                    "{at}.id: {id:?} is not a key id; use 1 to {MAX_ID_CHARS} ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
+                ));
+            }
+            let id = previous.id.as_deref();
+            if key_ids.contains(&id) {
+                problems.push(match id {
+                    Some(id) => format!(
+                        "{at}.id: {id:?} is already the id of another key; each key needs its own id"
+                    ),
+                    None => format!(
+                        "{at}.id: missing, and another key already has no id; at most one key (the one used before keys had names) may have none"
+                    ),
+                });
+            }
+            key_ids.push(id);
         }
         if !(1..=36_500).contains(&self.retention_days) {
             problems.push(format!(
@@ -174,6 +275,17 @@ impl AuditSettings {
     }
 }
 
+fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// A replica or key id: also a safe directory name (no `/`, not `.` or `..`).
+fn is_id(id: &str) -> bool {
+    id.chars().count() <= MAX_ID_CHARS
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && id.chars().all(is_id_char)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,8 +320,24 @@ mod tests {
         settings.checkpoint_signing_key_file = Some("k.pem".into());
         settings.checkpoint_every_records = 0;
         settings.checkpoint_every_secs = 0;
+        settings.replica_id = Some("../elsewhere".into());
+        settings.hmac_key_id = Some("2026".into());
+        settings.previous_hmac_keys = vec![
+            PreviousHmacKey {
+                id: Some("2026".into()),
+                file: "old.key".into(),
+            },
+            PreviousHmacKey {
+                id: Some("a b".into()),
+                file: "".into(),
+            },
+        ];
         let problems = settings.validate();
         for key in [
+            "audit.replica_id",
+            "audit.previous_hmac_keys[0].id",
+            "audit.previous_hmac_keys[1].id",
+            "audit.previous_hmac_keys[1].file",
             "audit.dir",
             "audit.hmac_key_file",
             "audit.retention_days",
@@ -226,5 +354,45 @@ mod tests {
                 "{key}: {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn previous_keys_are_read_with_and_without_an_id() {
+        let settings: AuditSettings = toml::from_str(
+            "dir = \"a\"\nhmac_key_file = \"k2\"\nhmac_key_id = \"2026\"\nreplica_id = \"paris-1\"\n\
+             previous_hmac_keys = [{ file = \"k0\" }, { id = \"2025\", file = \"k1\" }]",
+        )
+        .unwrap();
+        assert!(settings.validate().is_empty(), "{:?}", settings.validate());
+        assert_eq!(settings.previous_hmac_keys[0].id, None);
+        assert_eq!(settings.log_dir(), PathBuf::from("a/paris-1"));
+        assert!(
+            toml::from_str::<AuditSettings>(
+                "dir = \"a\"\nhmac_key_file = \"k\"\nprevious_hmac_keys = [{ file = \"k0\", key = 1 }]"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_host_name_becomes_a_safe_replica_id() {
+        for (host, id) in [
+            (
+                "broker-1.diplomatie.gouv.fr\n",
+                "broker-1.diplomatie.gouv.fr",
+            ),
+            ("../../etc", "etc"),
+            ("hôte 2", "h-te-2"),
+            ("", "broker"),
+            ("...", "broker"),
+        ] {
+            let got = AuditSettings::replica_id_from_host(host);
+            assert_eq!(got, id, "{host:?}");
+            assert!(is_id(&got), "{got}");
+        }
+        assert_eq!(
+            AuditSettings::replica_id_from_host(&"x".repeat(100)).len(),
+            64
+        );
     }
 }

@@ -13,6 +13,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -177,6 +178,7 @@ impl Writer {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(files::FILE_MODE)
             .open(&path)
             .map_err(setup_io(&path, "cannot open the audit file for appending"))?;
         let len = file
@@ -357,7 +359,12 @@ impl Writer {
     /// Opens the next file of the chain, creating it (and remembering that it
     /// did, in case the batch fails).
     fn open_next(&mut self, path: &Path) -> Result<File, WriteFailure> {
-        let file = match OpenOptions::new().append(true).create_new(true).open(path) {
+        let created = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(files::FILE_MODE)
+            .open(path);
+        let file = match created {
             Ok(file) => {
                 self.abandoned.push(path.to_path_buf());
                 file
@@ -391,6 +398,7 @@ impl Writer {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(files::FILE_MODE)
             .open(&path)
             .map_err(|e| WriteFailure::at("cannot open", &path, e))?;
         let len = file
@@ -573,6 +581,7 @@ fn lock(dir: &Path) -> Result<File, AuditSetupError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(files::FILE_MODE)
         .open(&path)
         .map_err(setup_io(&path, "cannot open the lock file"))?;
     match file.try_lock() {
@@ -635,6 +644,7 @@ fn append_checkpoint(
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(files::FILE_MODE)
         .open(path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let len = file

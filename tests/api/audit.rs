@@ -168,7 +168,8 @@ async fn search_finds_exactly_the_accesses_to_one_dossier() {
 async fn an_audit_log_that_cannot_be_written_fails_closed_and_says_so_in_metrics() {
     // Files roll over at 4 KiB; the next file names are taken by directories,
     // so once the first file is full no record can be written.
-    let dir = fresh_dir("audit-blocked");
+    let root = fresh_dir("audit-blocked");
+    let dir = root.join("blocked");
     let today = jiff::Timestamp::now()
         .to_zoned(jiff::tz::TimeZone::UTC)
         .date();
@@ -177,9 +178,10 @@ async fn an_audit_log_that_cannot_be_written_fails_closed_and_says_so_in_metrics
             std::fs::create_dir_all(dir.join(format!("audit-{day}.{index}.jsonl"))).unwrap();
         }
     }
-    let dir_setting = dir.display().to_string();
+    let dir_setting = root.display().to_string();
     let app = spawn_app_with(&[
         ("CAF_BROKER__AUDIT__DIR", dir_setting.as_str()),
+        ("CAF_BROKER__AUDIT__REPLICA_ID", "blocked"),
         ("CAF_BROKER__AUDIT__MAX_FILE_BYTES", "4096"),
         (
             "CAF_BROKER__QUOTAS__DEFAULT",

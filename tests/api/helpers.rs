@@ -18,7 +18,8 @@ pub struct TestApp {
     pub address: String,
     /// The operations listener's address, with `server.ops_listen` set.
     pub ops_address: Option<String>,
-    /// This app's own audit log directory (a fresh temporary one unless overridden).
+    /// This app's own audit log directory, `audit.dir/<replica id>` (a fresh
+    /// temporary `audit.dir` unless overridden).
     pub audit_dir: PathBuf,
     pub client: reqwest::Client,
     pub settings: Settings,
@@ -150,7 +151,7 @@ async fn build_app_tweaked(
         .map(|(port, scheme)| format!("{scheme}://localhost:{port}"));
     let test_app = TestApp {
         ops_address,
-        audit_dir: settings.audit.dir.clone(),
+        audit_dir: settings.audit.log_dir(),
         address,
         client: client(),
         settings,
