@@ -28,6 +28,7 @@ fn env_for(audit_dir: &Path, port: u16) -> Vec<(String, String)> {
         ("CAF_BROKER__SERVER__TLS", "false".into()),
         ("CAF_BROKER__SERVER__CLIENT_AUTH", "off".into()),
         ("CAF_BROKER__AUDIT__DIR", audit_dir.display().to_string()),
+        ("CAF_BROKER__AUDIT__REPLICA_ID", "\"r1\"".into()),
         // About five records a file: several files to swap and delete.
         ("CAF_BROKER__AUDIT__MAX_FILE_BYTES", "4096".into()),
         ("CAF_BROKER__AUDIT__CHECKPOINT_EVERY_RECORDS", "4".into()),
@@ -110,7 +111,8 @@ fn pristine() -> &'static Path {
             child.0.wait().unwrap().success(),
             "the broker stopped badly"
         );
-        audit_dir
+        // The replica's own log, under audit.dir/<replica id>.
+        audit_dir.join("r1")
     })
 }
 
@@ -425,6 +427,8 @@ fn the_broker_refuses_to_start_on_a_log_that_no_longer_matches_its_last_checkpoi
             Settings::load_with_env(&root().join("config/broker.toml"), env_for(&dir, port))
                 .unwrap();
         let mut audit = settings.audit.clone();
+        // The forged copy is the log directory itself.
+        audit.replica_id = None;
         audit.checkpoint_signing_key_file = Some(root().join("certs-dev/audit-checkpoint.key.pem"));
         audit.hmac_key_file = root().join("certs-dev/audit-hmac.key");
         let err = AuditLog::open(&audit).unwrap_err().to_string();
