@@ -73,7 +73,6 @@ impl Application {
             true => Some(policy.watch().context("watching the policy file")?),
             false => None,
         };
-        reload_on_sighup(policy.clone())?;
         // The token lifecycle: revoked ids followed, keys and ids reloaded on SIGHUP,
         // and the shared revocation set read from the quotas' Redis.
         let mut authenticator = authenticator;
@@ -81,7 +80,7 @@ impl Application {
         let revocations_watch = auth_files
             .watch_revocations()
             .context("watching auth.revoked_jti_file")?;
-        reload_auth_files_on_sighup(auth_files)?;
+        reload_on_sighup(policy.clone(), auth_files)?;
         // A bad Redis setting was reported by Components::build already.
         if let Ok(Some(client)) = crate::quota::shared_redis_client(&settings.quotas) {
             let timeout = Duration::from_millis(settings.quotas.redis_timeout_ms);
@@ -441,30 +440,24 @@ fn alert_detector(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Detector
         .map_err(|crate::alerts::AlertsError::Invalid(each)| each)
 }
 
-/// SIGHUP reloads `auth.revoked_jti_file` and `auth.jwks_file`; each keeps
-/// its last good content if it cannot be read.
-fn reload_auth_files_on_sighup(files: crate::auth::AuthFiles) -> anyhow::Result<()> {
+/// SIGHUP reloads the policy (checked and tested first, swapped only if
+/// sound), then `auth.revoked_jti_file` and `auth.jwks_file` (each keeps its
+/// last good content if it cannot be read). Every outcome is logged (and, for
+/// the policy, counted) where it happens.
+fn reload_on_sighup(
+    policy: Arc<PolicyStore>,
+    auth_files: crate::auth::AuthFiles,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            let files = files.clone();
-            // The outcome is logged by the reload itself.
-            let _ = tokio::task::spawn_blocking(move || files.reload()).await;
-        }
-    });
-    Ok(())
-}
-
-/// SIGHUP reloads the policy: checked and tested first, swapped only if sound.
-fn reload_on_sighup(policy: Arc<PolicyStore>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
-    tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            let policy = policy.clone();
-            // The outcome is logged and counted by the store itself.
-            let _ = tokio::task::spawn_blocking(move || policy.reload()).await;
+            let (policy, auth_files) = (policy.clone(), auth_files.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = policy.reload();
+                auth_files.reload();
+            })
+            .await;
         }
     });
     Ok(())
