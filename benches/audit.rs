@@ -1,11 +1,17 @@
-//! Audit log: records per second with group commit against one fsync per record, and the latency an append adds.
+//! Audit log: records per second with group commit against one fsync per record, and the latency an append adds;
+//! what signed checkpoints cost the writer; how long verifying a large log takes.
 //!
 //! `cargo bench --bench audit` (add `-- --quick` for a short run). Criterion
 //! measures throughput (records per second) for 1 and 32 concurrent writers,
 //! with group commit (`max_batch_records = 1024`, the default) and with one
 //! fsync per record (`max_batch_records = 1`). A second pass then prints the
-//! latency one append adds (p50, p99) in each case and the ratios. Files go
-//! under the target directory, on a real disk, so every fsync is real.
+//! latency one append adds (p50, p99) in each case and the ratios. Then, at 32
+//! writers, group commit with signed checkpoints (the Merkle tree kept and a
+//! checkpoint signed every 1,000 records, as shipped) against group commit
+//! without them, in alternating rounds, as ratios; and the time
+//! `audit verify --public-key` takes over a log of `AUDIT_VERIFY_RECORDS`
+//! records (default 1,000,000). Files go under the target directory, on a
+//! real disk, so every fsync is real.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,10 +26,19 @@ use tokio::runtime::Runtime;
 
 const WRITERS: [usize; 2] = [1, 32];
 
+/// The checkpoints' origin in these benchmarks.
+const ORIGIN: &str = "caf-broker.localhost/bench";
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     GroupCommit,
     FsyncPerRecord,
+    /// Group commit, with the tree kept and checkpoints signed.
+    Checkpointed,
 }
 
 impl Mode {
@@ -31,6 +46,7 @@ impl Mode {
         match self {
             Mode::GroupCommit => "group_commit",
             Mode::FsyncPerRecord => "fsync_per_record",
+            Mode::Checkpointed => "checkpointed",
         }
     }
 }
@@ -48,18 +64,27 @@ impl Bench {
             mode.name(),
             std::process::id()
         ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("bench directory");
-        let key = dir.join("hmac.key");
-        std::fs::write(&key, "42".repeat(32)).expect("bench key");
-        let mut settings = AuditSettings::new(dir.join("log"), key);
-        settings.max_batch_records = match mode {
-            Mode::GroupCommit => 1024,
-            Mode::FsyncPerRecord => 1,
-        };
-        let log = Arc::new(AuditLog::open(&settings).expect("audit log opens"));
+        let log = Arc::new(AuditLog::open(&settings(mode, &dir)).expect("audit log opens"));
         Bench { log, dir }
     }
+}
+
+/// Settings of a fresh log of `mode` under `dir` (emptied first).
+fn settings(mode: Mode, dir: &Path) -> AuditSettings {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("bench directory");
+    let key = dir.join("hmac.key");
+    std::fs::write(&key, "42".repeat(32)).expect("bench key");
+    let mut settings = AuditSettings::new(dir.join("log"), key);
+    settings.max_batch_records = match mode {
+        Mode::GroupCommit | Mode::Checkpointed => 1024,
+        Mode::FsyncPerRecord => 1,
+    };
+    if mode == Mode::Checkpointed {
+        settings.checkpoint_signing_key_file = Some(repo("certs-dev/audit-checkpoint.key.pem"));
+        settings.log_origin = Some(ORIGIN.to_owned());
+    }
+    settings
 }
 
 impl Drop for Bench {
@@ -243,11 +268,97 @@ criterion::criterion_group! {
     targets = throughput
 }
 
+/// Group commit with and without signed checkpoints, 32 writers, in
+/// alternating rounds; prints each round and the geometric means of the ratios.
+fn checkpoint_report() {
+    const ROUNDS: usize = 6;
+    let rt = runtime();
+    println!(
+        "\naudit append, 32 writers: signed checkpoints on vs off ({ROUNDS} alternating rounds of 3 s)"
+    );
+    let (mut speed, mut tail) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let order = if round % 2 == 0 {
+            [Mode::GroupCommit, Mode::Checkpointed]
+        } else {
+            [Mode::Checkpointed, Mode::GroupCommit]
+        };
+        let mut figures = [None, None];
+        for mode in order {
+            let f = measure(&rt, mode, 32);
+            figures[usize::from(mode == Mode::Checkpointed)] = Some(f);
+        }
+        let [Some(off), Some(on)] = figures else {
+            continue;
+        };
+        println!(
+            "round {}: records/s {:.0} on vs {:.0} off ({:.3}x); p99 {:.2?} on vs {:.2?} off ({:.3}x)",
+            round + 1,
+            on.per_sec,
+            off.per_sec,
+            on.per_sec / off.per_sec,
+            on.p99,
+            off.p99,
+            on.p99.as_secs_f64() / off.p99.as_secs_f64().max(f64::MIN_POSITIVE)
+        );
+        speed.push(on.per_sec / off.per_sec);
+        tail.push(on.p99.as_secs_f64() / off.p99.as_secs_f64().max(f64::MIN_POSITIVE));
+    }
+    let geomean = |xs: &[f64]| (xs.iter().map(|x| x.ln()).sum::<f64>() / xs.len() as f64).exp();
+    println!(
+        "signed checkpoints: {:.3}x the records/s, {:.3}x the p99 latency (geometric means)",
+        geomean(&speed),
+        geomean(&tail)
+    );
+}
+
+/// Writes a log of `AUDIT_VERIFY_RECORDS` records with signed checkpoints,
+/// then times verifying it with the public key only, as `audit verify
+/// --public-key` does.
+fn verify_report() {
+    let records: usize = std::env::var("AUDIT_VERIFY_RECORDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = runtime();
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("audit-bench-verify-{}", std::process::id()));
+    let settings = settings(Mode::Checkpointed, &root);
+    let log = Arc::new(AuditLog::open(&settings).expect("audit log opens"));
+    let started = Instant::now();
+    let mut written = 0;
+    while written < records {
+        let each = (records - written).div_ceil(32).min(256);
+        written += rt.block_on(burst(&log, 32, each)).len();
+    }
+    let writing = started.elapsed();
+    // Dropped, the log writes its shutdown checkpoint, which covers every record.
+    drop(log);
+    let dir = settings.log_dir();
+    let verifier = caf_broker::audit::CheckpointVerifier::from_file(
+        &repo("certs-dev/audit-checkpoint.pub.pem"),
+        Some(ORIGIN),
+    )
+    .expect("the development public key");
+    let started = Instant::now();
+    let report = caf_broker::audit::verify_signed(&dir, &verifier, None).expect("the log verifies");
+    let verifying = started.elapsed();
+    println!(
+        "\naudit verify --public-key over {written} records (written in {writing:.1?}): {verifying:.2?}, {:.0} records/s; tree size {}, {} checkpoints checked",
+        written as f64 / verifying.as_secs_f64(),
+        report.tree_size,
+        report.checkpoints_checked
+    );
+    let _ = std::fs::remove_dir_all(root);
+}
+
 fn main() {
     benches();
     // `cargo test --benches` runs each benchmark once; the timed report is for `cargo bench`.
     if std::env::args().any(|a| a == "--bench") {
         latency_report();
+        checkpoint_report();
+        verify_report();
     }
     Criterion::default().configure_from_args().final_summary();
 }
