@@ -22,9 +22,13 @@
 //! recorded in the audit log after the access record.
 //!
 //! Each stage is a capability module that knows nothing of the others; this
-//! module is the only one that walks them.
+//! module is the only one that walks them. It times authenticate, quota, cache
+//! (with the CAF call of a miss), filter and audit, one histogram sample each
+//! (`telemetry::record_stage`), and sets the post's daily quota left from
+//! every quota decision.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::{Instrument, info_span, instrument};
 
@@ -36,6 +40,7 @@ use crate::domain::{Agent, CacheOutcome, CaseReference, Lookup, PostCode, Purpos
 use crate::error::{BrokerError, Unauthenticated};
 use crate::policy::{DriftTracker, Policy, PolicyStore, ReloadCounts, ShadowPolicy};
 use crate::quota::{Admission, Decision, ErrorBudget, Quota, QuotaState, RefusalCounts};
+use crate::telemetry::{Stage, record_stage};
 use crate::tls::{ClientCertificate, PostSource};
 use crate::upstream::{CafClient, UpstreamError, UpstreamHealth};
 
@@ -213,7 +218,10 @@ impl Broker {
         // One policy snapshot for the whole request, even if a reload lands meanwhile.
         let policy = self.stages.policy.current();
         let certificate = request.client_certificate.take();
-        let caller = match self.authenticate(&policy, request.bearer_token, certificate.as_ref()) {
+        let started = Instant::now();
+        let authenticated = self.authenticate(&policy, request.bearer_token, certificate.as_ref());
+        record_stage(Stage::Authenticate, started.elapsed());
+        let caller = match authenticated {
             Ok(caller) => caller,
             Err(error) => {
                 return Answer {
@@ -334,7 +342,10 @@ impl Broker {
         entry.purpose = known_purpose;
         entry.client_cert_sha256 = Some(client.certificate.thumbprint());
         entry.client_post = client.post.clone();
-        match self.record(entry).await {
+        let started = Instant::now();
+        let recorded = self.record(entry).await;
+        record_stage(Stage::Audit, started.elapsed());
+        match recorded {
             Ok(()) => error,
             Err(unrecorded) => unrecorded,
         }
@@ -416,7 +427,9 @@ impl Broker {
         if !refused {
             self.stages.error_budget.refund(agent);
         }
+        let started = Instant::now();
         let recorded = self.record_with_alerts(entry, alerts).await;
+        record_stage(Stage::Audit, started.elapsed());
         if refused && recorded.is_err() {
             self.stages.error_budget.refund(agent);
         }
@@ -570,19 +583,26 @@ impl Broker {
         }
 
         // 3. quota: counted before the cache, so hits and misses, found or not, all count.
-        let quota = match self
+        let started = Instant::now();
+        let decision = self
             .stages
             .quota
             .acquire(agent)
             .instrument(info_span!("quota", post = %request.caller.post))
-            .await
-        {
-            Decision::Allowed(state) => state,
+            .await;
+        record_stage(Stage::Quota, started.elapsed());
+        let post = caller.post.as_str();
+        let quota = match decision {
+            Decision::Allowed(state) => {
+                crate::telemetry::set_quota_daily_remaining(post, state.post.daily_remaining);
+                state
+            }
             Decision::Refused {
                 state,
                 retry_after_secs,
                 exhausted,
             } => {
+                crate::telemetry::set_quota_daily_remaining(post, state.post.daily_remaining);
                 tracing::info!(window = exhausted.as_str(), "quota exceeded");
                 crate::telemetry::record_quota_refusal(
                     request.caller.post.as_str(),
@@ -600,12 +620,13 @@ impl Broker {
         // 4. cache, 5. upstream: concurrent misses on one lookup share one CAF call.
         let cache_span = info_span!("cache", cache = tracing::field::Empty);
         let upstream = &self.stages.upstream;
-        let (record, cache) = self
+        let cache_started = Instant::now();
+        let fetched = self
             .stages
             .cache
             .get_or_fetch(&request.lookup, request.fresh, || {
                 async {
-                    let started = std::time::Instant::now();
+                    let started = Instant::now();
                     let result = upstream.fetch(&request.lookup).await;
                     // Another dossier than the one asked for becomes an error
                     // here, inside the load: the cache never keeps it.
@@ -623,8 +644,10 @@ impl Broker {
                 .instrument(info_span!("upstream", otel.kind = "client"))
             })
             .instrument(cache_span.clone())
-            .await
-            .map_err(|shared| match UpstreamError::from_shared(shared) {
+            .await;
+        record_stage(Stage::Cache, cache_started.elapsed());
+        let (record, cache) =
+            fetched.map_err(|shared| match UpstreamError::from_shared(shared) {
                 UpstreamError::Timeout => BrokerError::UpstreamTimeout,
                 UpstreamError::Unavailable { retry_after_secs } => {
                     BrokerError::UpstreamUnavailable { retry_after_secs }
@@ -640,7 +663,9 @@ impl Broker {
         }
 
         // 6. filter: deny by default, field by field.
+        let started = Instant::now();
         let filtered = info_span!("filter").in_scope(|| view.filter(&record));
+        record_stage(Stage::Filter, started.elapsed());
         if filtered.redacted > 0 {
             tracing::warn!(
                 redacted = filtered.redacted,

@@ -248,7 +248,8 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: Vec<Pending>) {
-        let count = batch.len() as u64;
+        let batch_len = batch.len();
+        let count = batch_len as u64;
         let (records, replies): (Vec<Record>, Vec<_>) =
             batch.into_iter().map(|p| (p.record, p.reply)).unzip();
         let started = std::time::Instant::now();
@@ -256,6 +257,9 @@ impl Writer {
         // The disk's time for the whole group commit (write and fdatasync),
         // failed ones included: a slow or failing disk shows here first.
         crate::telemetry::record_audit_write(started.elapsed());
+        // Beside it, how many records shared that fdatasync: a batch that
+        // grows tells of a disk that falls behind before the time does.
+        crate::telemetry::record_audit_batch(batch_len);
         match written {
             Ok(receipts) => {
                 self.shared.records.fetch_add(count, Ordering::Relaxed);

@@ -62,6 +62,13 @@ pub mod names {
     /// Counter `{cause}`: requests refused `401`, by the precise cause that
     /// their answer does not tell (`expired`, `unknown_key`, `revoked`, ...).
     pub const AUTH_FAILURES_TOTAL: &str = "caf_broker_auth_failures_total";
+    /// Histogram `{stage = authenticate | quota | cache | filter | audit}`: the
+    /// time of one stage of a data request (`cache` includes the CAF call of a miss).
+    pub const STAGE_DURATION_SECONDS: &str = "caf_broker_stage_duration_seconds";
+    /// Gauge `{post}`: the post's daily quota left after its last decision in this replica.
+    pub const QUOTA_DAILY_REMAINING: &str = "caf_broker_quota_daily_remaining";
+    /// Histogram: the records of one group commit of the audit writer.
+    pub const AUDIT_BATCH_RECORDS: &str = "caf_broker_audit_batch_records";
 }
 
 /// Request latencies, from 5 ms to 10 s.
@@ -73,6 +80,17 @@ const UPSTREAM_BUCKETS_SECS: [f64; 12] = HTTP_BUCKETS_SECS;
 /// An appended, fsync'ed line: from 0.1 ms to 1 s.
 const AUDIT_BUCKETS_SECS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// Stage latencies, from 50 µs (a token already verified, a filter) to 30 s (a
+/// CAF call that times out, within the cache stage).
+const STAGE_BUCKETS_SECS: [f64; 18] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0,
+];
+/// Records per group commit, from 1 to `audit.max_batch_records` at most (65536).
+const AUDIT_BATCH_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0, 65536.0,
 ];
 
 /// How often histograms and idle entries are maintained between scrapes.
@@ -126,6 +144,14 @@ fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildErro
         .set_buckets_for_metric(
             Matcher::Full(names::AUDIT_WRITE_DURATION_SECONDS.into()),
             &AUDIT_BUCKETS_SECS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(names::STAGE_DURATION_SECONDS.into()),
+            &STAGE_BUCKETS_SECS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(names::AUDIT_BATCH_RECORDS.into()),
+            &AUDIT_BATCH_BUCKETS,
         )
 }
 
@@ -232,6 +258,20 @@ fn describe() {
     describe_counter!(
         names::AUTH_FAILURES_TOTAL,
         "Requests refused 401, by cause."
+    );
+    describe_histogram!(
+        names::STAGE_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time of one stage of a data request, by stage (authenticate, quota, cache with the CAF call of a miss, filter, audit)."
+    );
+    describe_gauge!(
+        names::QUOTA_DAILY_REMAINING,
+        "Requests the post may still make today, as of its last quota decision in this replica."
+    );
+    describe_histogram!(
+        names::AUDIT_BATCH_RECORDS,
+        Unit::Count,
+        "Audit records written by one group commit, failed ones included."
     );
 }
 
@@ -364,6 +404,66 @@ pub fn record_nir_redactions(count: usize) {
 /// One group commit of the audit writer: its write and fdatasync, however it ended.
 pub fn record_audit_write(elapsed: Duration) {
     histogram!(names::AUDIT_WRITE_DURATION_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// One group commit of the audit writer: how many records it held.
+pub fn record_audit_batch(records: usize) {
+    histogram!(names::AUDIT_BATCH_RECORDS).record(records as f64);
+}
+
+/// A stage of a data request, as [`record_stage`] labels it: a fixed set, so
+/// that the histogram has five series and recording one allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Authenticate,
+    Quota,
+    /// The cache lookup, with the CAF call of a miss.
+    Cache,
+    Filter,
+    Audit,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [
+        Stage::Authenticate,
+        Stage::Quota,
+        Stage::Cache,
+        Stage::Filter,
+        Stage::Audit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Authenticate => "authenticate",
+            Stage::Quota => "quota",
+            Stage::Cache => "cache",
+            Stage::Filter => "filter",
+            Stage::Audit => "audit",
+        }
+    }
+}
+
+/// The time one stage of a data request took, however it ended.
+pub fn record_stage(stage: Stage, elapsed: Duration) {
+    // Literal label values make static keys: no allocation on the request path.
+    let histogram = match stage {
+        Stage::Authenticate => histogram!(names::STAGE_DURATION_SECONDS, "stage" => "authenticate"),
+        Stage::Quota => histogram!(names::STAGE_DURATION_SECONDS, "stage" => "quota"),
+        Stage::Cache => histogram!(names::STAGE_DURATION_SECONDS, "stage" => "cache"),
+        Stage::Filter => histogram!(names::STAGE_DURATION_SECONDS, "stage" => "filter"),
+        Stage::Audit => histogram!(names::STAGE_DURATION_SECONDS, "stage" => "audit"),
+    };
+    histogram.record(elapsed.as_secs_f64());
+}
+
+/// The post's daily quota left after a quota decision (allowed or refused).
+/// The agent is not a label: posts are few, agents are many and are people.
+pub fn set_quota_daily_remaining(post: &str, remaining: u64) {
+    gauge!(
+        names::QUOTA_DAILY_REMAINING,
+        "post" => safe_label(post).to_owned(),
+    )
+    .set(remaining as f64);
 }
 
 /// A bulk-lookup alert; `rule` is the rule's name (`distinct_dossiers`, ...).

@@ -44,6 +44,7 @@ pub use metrics::{
     record_cache, record_connection_refused, record_error_budget_refusal, record_http_request,
     record_quota_refusal, record_upstream, set_upstream_circuit_open,
 };
+pub use metrics::{Stage, record_audit_batch, record_stage, set_quota_daily_remaining};
 pub use metrics::{
     record_auth_failure, record_policy_reload, record_policy_shadow_diff,
     record_quota_redis_fallback, record_unknown_upstream_field,

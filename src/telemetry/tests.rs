@@ -361,3 +361,51 @@ fn installing_metrics_twice_gives_the_same_recorder() {
             .contains("caf_broker_jwks_refresh_failures_total")
     );
 }
+
+#[test]
+fn stage_latencies_quota_headroom_and_audit_batches_render_with_their_buckets() {
+    let recorder = local_recorder().unwrap();
+    let handle = recorder.handle();
+    ::metrics::with_local_recorder(&recorder, || {
+        for stage in Stage::ALL {
+            record_stage(stage, Duration::from_micros(200));
+        }
+        record_stage(Stage::Cache, Duration::from_secs(2));
+        set_quota_daily_remaining("TN-TUNIS", 1998);
+        set_quota_daily_remaining("TN-TUNIS", 1997);
+        // A post code that is not a safe label never becomes one.
+        set_quota_daily_remaining("JEANNE MARTIN", 5);
+        record_audit_batch(1);
+        record_audit_batch(3);
+    });
+    let text = handle.render();
+    let mut expected = vec![
+        r#"caf_broker_stage_duration_seconds_bucket{stage="cache",le="0.00025"} 1"#.to_owned(),
+        r#"caf_broker_stage_duration_seconds_bucket{stage="cache",le="2.5"} 2"#.to_owned(),
+        r#"caf_broker_stage_duration_seconds_count{stage="cache"} 2"#.to_owned(),
+        r#"caf_broker_quota_daily_remaining{post="TN-TUNIS"} 1997"#.to_owned(),
+        r#"caf_broker_quota_daily_remaining{post="other"} 5"#.to_owned(),
+        r#"caf_broker_audit_batch_records_bucket{le="1"} 1"#.to_owned(),
+        r#"caf_broker_audit_batch_records_bucket{le="4"} 2"#.to_owned(),
+        "caf_broker_audit_batch_records_sum 4".to_owned(),
+        "caf_broker_audit_batch_records_count 2".to_owned(),
+    ];
+    for stage in ["authenticate", "quota", "filter", "audit"] {
+        expected.push(format!(
+            r#"caf_broker_stage_duration_seconds_bucket{{stage="{stage}",le="0.00025"}} 1"#
+        ));
+    }
+    for line in &expected {
+        assert!(text.contains(line.as_str()), "missing {line} in\n{text}");
+    }
+    let stages: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("caf_broker_stage_duration_seconds_count{stage=\""))
+        .filter_map(|l| l.split('"').next())
+        .collect();
+    assert_eq!(
+        stages.into_iter().collect::<Vec<_>>(),
+        ["audit", "authenticate", "cache", "filter", "quota"]
+    );
+    assert!(!text.contains("JEANNE"));
+}

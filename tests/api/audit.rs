@@ -381,3 +381,32 @@ async fn each_group_commit_is_timed_in_the_audit_write_histogram() {
         app.metrics().await
     );
 }
+
+#[tokio::test]
+async fn each_group_commit_counts_its_records_in_the_audit_batch_histogram() {
+    let app = spawn_app().await;
+    let (count, sum) = (
+        "caf_broker_audit_batch_records_count",
+        "caf_broker_audit_batch_records_sum",
+    );
+    let (count_before, sum_before) = (app.counter(count).await, app.counter(sum).await);
+    let token = app.token(AGENT);
+    let statuses = futures_util::future::join_all(
+        (0..8).map(|_| app.get_dossier("1000002", &token, RADIATION)),
+    )
+    .await;
+    assert!(statuses.iter().all(|r| r.status() == 200));
+    let (count_after, sum_after) = (app.counter(count).await, app.counter(sum).await);
+    let metrics = app.metrics().await;
+    // Eight records, one per request, in one group commit or several (other
+    // tests of this binary share the recorder, so these are lower bounds).
+    assert!(count_after > count_before, "no batch counted:\n{metrics}");
+    assert!(
+        sum_after >= sum_before + 8.0,
+        "records not counted: {sum_before} then {sum_after}\n{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"caf_broker_audit_batch_records_bucket{le="1"}"#),
+        "{metrics}"
+    );
+}

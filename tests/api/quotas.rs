@@ -28,6 +28,10 @@ async fn frozen_app(overrides: &[(&str, &str)]) -> (TestApp, Arc<ManualClock>) {
     (app, clock)
 }
 
+async fn dossier(app: &TestApp, token: &str) -> reqwest::Response {
+    app.get_dossier("1000002", token, RADIATION).await
+}
+
 async fn concurrent_statuses(app: &TestApp, token: &str, n: usize) -> Vec<reqwest::Response> {
     join_all((0..n).map(|_| app.get_dossier("1000002", token, RADIATION))).await
 }
@@ -340,4 +344,48 @@ async fn without_known_posts_only_a_post_without_an_entry_gets_the_default_limit
         app.get_dossier("1000002", &token, RADIATION).await.status(),
         429
     );
+}
+
+#[tokio::test]
+async fn every_quota_decision_allowed_or_refused_sets_the_posts_daily_quota_left_on_metrics() {
+    // Two replicas with local quotas, as after a deployment without Redis: the
+    // gauge tells what the last decision saw, whichever replica took it.
+    let (a, clock) = frozen_app(&[(
+        "CAF_BROKER__QUOTAS__POSTS",
+        r#"{ "BE-BRUXELLES" = { per_second = 100, burst = 100, per_day = 3 } }"#,
+    )])
+    .await;
+    let (b, _) = frozen_app(&[(
+        "CAF_BROKER__QUOTAS__POSTS",
+        r#"{ "BE-BRUXELLES" = { per_second = 1, burst = 1, per_day = 3 } }"#,
+    )])
+    .await;
+    // A post no other test of this binary uses: the series is this test's alone.
+    let series = r#"caf_broker_quota_daily_remaining{post="BE-BRUXELLES"}"#;
+    let token = token_of(&a, "BE-BRUXELLES", "agent-7");
+
+    assert_eq!(dossier(&b, &token).await.status(), 200);
+    assert_eq!(a.counter(series).await, 2.0);
+    for left in [2.0, 1.0, 0.0] {
+        assert_eq!(dossier(&a, &token).await.status(), 200);
+        assert_eq!(a.counter(series).await, left);
+    }
+    // Refused for its burst, b still has two requests of the day left.
+    assert_problem(dossier(&b, &token).await, 429, "quota-exceeded").await;
+    assert_eq!(a.counter(series).await, 2.0);
+    // Refused for the day, a has none.
+    let refused = assert_problem(dossier(&a, &token).await, 429, "quota-exceeded").await;
+    assert_eq!(refused["limit"], "daily");
+    assert_eq!(a.counter(series).await, 0.0);
+    let metrics = a.metrics().await;
+    assert!(
+        !metrics.contains("agent-7"),
+        "the agent is never a label:\n{metrics}"
+    );
+
+    // The next day's first decision shows the refilled quota.
+    clock.advance(std::time::Duration::from_secs(86_400));
+    let token = token_of(&a, "BE-BRUXELLES", "agent-7");
+    assert_eq!(dossier(&a, &token).await.status(), 200);
+    assert_eq!(a.counter(series).await, 2.0);
 }

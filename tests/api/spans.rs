@@ -1,6 +1,7 @@
 //! The span tree of real requests through the broker, caught by an in-memory
 //! exporter: one server span named by the route template, a child per stage,
-//! the caller's trace continued, and no personal datum in any attribute.
+//! the caller's trace continued, and no personal datum in any attribute; and
+//! the same stages timed in `caf_broker_stage_duration_seconds`.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -164,4 +165,49 @@ async fn a_defined_purpose_labels_the_server_span_even_when_the_case_reference_i
     }
     // The purpose the policy defines, as the audit records it; free text, none.
     assert_eq!(labels, [Some("verification_radiation".to_owned()), None]);
+}
+
+/// The `_count` of each stage's series in `/metrics`, by stage.
+fn stage_counts(metrics: &str) -> std::collections::BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("caf_broker_stage_duration_seconds_count{stage=\""))
+        .filter_map(|rest| {
+            let (stage, value) = rest.split_once("\"} ")?;
+            Some((stage.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_released_dossier_times_each_stage_once_in_the_stage_histogram() {
+    let app = spawn_app().await;
+    let before = stage_counts(&app.metrics().await);
+    let response = app
+        .get_dossier(
+            "1000002",
+            &app.token("agent_consulaire"),
+            "verification_radiation",
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let metrics = app.metrics().await;
+    let after = stage_counts(&metrics);
+    // The stages are a fixed set, whatever the traffic of the other tests.
+    assert_eq!(
+        after.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["audit", "authenticate", "cache", "filter", "quota"],
+        "{metrics}"
+    );
+    for (stage, count) in &after {
+        let was = before.get(stage).copied().unwrap_or(0.0);
+        assert!(
+            *count > was,
+            "{stage} not timed: {was} then {count}\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains(r#"caf_broker_stage_duration_seconds_bucket{stage="cache",le="30"}"#),
+        "{metrics}"
+    );
 }
