@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 #[path = "support/config_files.rs"]
 mod config_files;
 
-use config_files::{config_from, tempdir};
+use config_files::{config_from, serve, tempdir};
 
 fn broker(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_caf-broker"))
@@ -382,24 +382,8 @@ fn check_passes_beside_the_running_broker_it_checks_and_leaves_its_audit_lock_al
             ("log_format = \"text\"", "log_format = \"json\""),
         ],
     );
-    let mut serving = Command::new(env!("CARGO_BIN_EXE_caf-broker"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut logs = BufReader::new(serving.stderr.take().unwrap()).lines();
-    let port = logs
-        .by_ref()
-        .take(200)
-        .map_while(Result::ok)
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
-        .find(|event| event["message"] == "caf-broker listening")
-        .and_then(|event| event["port"].as_u64());
-    // Keep reading the broker's log so that it never blocks on a full pipe.
-    std::thread::spawn(move || logs.for_each(drop));
+    let (mut serving, listening, _drained) = serve(&config);
+    let port = listening.and_then(|event| event["port"].as_u64());
 
     let checked = broker(&["check", "--config", config.to_str().unwrap()]);
     let lock = std::fs::File::options()
@@ -721,23 +705,7 @@ fn serve_with_an_operations_listener_answers_on_both_ports_and_sigterm_closes_bo
             ("log_format = \"text\"", "log_format = \"json\""),
         ],
     );
-    let mut serving = Command::new(env!("CARGO_BIN_EXE_caf-broker"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut logs = BufReader::new(serving.stderr.take().unwrap()).lines();
-    let listening = logs
-        .by_ref()
-        .take(200)
-        .map_while(Result::ok)
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
-        .find(|event| event["message"] == "caf-broker listening");
-    // Keep reading the broker's log so that it never blocks on a full pipe.
-    let drained = std::thread::spawn(move || logs.for_each(drop));
+    let (mut serving, listening, drained) = serve(&config);
     let ports = listening.as_ref().and_then(|event| {
         Some((
             event["port"].as_u64()?,

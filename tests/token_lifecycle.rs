@@ -2,13 +2,17 @@
 //! file again on SIGHUP, and a key withdrawn from it takes the tokens it
 //! verified out of the token cache.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
+
+#[path = "support/config_files.rs"]
+mod config_files;
+
+use config_files::{config_from, tempdir};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -18,13 +22,6 @@ const POLL: Duration = Duration::from_millis(25);
 
 fn repo(path: &str) -> PathBuf {
     Path::new(ROOT).join(path)
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("caf-broker-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// The development JWKS with only the keys named.
@@ -67,54 +64,23 @@ fn token(key_file: &str, kid: &str) -> String {
 /// `caf-broker serve` on plain HTTP and a free port, with its JWKS in `dir`;
 /// returns the child and its port.
 fn serve(dir: &Path, jwks: &Path) -> (Child, u16) {
-    let mut text = std::fs::read_to_string(repo("config/broker.toml")).unwrap();
-    for (from, to) in [
-        (
-            "listen = \"127.0.0.1:8443\"",
-            "listen = \"127.0.0.1:0\"".to_owned(),
-        ),
-        ("tls = true", "tls = false".to_owned()),
-        (
-            "client_auth = \"optional\"",
-            "client_auth = \"off\"".to_owned(),
-        ),
-        (
-            "dir = \"var/audit\"",
-            format!("dir = \"{}\"", dir.join("audit").display()),
-        ),
-        ("log_format = \"text\"", "log_format = \"json\"".to_owned()),
-        (
-            "jwks_file = \"certs-dev/jwks.json\"",
-            format!("jwks_file = \"{}\"", jwks.display()),
-        ),
-    ] {
-        assert!(
-            text.contains(from),
-            "config/broker.toml no longer contains {from:?}"
-        );
-        text = text.replacen(from, &to, 1);
-    }
-    let config = dir.join("broker.toml");
-    std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_caf-broker"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .current_dir(ROOT)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = logs
-        .by_ref()
-        .take(200)
-        .map_while(Result::ok)
-        .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
-        .find(|event| event["message"] == "caf-broker listening")
-        .and_then(|event| event["port"].as_u64());
-    // Keep reading the broker's log so that it never blocks on a full pipe.
-    std::thread::spawn(move || logs.for_each(drop));
-    match port.and_then(|port| u16::try_from(port).ok()) {
+    let audit = format!("dir = \"{}\"", dir.join("audit").display());
+    let jwks = format!("jwks_file = \"{}\"", jwks.display());
+    let config = config_from(
+        "config/broker.toml",
+        dir,
+        &[
+            ("listen = \"127.0.0.1:8443\"", "listen = \"127.0.0.1:0\""),
+            ("tls = true", "tls = false"),
+            ("client_auth = \"optional\"", "client_auth = \"off\""),
+            ("dir = \"var/audit\"", &audit),
+            ("log_format = \"text\"", "log_format = \"json\""),
+            ("jwks_file = \"certs-dev/jwks.json\"", &jwks),
+        ],
+    );
+    let (mut child, listening, _drained) = config_files::serve(&config);
+    let port = listening.and_then(|event| u16::try_from(event["port"].as_u64()?).ok());
+    match port {
         Some(port) => (child, port),
         None => {
             let _ = child.kill();

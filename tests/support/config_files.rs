@@ -1,9 +1,13 @@
-//! Configuration files for tests of the real binary: a fresh directory, and a
-//! shipped configuration copied with some of its lines replaced.
+//! Configuration files and processes for tests of the real binary: a fresh
+//! directory, a shipped configuration copied with some of its lines replaced,
+//! and `caf-broker serve` started on one of them.
 
 #![allow(dead_code, reason = "each test binary uses part of it")]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 
 /// A fresh directory for one test, under the system's temporary directory.
 pub fn tempdir(name: &str) -> PathBuf {
@@ -25,4 +29,28 @@ pub fn config_from(shipped: &str, dir: &Path, replacements: &[(&str, &str)]) -> 
     let config = dir.join("broker.toml");
     std::fs::write(&config, text).unwrap();
     config
+}
+
+/// A `caf-broker serve` process whose log is JSON (`telemetry.log_format =
+/// "json"` in its configuration), its "caf-broker listening" event, if it
+/// logged one among its first 200 lines, and the thread that drains the rest
+/// of its log (so that it never blocks on a full pipe; it ends with the process).
+pub fn serve(config: &Path) -> (Child, Option<serde_json::Value>, JoinHandle<()>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caf-broker"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = logs
+        .by_ref()
+        .take(200)
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .find(|event| event["message"] == "caf-broker listening");
+    let drained = std::thread::spawn(move || logs.for_each(drop));
+    (child, listening, drained)
 }
