@@ -670,7 +670,20 @@ fn audit_report(
     let now = crate::clock::Clock::wall(&SystemClock)
         .round(jiff::Unit::Second)?
         .to_string();
-    let report = crate::audit::AccessReport::build(&found, &logs, include_agents, now);
+    let mut report = crate::audit::AccessReport::build(&found, &logs, include_agents, now);
+    // Each log's accesses are proven against its latest signed checkpoint.
+    for (log, entry) in logs.iter().zip(report.logs.iter_mut()) {
+        let last_seq = found
+            .iter()
+            .filter(|f| f.replica == log.replica)
+            .map(|f| f.record.seq)
+            .max()
+            .unwrap_or(0);
+        match crate::audit::proven_checkpoint(&log.path, last_seq) {
+            Ok(checkpoint) => entry.checkpoint = checkpoint,
+            Err(e) => eprintln!("warning: not proven against a signed checkpoint: {e}"),
+        }
+    }
     let text = match format {
         ReportFormat::Html => report.to_html(),
         ReportFormat::Json => report.to_json() + "\n",

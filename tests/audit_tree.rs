@@ -676,3 +676,51 @@ fn a_forked_log_re_signed_with_the_key_is_named_by_the_witness_old_checkpoint() 
         "is not the one the new checkpoint signs",
     );
 }
+
+#[test]
+fn the_access_report_names_the_signed_checkpoint_its_accesses_are_proven_against() {
+    let dir = pristine().to_str().unwrap();
+    let out = audit(&[
+        "report", "--numero", "1000002", "--format", "json", "--dir", dir,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checkpoint = &report["logs"][0]["checkpoint"];
+    let log = std::fs::read(pristine().join("checkpoints.log")).unwrap();
+    let (notes, _) = caf_broker::audit::split_checkpoints(&log);
+    let latest = String::from_utf8(notes.last().unwrap().to_vec()).unwrap();
+    assert_eq!(checkpoint["origin"], ORIGIN, "{report}");
+    assert_eq!(checkpoint["tree_size"], RECORDS as u64);
+    assert_eq!(checkpoint["signed_note"], latest.as_str());
+    let root = checkpoint["root_hash"].as_str().unwrap();
+    assert!(
+        latest.contains(&format!("\n{RECORDS}\n{root}\n")),
+        "{latest}"
+    );
+    // A log whose records no longer match the checkpoint is not proven.
+    let edited = copy("report-edited");
+    let mut files = files(&edited);
+    files[0].1[0] = files[0].1[0].replace("TN-TUNIS", "FR-PARIS");
+    rechain(&mut files);
+    write_files(&files);
+    let out = audit(&[
+        "report",
+        "--numero",
+        "1000002",
+        "--format",
+        "json",
+        "--dir",
+        edited.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["logs"][0]["checkpoint"].is_null(), "{report}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no longer matches its latest signed checkpoint"),
+        "{stderr}"
+    );
+}

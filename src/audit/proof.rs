@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chain;
 use super::files;
+use super::report::ProvenCheckpoint;
 use super::retention;
 use super::signing::{CHECKPOINTS_FILE, CheckpointVerifier, NoteDefect, split_log};
 use super::tree::{self, Hash, Tree, leaf_hash};
@@ -67,6 +68,10 @@ pub enum ProveError {
         "{dir}: the log no longer matches its latest signed checkpoint (size {size}); run `caf-broker audit verify --public-key`"
     )]
     Mismatch { dir: PathBuf, size: u64 },
+    #[error(
+        "{dir}: seq {seq} was written after the latest signed checkpoint (size {size}); it is proven once the next one is signed"
+    )]
+    Uncovered { dir: PathBuf, seq: u64, size: u64 },
 }
 
 /// One log's tree, rebuilt from its records, and each record's line.
@@ -197,6 +202,46 @@ pub fn prove_records(
         });
     }
     Ok((proofs, uncovered))
+}
+
+/// The latest signed checkpoint of `dir`, once its tree is rebuilt from the
+/// records and has that checkpoint's root, and it covers every record up to
+/// `last_seq`: the checkpoint an access report's records of that log are
+/// proven against. `None` for a log that has no signed checkpoint.
+pub fn proven_checkpoint(
+    dir: &Path,
+    last_seq: u64,
+) -> Result<Option<ProvenCheckpoint>, ProveError> {
+    let (note, size, root) = match latest_checkpoint(dir) {
+        Ok(latest) => latest,
+        Err(ProveError::NoCheckpoint { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if last_seq > size {
+        return Err(ProveError::Uncovered {
+            dir: dir.to_path_buf(),
+            seq: last_seq,
+            size,
+        });
+    }
+    let log = LogTree::read(dir)?;
+    if log.tree.root_at(size).ok() != Some(root) {
+        return Err(ProveError::Mismatch {
+            dir: dir.to_path_buf(),
+            size,
+        });
+    }
+    let origin = signed_note::Note::from_bytes(&note)
+        .ok()
+        .and_then(|n| tlog_tiles::Checkpoint::from_bytes(n.text()).ok())
+        .map(|c| c.origin().to_owned())
+        .unwrap_or_default();
+    Ok(Some(ProvenCheckpoint {
+        origin,
+        tree_size: size,
+        root_hash: STANDARD.encode(root.0),
+        signed_note: String::from_utf8_lossy(&note).into_owned(),
+    }))
 }
 
 /// Why an inclusion proof does not hold.
