@@ -130,6 +130,46 @@ pub enum AuditCommand {
         #[arg(long = "dir", value_name = "DIR")]
         dirs: Vec<PathBuf>,
     },
+    /// For every access to one dossier, print the record, its leaf index and
+    /// its inclusion proof against the log's latest signed checkpoint: one
+    /// JSON document per line (docs/audit-proofs.md).
+    Prove {
+        #[command(flatten)]
+        dossier: DossierArgs,
+        /// An audit directory to read (a log, or one per replica
+        /// subdirectory); repeat for several (default: audit.dir).
+        #[arg(long = "dir", value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+    },
+    /// Check one proof printed by `audit prove`, offline, with the checkpoint
+    /// key's public half only; exit 1 naming what does not hold.
+    VerifyProof {
+        /// The checkpoint signing key's public half (PEM, or a C2SP verifier key).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// The log's origin (default: the verifier key's name, or audit.log_origin).
+        #[arg(long)]
+        origin: Option<String>,
+        /// A file holding one proof document.
+        proof_file: PathBuf,
+    },
+    /// Prove, from the log, that the NEW signed checkpoint extends the OLD
+    /// one (what a witness runs); exit 1 on a rolled-back or forked log.
+    Consistency {
+        /// The checkpoint signing key's public half (PEM, or a C2SP verifier key).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// The log's origin (default: the verifier key's name, or audit.log_origin).
+        #[arg(long)]
+        origin: Option<String>,
+        /// The directory of the one log both checkpoints sign (default: audit.dir).
+        #[arg(long = "dir", value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// A file holding the earlier signed checkpoint note.
+        old: PathBuf,
+        /// A file holding the later signed checkpoint note.
+        new: PathBuf,
+    },
 }
 
 /// The dossier a search or report is about.
@@ -362,6 +402,19 @@ fn audit(config: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
             include_agents,
             dirs,
         } => audit_report(config, dossier, format, include_agents, &dirs),
+        AuditCommand::Prove { dossier, dirs } => audit_prove(config, dossier, &dirs),
+        AuditCommand::VerifyProof {
+            public_key,
+            origin,
+            proof_file,
+        } => audit_verify_proof(config, &public_key, origin, &proof_file),
+        AuditCommand::Consistency {
+            public_key,
+            origin,
+            dir,
+            old,
+            new,
+        } => audit_consistency(config, &public_key, origin, dir, &old, &new),
     }
 }
 
@@ -617,7 +670,20 @@ fn audit_report(
     let now = crate::clock::Clock::wall(&SystemClock)
         .round(jiff::Unit::Second)?
         .to_string();
-    let report = crate::audit::AccessReport::build(&found, &logs, include_agents, now);
+    let mut report = crate::audit::AccessReport::build(&found, &logs, include_agents, now);
+    // Each log's accesses are proven against its latest signed checkpoint.
+    for (log, entry) in logs.iter().zip(report.logs.iter_mut()) {
+        let last_seq = found
+            .iter()
+            .filter(|f| f.replica == log.replica)
+            .map(|f| f.record.seq)
+            .max()
+            .unwrap_or(0);
+        match crate::audit::proven_checkpoint(&log.path, last_seq) {
+            Ok(checkpoint) => entry.checkpoint = checkpoint,
+            Err(e) => eprintln!("warning: not proven against a signed checkpoint: {e}"),
+        }
+    }
     let text = match format {
         ReportFormat::Html => report.to_html(),
         ReportFormat::Json => report.to_json() + "\n",
@@ -640,5 +706,139 @@ fn warn_unreadable(found: &crate::audit::SearchResult) {
             "warning: {} damaged line(s) mention this dossier; run `caf-broker audit verify`",
             found.unreadable_lines
         );
+    }
+}
+
+/// Prints one inclusion proof per access to the dossier, one JSON document a
+/// line, on stdout; the count, and the accesses no checkpoint covers yet, on stderr.
+fn audit_prove(config: &Path, dossier: DossierArgs, dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let lookup = read_lookup(dossier)?;
+    let settings = Settings::load(config)?;
+    let keys = crate::audit::AuditKey::all_from_settings(&settings.audit).map_err(|problems| {
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!(problems.join("; "))
+    })?;
+    let dossiers: Vec<String> = keys.iter().map(|key| key.pseudonymize(&lookup)).collect();
+    let dirs = match dirs {
+        [] => vec![settings.audit.dir.clone()],
+        dirs => dirs.to_vec(),
+    };
+    let logs = logs_of(&dirs)?;
+    let mut out = std::io::stdout().lock();
+    let mut proven = 0;
+    for log in &logs {
+        let (proofs, uncovered) =
+            crate::audit::prove_records(&log.path, log.replica.as_deref(), &dossiers)?;
+        for proof in &proofs {
+            serde_json::to_writer(&mut out, proof)?;
+            writeln!(out)?;
+        }
+        proven += proofs.len();
+        if !uncovered.is_empty() {
+            eprintln!(
+                "warning: {}: {} access(es) written after the latest signed checkpoint cannot be proven yet (seq {:?})",
+                log.label(),
+                uncovered.len(),
+                uncovered
+            );
+        }
+    }
+    out.flush()?;
+    eprintln!("{proven} access(es) proven in {} log(s)", logs.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The verifier of `--public-key`: its origin is `--origin`, else the name
+/// a C2SP verifier key carries, else audit.log_origin when a configuration
+/// can be read (none is needed offline).
+fn checkpoint_verifier(
+    config: &Path,
+    public_key: &Path,
+    origin: Option<String>,
+) -> anyhow::Result<crate::audit::CheckpointVerifier> {
+    use crate::audit::CheckpointVerifier;
+    let verifier =
+        match origin {
+            Some(origin) => CheckpointVerifier::from_file(public_key, Some(&origin)),
+            None => CheckpointVerifier::from_file(public_key, None).or_else(|problem| {
+                match Settings::load(config).ok().and_then(|s| s.audit.log_origin) {
+                    Some(origin) => CheckpointVerifier::from_file(public_key, Some(&origin)),
+                    None => Err(problem),
+                }
+            }),
+        };
+    verifier.map_err(|problem| anyhow::anyhow!("{}: {problem}", public_key.display()))
+}
+
+/// Exits 0 when the proof holds, 1 naming why it does not.
+fn audit_verify_proof(
+    config: &Path,
+    public_key: &Path,
+    origin: Option<String>,
+    proof_file: &Path,
+) -> anyhow::Result<ExitCode> {
+    let verifier = checkpoint_verifier(config, public_key, origin)?;
+    let document =
+        std::fs::read(proof_file).with_context(|| format!("{}", proof_file.display()))?;
+    match crate::audit::check_inclusion_proof(&document, &verifier) {
+        Ok(leaf) => {
+            println!(
+                "ok: the record is leaf {} of the tree of size {} signed by {} (root {})",
+                leaf.leaf_index,
+                leaf.tree_size,
+                verifier.origin(),
+                leaf.root
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(defect) => {
+            eprintln!("error: {}: {defect}", proof_file.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Exits 0, printing the proof, when NEW extends OLD in the log; 1 naming
+/// the rollback or the fork.
+fn audit_consistency(
+    config: &Path,
+    public_key: &Path,
+    origin: Option<String>,
+    dir: Option<PathBuf>,
+    old: &Path,
+    new: &Path,
+) -> anyhow::Result<ExitCode> {
+    let verifier = checkpoint_verifier(config, public_key, origin)?;
+    let dir = match dir {
+        Some(dir) => dir,
+        None => Settings::load(config)?.audit.dir,
+    };
+    let logs = logs_of(std::slice::from_ref(&dir))?;
+    let [log] = logs.as_slice() else {
+        anyhow::bail!(
+            "{}: holds {} logs; give the directory of the one log the checkpoints sign",
+            dir.display(),
+            logs.len()
+        );
+    };
+    let read = |file: &Path| std::fs::read(file).with_context(|| format!("{}", file.display()));
+    let (old_note, new_note) = (read(old)?, read(new)?);
+    match crate::audit::prove_consistency(&log.path, &verifier, &old_note, &new_note) {
+        Ok(proof) => {
+            println!(
+                "ok: the checkpoint of size {} extends the one of size {} (root {})",
+                proof.new_size, proof.old_size, proof.new_root
+            );
+            for hash in &proof.proof {
+                println!("{hash}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(crate::audit::ConsistencyDefect::Log(e)) => Err(e.into()),
+        Err(defect) => {
+            eprintln!("error: {defect}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }

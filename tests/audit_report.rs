@@ -297,7 +297,20 @@ async fn the_access_report_covers_every_replica_and_key_and_only_the_subjects_do
         .unwrap()
         .iter()
         .map(|l| {
-            assert!(l["checkpoint"].is_null(), "{l}");
+            // The broker was killed: its last checkpoint may not cover its last
+            // access (that is proven in tests/audit_tree.rs); one given covers them all.
+            if !l["checkpoint"].is_null() {
+                let last = accesses
+                    .iter()
+                    .filter(|a| a["replica"] == l["replica"])
+                    .map(|a| a["seq"].as_u64().unwrap())
+                    .max()
+                    .unwrap();
+                assert!(
+                    l["checkpoint"]["tree_size"].as_u64().unwrap() >= last,
+                    "{l}"
+                );
+            }
             (
                 l["replica"].as_str().unwrap(),
                 l["accesses"].as_u64().unwrap(),

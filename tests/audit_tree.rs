@@ -449,3 +449,278 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Runs `caf-broker audit <args>` from the repository.
+fn audit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_caf-broker"))
+        .current_dir(root())
+        .arg("audit")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The proofs `audit prove` prints for the dossier every pristine record is about.
+fn proofs() -> Vec<serde_json::Value> {
+    let dir = pristine().to_str().unwrap();
+    let out = audit(&["prove", "--numero", "1000002", "--dir", dir]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `audit verify-proof` on one proof document, with the public key only
+/// (the configuration named does not exist: nothing else is read).
+fn verify_proof(name: &str, proof: &serde_json::Value) -> Output {
+    let file = pristine().with_file_name(format!("{name}.proof.json"));
+    std::fs::write(&file, serde_json::to_vec_pretty(proof).unwrap()).unwrap();
+    audit(&[
+        "--config",
+        "/nonexistent/broker.toml",
+        "verify-proof",
+        "--public-key",
+        "certs-dev/audit-checkpoint.pub.pem",
+        "--origin",
+        ORIGIN,
+        file.to_str().unwrap(),
+    ])
+}
+
+fn assert_proof_refused(name: &str, proof: &serde_json::Value, why: &str) {
+    let out = verify_proof(name, proof);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a {name} proof passed: {stderr}");
+    assert!(stderr.contains(why), "{why:?} not in: {stderr}");
+}
+
+#[test]
+fn every_access_to_the_dossier_gets_an_inclusion_proof_that_verifies_with_only_the_public_key() {
+    let proofs = proofs();
+    assert_eq!(proofs.len(), RECORDS, "one proof per access");
+    let log = std::fs::read(pristine().join("checkpoints.log")).unwrap();
+    let (notes, _) = caf_broker::audit::split_checkpoints(&log);
+    let latest = String::from_utf8(notes.last().unwrap().to_vec()).unwrap();
+    for proof in &proofs {
+        let record: serde_json::Value =
+            serde_json::from_str(proof["record"].as_str().unwrap()).unwrap();
+        assert_eq!(proof["leaf_index"], record["seq"].as_u64().unwrap() - 1);
+        assert_eq!(proof["tree_size"], RECORDS as u64);
+        assert_eq!(
+            proof["checkpoint"],
+            latest.as_str(),
+            "the latest checkpoint"
+        );
+    }
+    for proof in [&proofs[0], &proofs[17], &proofs[RECORDS - 1]] {
+        let out = verify_proof("sound", proof);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&format!("of the tree of size {RECORDS} signed by {ORIGIN}")),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn verify_proof_names_an_edited_record_a_wrong_index_and_a_forged_checkpoint() {
+    let proof = proofs().swap_remove(5);
+    let mut edited = proof.clone();
+    let record = edited["record"]
+        .as_str()
+        .unwrap()
+        .replace("TN-TUNIS", "FR-PARIS");
+    edited["record"] = record.into();
+    assert_proof_refused("edited", &edited, "the record is not leaf 5");
+    let mut wrong_index = proof.clone();
+    wrong_index["leaf_index"] = 6.into();
+    assert_proof_refused("wrong-index", &wrong_index, "the leaf index 6 is wrong");
+    // A checkpoint whose root is rewritten keeps a signature that no longer holds.
+    let mut forged = proof.clone();
+    let note = forged["checkpoint"].as_str().unwrap().to_owned();
+    let root_line = note.lines().nth(2).unwrap();
+    let mut edge = Edge::empty();
+    edge.push(leaf_hash(b"forged"));
+    let fake_root = base64_of(&edge.root().0);
+    forged["checkpoint"] = note.replacen(root_line, &fake_root, 1).into();
+    assert_proof_refused("forged", &forged, "not signed by the given key");
+    // A checkpoint signed by the key for another log.
+    let other = CheckpointSigner::from_file(
+        &root().join("certs-dev/audit-checkpoint.key.pem"),
+        "caf-broker.localhost/other",
+    )
+    .unwrap();
+    let mut replayed = proof.clone();
+    let note = other.sign(RECORDS as u64, edge.root()).unwrap();
+    replayed["checkpoint"] = String::from_utf8(note).unwrap().into();
+    assert_proof_refused("replayed", &replayed, "a checkpoint of another log");
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The signed notes of a log's `checkpoints.log`, oldest first, each in a file.
+fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
+    let log = std::fs::read(dir.join("checkpoints.log")).unwrap();
+    let (notes, _) = caf_broker::audit::split_checkpoints(&log);
+    notes
+        .iter()
+        .enumerate()
+        .map(|(i, note)| {
+            let file = dir.with_file_name(format!(
+                "{}-{i}.note",
+                dir.file_name().unwrap().to_str().unwrap()
+            ));
+            std::fs::write(&file, note).unwrap();
+            file
+        })
+        .collect()
+}
+
+fn consistency(dir: &Path, old: &Path, new: &Path) -> Output {
+    audit(&[
+        "consistency",
+        "--public-key",
+        "certs-dev/audit-checkpoint.pub.pem",
+        "--origin",
+        ORIGIN,
+        "--dir",
+        dir.to_str().unwrap(),
+        old.to_str().unwrap(),
+        new.to_str().unwrap(),
+    ])
+}
+
+fn assert_inconsistent(dir: &Path, old: &Path, new: &Path, why: &str) {
+    let out = consistency(dir, old, new);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "consistency passed: {stderr}");
+    assert!(stderr.contains(why), "{why:?} not in: {stderr}");
+}
+
+#[test]
+fn a_later_checkpoint_is_proven_to_extend_an_earlier_one_and_a_rollback_is_named() {
+    let notes = checkpoint_files(pristine());
+    let (old, new) = (&notes[1], notes.last().unwrap());
+    let out = consistency(pristine(), old, new);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "the checkpoint of size {RECORDS} extends the one of size 8"
+        )),
+        "{stdout}"
+    );
+    assert_inconsistent(
+        pristine(),
+        new,
+        old,
+        "rolled back: the new checkpoint signs 8",
+    );
+    // The witness holds the latest checkpoint; the log was cut behind it.
+    let dir = copy("consistency-cut");
+    let mut files = files(&dir);
+    files.last_mut().unwrap().1.pop();
+    write_files(&files);
+    assert_inconsistent(&dir, old, new, "rolled back: the log holds 39 records");
+}
+
+#[test]
+fn a_forked_log_re_signed_with_the_key_is_named_by_the_witness_old_checkpoint() {
+    let witnessed = checkpoint_files(pristine());
+    // The administrator, holding the key, rewrites a record and re-signs.
+    let dir = copy("forked");
+    let mut files = files(&dir);
+    files[0].1[2] = files[0].1[2].replace("TN-TUNIS", "FR-PARIS");
+    rechain(&mut files);
+    write_files(&files);
+    let mut edge = Edge::empty();
+    for (_, lines) in &files {
+        for line in lines {
+            edge.push(leaf_hash(line.as_bytes()));
+        }
+    }
+    let signer =
+        CheckpointSigner::from_file(&root().join("certs-dev/audit-checkpoint.key.pem"), ORIGIN)
+            .unwrap();
+    let resigned = dir.with_file_name("forked-new.note");
+    std::fs::write(&resigned, signer.sign(edge.size(), edge.root()).unwrap()).unwrap();
+    assert_inconsistent(
+        &dir,
+        &witnessed[1],
+        &resigned,
+        "forked: the new checkpoint (size 40) does not extend the old one (size 8)",
+    );
+    // Against the witness's latest checkpoint, the rewritten log is not the one signed.
+    assert_inconsistent(
+        &dir,
+        &witnessed[1],
+        witnessed.last().unwrap(),
+        "is not the one the new checkpoint signs",
+    );
+}
+
+#[test]
+fn the_access_report_names_the_signed_checkpoint_its_accesses_are_proven_against() {
+    let dir = pristine().to_str().unwrap();
+    let out = audit(&[
+        "report", "--numero", "1000002", "--format", "json", "--dir", dir,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checkpoint = &report["logs"][0]["checkpoint"];
+    let log = std::fs::read(pristine().join("checkpoints.log")).unwrap();
+    let (notes, _) = caf_broker::audit::split_checkpoints(&log);
+    let latest = String::from_utf8(notes.last().unwrap().to_vec()).unwrap();
+    assert_eq!(checkpoint["origin"], ORIGIN, "{report}");
+    assert_eq!(checkpoint["tree_size"], RECORDS as u64);
+    assert_eq!(checkpoint["signed_note"], latest.as_str());
+    let root = checkpoint["root_hash"].as_str().unwrap();
+    assert!(
+        latest.contains(&format!("\n{RECORDS}\n{root}\n")),
+        "{latest}"
+    );
+    // A log whose records no longer match the checkpoint is not proven.
+    let edited = copy("report-edited");
+    let mut files = files(&edited);
+    files[0].1[0] = files[0].1[0].replace("TN-TUNIS", "FR-PARIS");
+    rechain(&mut files);
+    write_files(&files);
+    let out = audit(&[
+        "report",
+        "--numero",
+        "1000002",
+        "--format",
+        "json",
+        "--dir",
+        edited.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["logs"][0]["checkpoint"].is_null(), "{report}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no longer matches its latest signed checkpoint"),
+        "{stderr}"
+    );
+}

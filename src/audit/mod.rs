@@ -77,6 +77,7 @@
 mod chain;
 mod files;
 mod key;
+mod proof;
 mod record;
 mod replicas;
 mod report;
@@ -101,9 +102,13 @@ use crate::domain::Lookup;
 pub use chain::GENESIS;
 pub use files::FileName;
 pub use key::AuditKey;
+pub use proof::{
+    Consistency, ConsistencyDefect, InclusionProof, PROOF_FORMAT, ProofDefect, ProveError,
+    ProvenLeaf, check_inclusion_proof, prove_consistency, prove_records, proven_checkpoint,
+};
 pub use record::{AuditEntry, AuditReceipt, Figures, Outcome, Pseudonym, Record, RecordKind};
 pub use replicas::{LogDir, logs_under, loose_modes};
-pub use report::{AccessReport, ReportAccess, ReportLog};
+pub use report::{AccessReport, ProvenCheckpoint, ReportAccess, ReportLog};
 pub use retention::{CHECKPOINT_FILE, Checkpoint, CheckpointError, read_checkpoint};
 pub use search::{Found, SearchError, SearchResult, search, search_logs};
 pub use settings::{AuditSettings, PreviousHmacKey};

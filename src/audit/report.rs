@@ -47,8 +47,9 @@ pub struct ReportLog {
     pub replica: Option<String>,
     /// The accesses of this report found in it.
     pub accesses: usize,
-    /// The signed checkpoint this log's records were proven against; `null`
-    /// until the log has signed checkpoints.
+    /// The signed checkpoint this log's records were proven against (filled
+    /// by the caller, see `proof::proven_checkpoint`); `null` when the log has
+    /// none, or none that its records match and that covers them.
     pub checkpoint: Option<ProvenCheckpoint>,
 }
 
