@@ -86,6 +86,7 @@ mod settings;
 mod signing;
 pub mod tree;
 mod verify;
+mod witness;
 mod writer;
 
 use std::path::PathBuf;
@@ -252,13 +253,24 @@ impl AuditLog {
         let key =
             AuditKey::from_file(&settings.hmac_key_file)?.with_id(settings.hmac_key_id.clone());
         let signer = signer(settings)?;
+        let replica = settings
+            .replica_id
+            .clone()
+            .unwrap_or_else(|| "log".to_owned());
         let settings = &replicas::writer_settings(settings)?;
         files::create_dir_owner_only(&settings.dir).map_err(|source| AuditSetupError::Dir {
             path: settings.dir.clone(),
             source,
         })?;
         let shared = Arc::new(Shared::new());
-        let writer = Writer::open(settings, clock, sync_data, shared.clone(), signer)?;
+        let witness = match (&settings.witness_dir, &signer) {
+            (Some(dir), Some(_)) => Some(
+                witness::WitnessHandle::start(dir.clone(), replica, clock.clone())
+                    .map_err(AuditSetupError::Spawn)?,
+            ),
+            _ => None,
+        };
+        let writer = Writer::open(settings, clock, sync_data, shared.clone(), signer, witness)?;
         let (sender, receiver) = mpsc::sync_channel(settings.queue_capacity);
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())

@@ -79,6 +79,11 @@ pub struct AuditSettings {
     /// ... or once this many seconds passed with records not yet covered (and at shutdown).
     #[serde(default = "default_checkpoint_every_secs")]
     pub checkpoint_every_secs: u64,
+    /// A directory (another volume, host or owner than `dir`) where each
+    /// signed checkpoint is also written, as `<replica>-<size>.checkpoint`;
+    /// unset, checkpoints stay in `checkpoints.log` only.
+    #[serde(default)]
+    pub witness_dir: Option<PathBuf>,
 }
 
 fn default_checkpoint_every_records() -> u64 {
@@ -129,6 +134,7 @@ impl AuditSettings {
             log_origin: None,
             checkpoint_every_records: default_checkpoint_every_records(),
             checkpoint_every_secs: default_checkpoint_every_secs(),
+            witness_dir: None,
         }
     }
 
@@ -271,6 +277,18 @@ impl AuditSettings {
                 self.checkpoint_every_secs
             ));
         }
+        if let Some(witness) = &self.witness_dir {
+            if witness.as_os_str().is_empty() {
+                problems.push(
+                    "audit.witness_dir: empty; name a directory, or leave the key out".to_owned(),
+                );
+            } else if self.checkpoint_signing_key_file.is_none() {
+                problems.push(
+                    "audit.witness_dir: needs audit.checkpoint_signing_key_file: only signed checkpoints are sent to the witness"
+                        .to_owned(),
+                );
+            }
+        }
         problems
     }
 }
@@ -321,6 +339,7 @@ mod tests {
         settings.checkpoint_every_records = 0;
         settings.checkpoint_every_secs = 0;
         settings.replica_id = Some("../elsewhere".into());
+        settings.witness_dir = Some("".into());
         settings.hmac_key_id = Some("2026".into());
         settings.previous_hmac_keys = vec![
             PreviousHmacKey {
@@ -348,6 +367,7 @@ mod tests {
             "audit.log_origin",
             "audit.checkpoint_every_records",
             "audit.checkpoint_every_secs",
+            "audit.witness_dir",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(key)),
