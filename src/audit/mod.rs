@@ -215,6 +215,8 @@ pub enum AuditSetupError {
     Tree { reason: String },
     #[error("cannot start the audit writer thread")]
     Spawn(#[source] std::io::Error),
+    #[error("audit.witness_url: {0}")]
+    Witness(String),
 }
 
 impl AuditLog {
@@ -263,12 +265,19 @@ impl AuditLog {
             source,
         })?;
         let shared = Arc::new(Shared::new());
-        let witness = match (&settings.witness_dir, &signer) {
-            (Some(dir), Some(_)) => Some(
-                witness::WitnessHandle::start(dir.clone(), replica, clock.clone())
+        let witnesses = match &signer {
+            Some(_) => {
+                witness::from_settings(settings, &replica).map_err(AuditSetupError::Witness)?
+            }
+            None => Vec::new(),
+        };
+        let witness = if witnesses.is_empty() {
+            None
+        } else {
+            Some(
+                witness::WitnessHandle::start(witnesses, clock.clone())
                     .map_err(AuditSetupError::Spawn)?,
-            ),
-            _ => None,
+            )
         };
         let writer = Writer::open(settings, clock, sync_data, shared.clone(), signer, witness)?;
         let (sender, receiver) = mpsc::sync_channel(settings.queue_capacity);

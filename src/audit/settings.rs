@@ -84,6 +84,20 @@ pub struct AuditSettings {
     /// unset, checkpoints stay in `checkpoints.log` only.
     #[serde(default)]
     pub witness_dir: Option<PathBuf>,
+    /// An `https://` URL to which each signed checkpoint is POSTed
+    /// (`text/plain`, the note as it is); unset, none is sent.
+    #[serde(default)]
+    pub witness_url: Option<String>,
+    /// The CA certificates (PEM) trusted for `witness_url`; required with it.
+    #[serde(default)]
+    pub witness_ca_file: Option<PathBuf>,
+    /// The longest one POST to `witness_url` may take.
+    #[serde(default = "default_witness_timeout_ms")]
+    pub witness_timeout_ms: u64,
+}
+
+fn default_witness_timeout_ms() -> u64 {
+    5000
 }
 
 fn default_checkpoint_every_records() -> u64 {
@@ -135,6 +149,9 @@ impl AuditSettings {
             checkpoint_every_records: default_checkpoint_every_records(),
             checkpoint_every_secs: default_checkpoint_every_secs(),
             witness_dir: None,
+            witness_url: None,
+            witness_ca_file: None,
+            witness_timeout_ms: default_witness_timeout_ms(),
         }
     }
 
@@ -289,6 +306,31 @@ impl AuditSettings {
                 );
             }
         }
+        if let Some(url) = &self.witness_url {
+            if !url.starts_with("https://") {
+                problems.push(format!(
+                    "audit.witness_url: {url:?} is not an https:// URL; the checkpoints are sent over TLS only"
+                ));
+            }
+            if self.witness_ca_file.is_none() {
+                problems.push(
+                    "audit.witness_ca_file: required with audit.witness_url: the CA certificates trusted for the witness"
+                        .to_owned(),
+                );
+            }
+            if self.checkpoint_signing_key_file.is_none() {
+                problems.push(
+                    "audit.witness_url: needs audit.checkpoint_signing_key_file: only signed checkpoints are sent to the witness"
+                        .to_owned(),
+                );
+            }
+        }
+        if !(100..=60_000).contains(&self.witness_timeout_ms) {
+            problems.push(format!(
+                "audit.witness_timeout_ms: {} is out of range; use 100 to 60000",
+                self.witness_timeout_ms
+            ));
+        }
         problems
     }
 }
@@ -340,6 +382,8 @@ mod tests {
         settings.checkpoint_every_secs = 0;
         settings.replica_id = Some("../elsewhere".into());
         settings.witness_dir = Some("".into());
+        settings.witness_url = Some("http://witness.example".into());
+        settings.witness_timeout_ms = 0;
         settings.hmac_key_id = Some("2026".into());
         settings.previous_hmac_keys = vec![
             PreviousHmacKey {
@@ -368,6 +412,9 @@ mod tests {
             "audit.checkpoint_every_records",
             "audit.checkpoint_every_secs",
             "audit.witness_dir",
+            "audit.witness_url",
+            "audit.witness_ca_file",
+            "audit.witness_timeout_ms",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(key)),

@@ -1,11 +1,12 @@
-//! The witness: each signed checkpoint copied off the writer's path to `audit.witness_dir`, its failures counted and its lag exported.
+//! The witness: each signed checkpoint sent off the writer's path to `audit.witness_dir` and `audit.witness_url`, its failures counted and its lag exported.
 //!
 //! The writer hands each checkpoint, once durable in `checkpoints.log`, to
 //! [`WitnessHandle::offer`], which only replaces the newest note waiting (a
 //! newer checkpoint covers every older one) and returns at once: a slow or
 //! unwritable witness never delays a record. A thread of its own writes the
 //! note as `<replica>-<size, 20 digits>.checkpoint` (temporary file, fsync,
-//! rename, directory fsync). A failed write is counted
+//! rename, directory fsync), and POSTs it to the witness URL over HTTPS
+//! (trusting `audit.witness_ca_file` only; three tries). A failed send is counted
 //! (`caf_broker_audit_witness_failures_total`) and retried with the next
 //! checkpoint. `caf_broker_audit_witness_lag_seconds` is 0 while the witness
 //! holds the newest checkpoint, else the seconds since the first checkpoint
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 
-use super::files;
+use super::{AuditSettings, files};
 
 /// How often the lag is brought up to date while the witness is behind.
 const LAG_TICK: Duration = Duration::from_secs(1);
@@ -62,10 +63,9 @@ pub(super) struct WitnessHandle {
 }
 
 impl WitnessHandle {
-    /// Starts the thread that writes checkpoints of the log `replica` into `dir`.
+    /// Starts the thread that sends each checkpoint to every witness.
     pub(super) fn start(
-        dir: PathBuf,
-        replica: String,
+        witnesses: Vec<Box<dyn Witness>>,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<WitnessHandle> {
         let state = Arc::new(State {
@@ -77,7 +77,7 @@ impl WitnessHandle {
             let (state, clock) = (state.clone(), clock.clone());
             std::thread::Builder::new()
                 .name("audit-witness".into())
-                .spawn(move || run(&state, &*clock, &DirWitness { dir, replica }))?
+                .spawn(move || run(&state, &*clock, &witnesses))?
         };
         Ok(WitnessHandle {
             state,
@@ -112,8 +112,129 @@ impl Drop for WitnessHandle {
 }
 
 /// Somewhere a checkpoint is sent.
-trait Witness {
+pub(super) trait Witness: Send {
     fn send(&self, note: &[u8], size: u64) -> Result<(), String>;
+}
+
+/// The witnesses the settings name, for the log `replica`; a CA file that
+/// does not read, or a client that cannot be built, refuses the start.
+pub(super) fn from_settings(
+    settings: &AuditSettings,
+    replica: &str,
+) -> Result<Vec<Box<dyn Witness>>, String> {
+    let mut witnesses: Vec<Box<dyn Witness>> = Vec::new();
+    if let Some(dir) = &settings.witness_dir {
+        witnesses.push(Box::new(DirWitness {
+            dir: dir.clone(),
+            replica: replica.to_owned(),
+        }));
+    }
+    if let Some(url) = &settings.witness_url {
+        witnesses.push(Box::new(UrlWitness::new(
+            url,
+            settings.witness_ca_file.as_deref(),
+            Duration::from_millis(settings.witness_timeout_ms),
+        )?));
+    }
+    Ok(witnesses)
+}
+
+/// `audit.witness_url`: an HTTPS POST of the note, on a runtime of the witness thread's own.
+struct UrlWitness {
+    url: reqwest::Url,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Tries of one POST, and the pause after a failed one (doubled each time).
+const URL_TRIES: u32 = 3;
+const URL_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+impl UrlWitness {
+    fn new(url: &str, ca_file: Option<&Path>, timeout: Duration) -> Result<UrlWitness, String> {
+        let url = reqwest::Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
+        if url.scheme() != "https" {
+            return Err("not an https:// URL".to_owned());
+        }
+        let roots = match ca_file {
+            Some(ca) => {
+                crate::tls::trust_store(ca).map_err(|e| format!("audit.witness_ca_file: {e}"))?
+            }
+            None => return Err("audit.witness_ca_file is required".to_owned()),
+        };
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .https_only(true)
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .user_agent(concat!("caf-broker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the witness runtime: {e}"))?;
+        Ok(UrlWitness {
+            url,
+            client,
+            runtime,
+        })
+    }
+
+    fn post(&self, note: &[u8]) -> Result<(), String> {
+        let request = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(note.to_vec());
+        let response = self
+            .runtime
+            // The request's timer needs the runtime: the future is made inside it.
+            .block_on(async move { request.send().await })
+            .map_err(|e| format!("POST {}: {}", self.url, error_chain(&e)))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("POST {}: answered {}", self.url, response.status()))
+        }
+    }
+}
+
+impl Witness for UrlWitness {
+    fn send(&self, note: &[u8], _size: u64) -> Result<(), String> {
+        let mut pause = URL_RETRY_PAUSE;
+        let mut tries = 1;
+        loop {
+            match self.post(note) {
+                Ok(()) => return Ok(()),
+                Err(error) if tries >= URL_TRIES => return Err(error),
+                Err(_) => {
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                    tries += 1;
+                }
+            }
+        }
+    }
+}
+
+/// An error with its causes, `: `-separated (reqwest hides the cause in its display).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `audit.witness_dir`.
@@ -162,23 +283,15 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> 
 }
 
 /// The thread's body: write the newest checkpoint offered; keep the lag up to date.
-fn run(state: &State, clock: &dyn Clock, witness: &dyn Witness) {
+fn run(state: &State, clock: &dyn Clock, witnesses: &[Box<dyn Witness>]) {
     let mut slot = state.lock();
     loop {
         if let Some(offered) = slot.newest.take() {
             drop(slot);
-            let sent = witness.send(&offered.note, offered.size);
-            slot = state.lock();
-            match sent {
-                Ok(()) => {
-                    // Missing now only what was offered meanwhile, if anything.
-                    slot.behind_since = slot.newest.as_ref().map(|newer| newer.signed_at);
-                    tracing::debug!(
-                        tree_size = offered.size,
-                        "audit checkpoint sent to the witness"
-                    );
-                }
-                Err(error) => {
+            let mut failed = false;
+            for witness in witnesses {
+                if let Err(error) = witness.send(&offered.note, offered.size) {
+                    failed = true;
                     crate::telemetry::record_audit_witness_failure();
                     tracing::warn!(
                         %error,
@@ -186,6 +299,16 @@ fn run(state: &State, clock: &dyn Clock, witness: &dyn Witness) {
                         "audit checkpoint not sent to the witness; retried with the next checkpoint"
                     );
                 }
+            }
+            slot = state.lock();
+            if !failed {
+                // Missing now only what was offered meanwhile, if anything;
+                // after a failure, the next checkpoint (covering this one) is retried.
+                slot.behind_since = slot.newest.as_ref().map(|newer| newer.signed_at);
+                tracing::debug!(
+                    tree_size = offered.size,
+                    "audit checkpoint sent to the witness"
+                );
             }
         }
         let lag = slot.behind_since.map_or(0.0, |since| {

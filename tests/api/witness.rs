@@ -1,11 +1,14 @@
-//! The witness directory: signed checkpoints copied there while requests run; an unwritable one never fails a request and is counted.
+//! The witnesses: signed checkpoints copied to a directory and POSTed to an HTTPS stub while requests run; an unwritable directory never fails a request and is counted.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use actix_web::{App, HttpResponse, HttpServer, web};
 use caf_broker::audit::{CheckpointVerifier, verify_signed};
 use caf_broker::clock::SystemClock;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::helpers::{fresh_dir, repo, spawn_app_with, spawn_stoppable_app};
 
@@ -127,4 +130,101 @@ async fn an_unwritable_witness_directory_fails_no_request_and_is_counted() {
     );
     // The records and their checkpoints are on the broker's own disk all the same.
     assert!(app.audit_dir.join("checkpoints.log").exists());
+}
+
+/// A witness over HTTPS (the development server certificate): it refuses the
+/// first POST with 503, then keeps every body it accepts.
+#[derive(Default)]
+struct StubWitness {
+    posts: Mutex<u32>,
+    accepted: Mutex<Vec<Vec<u8>>>,
+}
+
+async fn add_checkpoint(body: web::Bytes, state: web::Data<StubWitness>) -> HttpResponse {
+    let first = {
+        let mut posts = state.posts.lock().unwrap();
+        *posts += 1;
+        *posts == 1
+    };
+    if first {
+        return HttpResponse::ServiceUnavailable().finish();
+    }
+    state.accepted.lock().unwrap().push(body.to_vec());
+    HttpResponse::Ok().finish()
+}
+
+fn server_tls() -> rustls::ServerConfig {
+    let chain = CertificateDer::pem_file_iter(repo("certs-dev/server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(repo("certs-dev/server.key.pem")).unwrap();
+    rustls::ServerConfig::builder_with_provider(Arc::new(caf_broker::tls::provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_witness_url_receives_each_checkpoint_over_https_after_a_refused_try() {
+    let state = web::Data::new(StubWitness::default());
+    let shared = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(shared.clone())
+            .route("/add-checkpoint", web::post().to(add_checkpoint))
+    })
+    .workers(1)
+    .shutdown_timeout(0)
+    .bind_rustls_0_23(("127.0.0.1", 0), server_tls())
+    .expect("the stub witness binds");
+    let url = format!(
+        "https://localhost:{}/add-checkpoint",
+        server.addrs()[0].port()
+    );
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+
+    let ca = repo("certs-dev/ca.pem").display().to_string();
+    let stoppable = spawn_stoppable_app(
+        &[
+            ("CAF_BROKER__AUDIT__WITNESS_URL", url.as_str()),
+            ("CAF_BROKER__AUDIT__WITNESS_CA_FILE", ca.as_str()),
+            ("CAF_BROKER__AUDIT__CHECKPOINT_EVERY_RECORDS", "3"),
+        ],
+        Arc::new(SystemClock),
+    )
+    .await;
+    let app = &stoppable.app;
+    let token = app.token(AGENT);
+    for _ in 0..9 {
+        assert_eq!(
+            app.get_dossier("1000002", &token, RADIATION).await.status(),
+            200
+        );
+    }
+    let audit_dir = app.audit_dir.clone();
+    stoppable.stop().await;
+    handle.stop(false).await;
+
+    // The refused POST was tried again; the witness holds the newest
+    // checkpoint, which checks the whole log with the public key only.
+    assert!(*state.posts.lock().unwrap() >= 2);
+    let accepted = state.accepted.lock().unwrap().clone();
+    let newest = accepted.last().expect("no checkpoint reached the witness");
+    let log = std::fs::read(audit_dir.join("checkpoints.log")).unwrap();
+    assert!(
+        log.ends_with(&[newest.as_slice(), b"\n"].concat()),
+        "not the newest note"
+    );
+    let verifier = CheckpointVerifier::from_file(
+        &repo("certs-dev/audit-checkpoint.pub.pem"),
+        Some("caf-broker.localhost/dev"),
+    )
+    .unwrap();
+    let report = verify_signed(&audit_dir, &verifier, Some(newest)).expect("the log verifies");
+    assert_eq!(report.tree_size, 9);
 }
