@@ -136,7 +136,8 @@ cp -r config/policy-tests "$dir/policy/tests"
 # Plain HTTP on loopback (as behind a TLS-terminating proxy): tls = false goes
 # with client_auth = "off". /healthz, /readyz and /metrics are on an operations
 # listener of their own (server.ops_listen), as Prometheus and probes reach them
-# in a deployment. Each replica has its own audit directory.
+# in a deployment. Each replica has its own audit directory; both write their
+# signed checkpoints into one witness directory.
 # Optional, for smoke.sh: a shadow candidate policy, and a smaller error budget.
 extra=()
 [ -z "${CAF_LOCAL_SHADOW_FILE:-}" ] || extra+=(CAF_BROKER__POLICY__SHADOW_FILE="$CAF_LOCAL_SHADOW_FILE")
@@ -165,6 +166,7 @@ replica() {
     CAF_BROKER__POLICY__TESTS_DIR="$dir/policy/tests" \
     CAF_BROKER__AUDIT__DIR="$dir/audit-$name" \
     CAF_BROKER__AUDIT__REPLICA_ID="$name" \
+    CAF_BROKER__AUDIT__WITNESS_DIR="$dir/witness" \
     CAF_BROKER__TELEMETRY__LOG_FORMAT=json \
     "$bin" --config config/broker.toml serve
 }

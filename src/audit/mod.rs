@@ -87,6 +87,7 @@ mod settings;
 mod signing;
 pub mod tree;
 mod verify;
+mod witness;
 mod writer;
 
 use std::path::PathBuf;
@@ -219,6 +220,8 @@ pub enum AuditSetupError {
     Tree { reason: String },
     #[error("cannot start the audit writer thread")]
     Spawn(#[source] std::io::Error),
+    #[error("audit.witness_url: {0}")]
+    Witness(String),
 }
 
 impl AuditLog {
@@ -257,13 +260,31 @@ impl AuditLog {
         let key =
             AuditKey::from_file(&settings.hmac_key_file)?.with_id(settings.hmac_key_id.clone());
         let signer = signer(settings)?;
+        let replica = settings
+            .replica_id
+            .clone()
+            .unwrap_or_else(|| "log".to_owned());
         let settings = &replicas::writer_settings(settings)?;
         files::create_dir_owner_only(&settings.dir).map_err(|source| AuditSetupError::Dir {
             path: settings.dir.clone(),
             source,
         })?;
         let shared = Arc::new(Shared::new());
-        let writer = Writer::open(settings, clock, sync_data, shared.clone(), signer)?;
+        let witnesses = match &signer {
+            Some(_) => {
+                witness::from_settings(settings, &replica).map_err(AuditSetupError::Witness)?
+            }
+            None => Vec::new(),
+        };
+        let witness = if witnesses.is_empty() {
+            None
+        } else {
+            Some(
+                witness::WitnessHandle::start(witnesses, clock.clone())
+                    .map_err(AuditSetupError::Spawn)?,
+            )
+        };
+        let writer = Writer::open(settings, clock, sync_data, shared.clone(), signer, witness)?;
         let (sender, receiver) = mpsc::sync_channel(settings.queue_capacity);
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())

@@ -79,6 +79,25 @@ pub struct AuditSettings {
     /// ... or once this many seconds passed with records not yet covered (and at shutdown).
     #[serde(default = "default_checkpoint_every_secs")]
     pub checkpoint_every_secs: u64,
+    /// A directory (another volume, host or owner than `dir`) where each
+    /// signed checkpoint is also written, as `<replica>-<size>.checkpoint`;
+    /// unset, checkpoints stay in `checkpoints.log` only.
+    #[serde(default)]
+    pub witness_dir: Option<PathBuf>,
+    /// An `https://` URL to which each signed checkpoint is POSTed
+    /// (`text/plain`, the note as it is); unset, none is sent.
+    #[serde(default)]
+    pub witness_url: Option<String>,
+    /// The CA certificates (PEM) trusted for `witness_url`; required with it.
+    #[serde(default)]
+    pub witness_ca_file: Option<PathBuf>,
+    /// The longest one POST to `witness_url` may take.
+    #[serde(default = "default_witness_timeout_ms")]
+    pub witness_timeout_ms: u64,
+}
+
+fn default_witness_timeout_ms() -> u64 {
+    5000
 }
 
 fn default_checkpoint_every_records() -> u64 {
@@ -129,6 +148,10 @@ impl AuditSettings {
             log_origin: None,
             checkpoint_every_records: default_checkpoint_every_records(),
             checkpoint_every_secs: default_checkpoint_every_secs(),
+            witness_dir: None,
+            witness_url: None,
+            witness_ca_file: None,
+            witness_timeout_ms: default_witness_timeout_ms(),
         }
     }
 
@@ -271,6 +294,43 @@ impl AuditSettings {
                 self.checkpoint_every_secs
             ));
         }
+        if let Some(witness) = &self.witness_dir {
+            if witness.as_os_str().is_empty() {
+                problems.push(
+                    "audit.witness_dir: empty; name a directory, or leave the key out".to_owned(),
+                );
+            } else if self.checkpoint_signing_key_file.is_none() {
+                problems.push(
+                    "audit.witness_dir: needs audit.checkpoint_signing_key_file: only signed checkpoints are sent to the witness"
+                        .to_owned(),
+                );
+            }
+        }
+        if let Some(url) = &self.witness_url {
+            if !url.starts_with("https://") {
+                problems.push(format!(
+                    "audit.witness_url: {url:?} is not an https:// URL; the checkpoints are sent over TLS only"
+                ));
+            }
+            if self.witness_ca_file.is_none() {
+                problems.push(
+                    "audit.witness_ca_file: required with audit.witness_url: the CA certificates trusted for the witness"
+                        .to_owned(),
+                );
+            }
+            if self.checkpoint_signing_key_file.is_none() {
+                problems.push(
+                    "audit.witness_url: needs audit.checkpoint_signing_key_file: only signed checkpoints are sent to the witness"
+                        .to_owned(),
+                );
+            }
+        }
+        if !(100..=60_000).contains(&self.witness_timeout_ms) {
+            problems.push(format!(
+                "audit.witness_timeout_ms: {} is out of range; use 100 to 60000",
+                self.witness_timeout_ms
+            ));
+        }
         problems
     }
 }
@@ -321,6 +381,9 @@ mod tests {
         settings.checkpoint_every_records = 0;
         settings.checkpoint_every_secs = 0;
         settings.replica_id = Some("../elsewhere".into());
+        settings.witness_dir = Some("".into());
+        settings.witness_url = Some("http://witness.example".into());
+        settings.witness_timeout_ms = 0;
         settings.hmac_key_id = Some("2026".into());
         settings.previous_hmac_keys = vec![
             PreviousHmacKey {
@@ -348,6 +411,10 @@ mod tests {
             "audit.log_origin",
             "audit.checkpoint_every_records",
             "audit.checkpoint_every_secs",
+            "audit.witness_dir",
+            "audit.witness_url",
+            "audit.witness_ca_file",
+            "audit.witness_timeout_ms",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(key)),

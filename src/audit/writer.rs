@@ -30,6 +30,7 @@ use super::record::{AuditReceipt, Record};
 use super::retention;
 use super::signing::{CHECKPOINTS_FILE, CheckpointSigner, SignedCheckpoint, split_log};
 use super::tree::{Edge, Hash, leaf_hash};
+use super::witness::WitnessHandle;
 use super::{AuditError, AuditSettings, AuditSetupError, WriteFailure};
 use crate::clock::Clock;
 
@@ -121,6 +122,8 @@ pub(super) struct Writer {
     /// for a log whose retention checkpoint predates the tree (and no signing key).
     tree: Option<Edge>,
     checkpoints: Option<Checkpoints>,
+    /// Where each checkpoint is also sent, off this thread.
+    witness: Option<WitnessHandle>,
     shared: Arc<Shared>,
     /// Held for the writer's life; the OS releases it if the process dies.
     _lock: File,
@@ -135,6 +138,7 @@ impl Writer {
         sync_data: SyncData,
         shared: Arc<Shared>,
         signer: Option<CheckpointSigner>,
+        witness: Option<WitnessHandle>,
     ) -> Result<Writer, AuditSetupError> {
         let dir = settings.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|source| AuditSetupError::Dir {
@@ -209,6 +213,7 @@ impl Writer {
             housekept_on: today,
             tree,
             checkpoints,
+            witness,
             shared,
             _lock: lock,
         })
@@ -244,6 +249,8 @@ impl Writer {
         if !self.failed {
             self.checkpoint(true);
         }
+        // The witness gets the last checkpoint before the writer is gone.
+        drop(self.witness.take());
         tracing::debug!("audit writer stopped");
     }
 
@@ -503,10 +510,13 @@ impl Writer {
             return;
         }
         match append_checkpoint(&checkpoints.signer, &checkpoints.path, size, tree.root()) {
-            Ok(()) => {
+            Ok(note) => {
                 checkpoints.signed_size = size;
                 checkpoints.signed_at = now;
                 tracing::debug!(tree_size = size, "audit checkpoint signed");
+                if let Some(witness) = &self.witness {
+                    witness.offer(note, size);
+                }
             }
             Err(error) => {
                 // Tried again after `every` seconds or with the next batch, not in a loop.
@@ -637,14 +647,16 @@ fn repair_torn_tail(path: &Path) -> Result<(), AuditSetupError> {
 
 /// Appends one signed checkpoint to `checkpoints.log` and fsyncs it; a
 /// failed append is cut back, so that the file holds whole notes only.
+/// Returns the note (without the separating empty line).
 fn append_checkpoint(
     signer: &CheckpointSigner,
     path: &Path,
     size: u64,
     root: Hash,
-) -> Result<(), String> {
-    let mut note = signer.sign(size, root)?;
-    note.push(b'\n');
+) -> Result<Vec<u8>, String> {
+    let note = signer.sign(size, root)?;
+    let mut entry = note.clone();
+    entry.push(b'\n');
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -655,7 +667,7 @@ fn append_checkpoint(
         .metadata()
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?
         .len();
-    let written = file.write_all(&note).and_then(|()| file.sync_data());
+    let written = file.write_all(&entry).and_then(|()| file.sync_data());
     if let Err(e) = written {
         let _ = file.set_len(len);
         return Err(format!("cannot append to {}: {e}", path.display()));
@@ -665,7 +677,7 @@ fn append_checkpoint(
     {
         files::sync_dir(dir).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
     }
-    Ok(())
+    Ok(note)
 }
 
 /// The last checkpoint of `checkpoints.log`, checked with the writer's own

@@ -69,6 +69,10 @@ pub mod names {
     pub const QUOTA_DAILY_REMAINING: &str = "caf_broker_quota_daily_remaining";
     /// Histogram: the records of one group commit of the audit writer.
     pub const AUDIT_BATCH_RECORDS: &str = "caf_broker_audit_batch_records";
+    /// Counter: signed checkpoints the witness did not receive (retried with the next).
+    pub const AUDIT_WITNESS_FAILURES_TOTAL: &str = "caf_broker_audit_witness_failures_total";
+    /// Gauge: seconds the witness has been missing the newest signed checkpoint (0 when it has it).
+    pub const AUDIT_WITNESS_LAG_SECONDS: &str = "caf_broker_audit_witness_lag_seconds";
 }
 
 /// Request latencies, from 5 ms to 10 s.
@@ -273,6 +277,15 @@ fn describe() {
         Unit::Count,
         "Audit records written by one group commit, failed ones included."
     );
+    describe_counter!(
+        names::AUDIT_WITNESS_FAILURES_TOTAL,
+        "Signed audit checkpoints not delivered to the witness; each is retried with the next checkpoint."
+    );
+    describe_gauge!(
+        names::AUDIT_WITNESS_LAG_SECONDS,
+        Unit::Seconds,
+        "Seconds since the oldest signed audit checkpoint the witness is missing was signed; 0 while it holds the newest."
+    );
 }
 
 /// A connection closed at accept for `server.max_connections_per_ip`.
@@ -409,6 +422,16 @@ pub fn record_audit_write(elapsed: Duration) {
 /// One group commit of the audit writer: how many records it held.
 pub fn record_audit_batch(records: usize) {
     histogram!(names::AUDIT_BATCH_RECORDS).record(records as f64);
+}
+
+/// A signed checkpoint that did not reach the witness.
+pub fn record_audit_witness_failure() {
+    counter!(names::AUDIT_WITNESS_FAILURES_TOTAL).increment(1);
+}
+
+/// How long the witness has been missing the newest checkpoint (0: it has it).
+pub fn set_audit_witness_lag(seconds: f64) {
+    gauge!(names::AUDIT_WITNESS_LAG_SECONDS).set(seconds);
 }
 
 /// A stage of a data request, as [`record_stage`] labels it: a fixed set, so

@@ -45,6 +45,7 @@ pub use metrics::{
     record_quota_refusal, record_upstream, set_upstream_circuit_open,
 };
 pub use metrics::{Stage, record_audit_batch, record_stage, set_quota_daily_remaining};
+pub use metrics::{record_audit_witness_failure, set_audit_witness_lag};
 pub use metrics::{
     record_auth_failure, record_policy_reload, record_policy_shadow_diff,
     record_quota_redis_fallback, record_unknown_upstream_field,

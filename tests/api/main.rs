@@ -28,3 +28,4 @@ mod tls;
 mod tokens;
 mod upstream;
 mod upstream_check;
+mod witness;
