@@ -851,3 +851,68 @@ async fn conflicting_body_framing_is_refused_and_never_lets_a_second_request_thr
     );
     assert_serves_on(&app, &token).await;
 }
+
+#[tokio::test]
+async fn over_http2_a_header_value_with_cr_lf_or_nul_ends_its_connection_before_any_route() {
+    use crate::edge::frames::*;
+    use crate::edge::read_frame;
+    const END_STREAM: u8 = 0x1;
+    const PROTOCOL_ERROR: u32 = 0x1;
+    let app = spawn_app().await;
+    let token = app.token(AGENT);
+    let authorization = format!("Bearer {token}");
+    // Literal header fields (HPACK, no Huffman) carry any byte: a hostile
+    // client can send what no HTTP library would let it write. The HTTP/2
+    // layer refuses the header block as undecodable: GOAWAY(PROTOCOL_ERROR)
+    // for the connection, and the request never reaches a route.
+    for value in [
+        "verification_radiation\r\nx-injected: evil",
+        "verification_radiation\nx-injected: evil",
+        "verification_radiation\0evil",
+    ] {
+        let mut tls = connect(&app, b"h2").await.expect("TLS connection");
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        tls.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+        let (kind, _, _, _) = tokio::time::timeout(PATIENCE, read_frame(&mut tls))
+            .await
+            .expect("server settings in time")
+            .expect("server settings");
+        assert_eq!(kind, SETTINGS, "the server speaks first with its settings");
+        tls.write_all(&frame(SETTINGS, ACK, 0, &[])).await.unwrap();
+        let block = header_block(&[
+            (2, "", "GET"),
+            (7, "", "https"),
+            (4, "", DOSSIER),
+            (1, "", "localhost"),
+            (23, "", &authorization),
+            (0, "x-purpose", value),
+            (0, "x-case-reference", "TN-2026/0042"),
+        ]);
+        tls.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block))
+            .await
+            .unwrap();
+        let goaway = loop {
+            let next = tokio::time::timeout(PATIENCE, read_frame(&mut tls)).await;
+            let (kind, _, stream, payload) = next
+                .expect("the server answers in time")
+                .expect("a GOAWAY before the connection closes");
+            assert_ne!(kind, HEADERS, "{value:?}: stream {stream} reached a route");
+            if kind == GOAWAY {
+                break payload;
+            }
+        };
+        let code = u32::from_be_bytes(goaway[4..8].try_into().unwrap());
+        assert_eq!(code, PROTOCOL_ERROR, "{value:?}");
+        assert!(!contains(&goaway, b"evil"), "{value:?}: {goaway:?}");
+    }
+    assert_serves_on_http2(&app, &token).await;
+}
+
+/// The broker still answers a well-formed request over HTTP/2.
+async fn assert_serves_on_http2(app: &TestApp, token: &str) {
+    let response = app.get_dossier("1000002", token, RADIATION).await;
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+}
