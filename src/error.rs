@@ -137,7 +137,7 @@ macro_rules! problem_codes {
 
 problem_codes! {
     InvalidRequest => ("invalid-request", 400, "Invalid request", "A malformed identifier, a bad NIR key, a missing, repeated or invalid `X-Purpose` or `X-Case-Reference`, a purpose the policy does not define, or a body that is not `{\"nir\": \"…\"}`."),
-    Unauthenticated => ("unauthenticated", 401, "Unauthenticated", "A missing, malformed, expired, not-yet-valid, too long-lived, revoked or wrongly signed token, a wrong issuer, audience or `typ`, a client not allowed, a disallowed algorithm, an unknown key, a role the policy does not define, a token bound to another client certificate than the connection's (or sent without one), an unbound token where only bound ones are accepted, or a `post` that is not the one the client certificate names; the answer is the same whatever the cause."),
+    Unauthenticated => ("unauthenticated", 401, "Unauthenticated", "A missing, repeated, malformed, expired, not-yet-valid, too long-lived, revoked or wrongly signed token, a wrong issuer, audience or `typ`, a client not allowed, a disallowed algorithm, an unknown key, a role the policy does not define, a token bound to another client certificate than the connection's (or sent without one), an unbound token where only bound ones are accepted, or a `post` that is not the one the client certificate names; the answer is the same whatever the cause."),
     PurposeNotPermitted => ("purpose-not-permitted", 403, "Purpose not permitted", "The caller's role may not declare this purpose."),
     AgentSuspended => ("agent-suspended", 403, "Agent suspended", "The agent is suspended after a bulk-lookup alert (with `alerts.block = true`)."),
     PostNotRegistered => ("post-not-registered", 403, "Post not registered", "With `quotas.known_posts_only`, the caller's post has no quota entry."),
@@ -146,7 +146,7 @@ problem_codes! {
     MethodNotAllowed => ("method-not-allowed", 405, "Method not allowed", "The route does not take this method; `Allow` names the one it takes."),
     RequestTimeout => ("request-timeout", 408, "Request timeout", "The body did not arrive in full within `server.request_timeout_secs` of the request's head; the connection is closed (`Connection: close` over HTTP/1.1)."),
     PayloadTooLarge => ("payload-too-large", 413, "Payload too large", "The body is larger than `server.max_body_bytes`."),
-    UnsupportedMediaType => ("unsupported-media-type", 415, "Unsupported media type", "The body is not sent as `Content-Type: application/json`."),
+    UnsupportedMediaType => ("unsupported-media-type", 415, "Unsupported media type", "The body is not sent with one `Content-Type: application/json` (a `charset` other than UTF-8 included)."),
     QuotaExceeded => ("quota-exceeded", 429, "Quota exceeded", "A quota is spent: the post's burst or daily quota (shared by its agents), the agent's own, or the agent's error budget. The body's `limit` names it (`burst`, `daily`, `agent-burst`, `agent-daily`, `agent-error-budget`; no `RateLimit` fields with the last)."),
     HeadersTooLarge => ("headers-too-large", 431, "Request header fields too large", "The header fields (names, values and 32 bytes per field) exceed `server.max_header_list_bytes`. Over HTTP/2 the connection itself answers 431, without a problem body."),
     InternalError => ("internal-error", 500, "Internal error", "A fault of the broker itself; quote the request id to the operators."),

@@ -125,12 +125,28 @@ fn wants_fresh(req: &HttpRequest) -> bool {
         .any(|directive| directive.trim().eq_ignore_ascii_case("no-cache"))
 }
 
+/// One `Content-Type: application/json`, with no parameter but a `charset`
+/// naming UTF-8 (JSON is UTF-8 only, RFC 8259): any other media type, a
+/// repeated header or another charset is refused before the body is read.
 fn is_json(req: &HttpRequest) -> bool {
-    req.headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+    let mut values = req.headers().get_all(CONTENT_TYPE);
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let mut parts = value.split(';');
+    let mime = parts.next().unwrap_or_default().trim();
+    mime.eq_ignore_ascii_case("application/json")
+        && parts.all(|parameter| {
+            let (name, charset) = parameter.split_once('=').unwrap_or((parameter, ""));
+            name.trim().eq_ignore_ascii_case("charset")
+                && charset
+                    .trim()
+                    .trim_matches('"')
+                    .eq_ignore_ascii_case("utf-8")
+        })
 }
 
 /// Reads the body, refusing it as soon as it is known to exceed `limit` bytes.

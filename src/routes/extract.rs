@@ -16,9 +16,16 @@ pub fn client_certificate(req: &HttpRequest) -> Option<ClientCertificate> {
     req.extensions().get::<ClientCertificate>().cloned()
 }
 
-/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive.
+/// The token of an `Authorization: Bearer <token>` header; the scheme is
+/// case-insensitive. A repeated `Authorization` header names no token: which
+/// one would speak for the request is not the broker's to guess.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let mut values = headers.get_all(AUTHORIZATION);
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let value = value.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
@@ -104,6 +111,13 @@ mod tests {
             None
         );
         assert_eq!(bearer_token(&headers(&[])), None);
+        assert_eq!(
+            bearer_token(&headers(&[
+                ("authorization", "Bearer abc"),
+                ("authorization", "Bearer abc")
+            ])),
+            None
+        );
     }
 
     #[test]

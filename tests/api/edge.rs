@@ -46,7 +46,7 @@ pub(crate) async fn connect(app: &TestApp, alpn: &[u8]) -> std::io::Result<TlsSt
 
 /// A minimal HTTP/2 frame writer and reader: enough to open streams the way a
 /// hostile client does, without the flow control a real client applies.
-mod frames {
+pub(crate) mod frames {
     pub const HEADERS: u8 = 0x1;
     pub const RST_STREAM: u8 = 0x3;
     pub const SETTINGS: u8 = 0x4;
@@ -101,7 +101,9 @@ mod frames {
 }
 
 /// One frame read from the server: type, flags, stream and payload.
-async fn read_frame(tls: &mut TlsStream<TcpStream>) -> std::io::Result<(u8, u8, u32, Vec<u8>)> {
+pub(crate) async fn read_frame(
+    tls: &mut TlsStream<TcpStream>,
+) -> std::io::Result<(u8, u8, u32, Vec<u8>)> {
     let mut head = [0u8; 9];
     tls.read_exact(&mut head).await?;
     let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;

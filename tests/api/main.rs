@@ -11,6 +11,7 @@ mod edge;
 mod error_budget;
 mod errors;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod mtls;
 mod openapi;
