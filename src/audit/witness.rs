@@ -322,19 +322,13 @@ fn run(state: &State, clock: &dyn Clock, witnesses: &[Box<dyn Witness>]) {
             return;
         }
         if slot.newest.is_none() {
-            slot = match slot.behind_since {
-                Some(_) => {
-                    state
-                        .changed
-                        .wait_timeout(slot, LAG_TICK)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-                None => state
-                    .changed
-                    .wait(slot)
-                    .unwrap_or_else(PoisonError::into_inner),
-            };
+            // Every tick, caught up or not: the gauge is then exported even
+            // when the log opened before the metrics recorder was installed.
+            slot = state
+                .changed
+                .wait_timeout(slot, LAG_TICK)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 }
