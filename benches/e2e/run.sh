@@ -122,6 +122,7 @@ http {
       proxy_set_header Connection "";
       proxy_cache caf;
       proxy_cache_valid 200 404 60s;
+      add_header X-Cache-Status \$upstream_cache_status;
     }
   }
 }
@@ -129,6 +130,9 @@ EOF
 taskset -c 0 "$nginx" -e "$work/nginx/error.log" -p "$work/nginx" -c "$work/nginx/nginx.conf" &
 pids+=($!); nginx_pid=$!
 wait_for "http://127.0.0.1:$nginx_port/dossiers/1000002"
+if ! curl -si "http://127.0.0.1:$nginx_port/dossiers/1000002" | grep -qi '^X-Cache-Status: HIT'; then
+  echo "nginx does not answer from its cache" >&2; exit 1
+fi
 
 # broker NAME SCHEME EXTRA_ENV...: starts a broker with one worker and the
 # audit log under $work, and sets ${NAME}_pid and ${NAME}_url. Every quota is
