@@ -275,7 +275,7 @@ def span(values, fmt):
     if not values:
         return ""
     lo, hi = fmt(min(values)), fmt(max(values))
-    return lo if lo == hi else f"{lo}-{hi}"
+    return lo if lo == hi else f"{lo} to {hi}" if min(values) < 0 else f"{lo}-{hi}"
 
 k = lambda v: f"{v / 1000:.1f}k"
 us = lambda v: f"{v:.0f}"
