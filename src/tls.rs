@@ -15,6 +15,19 @@ use rustls::server::WebPkiClientVerifier;
 
 pub use client::{ClientAuth, ClientCertificate, PostSource, Thumbprint};
 
+/// A TLS client configuration (TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`)
+/// that trusts `roots` only and presents no certificate: for the HTTPS
+/// clients that reach a service the settings name (the JWKS endpoint, the
+/// audit witness).
+pub fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// When a DER certificate ends (`notAfter`), in seconds since the Unix epoch.
 pub fn not_after(der: &[u8]) -> Option<i64> {
     use simple_asn1::ASN1Block;

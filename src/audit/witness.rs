@@ -162,12 +162,7 @@ impl UrlWitness {
             }
             None => return Err("audit.witness_ca_file is required".to_owned()),
         };
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tls = crate::tls::client_config(roots).map_err(|e| e.to_string())?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .https_only(true)

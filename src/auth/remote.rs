@@ -57,12 +57,8 @@ impl JwksSource {
             (Some(ca), true) => crate::tls::trust_store(ca).map_err(AuthSetupError::Ca)?,
             _ => rustls::RootCertStore::empty(),
         };
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|error| AuthSetupError::Client(error.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tls = crate::tls::client_config(roots)
+            .map_err(|error| AuthSetupError::Client(error.to_string()))?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .https_only(https)
