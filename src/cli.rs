@@ -785,10 +785,7 @@ fn audit_verify_proof(
         Ok(leaf) => {
             println!(
                 "ok: the record is leaf {} of the tree of size {} signed by {} (root {})",
-                leaf.leaf_index,
-                leaf.tree_size,
-                verifier.origin(),
-                leaf.root
+                leaf.leaf_index, leaf.tree_size, leaf.origin, leaf.root
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 
 const RECORDS: usize = 40;
 const ORIGIN: &str = "caf-broker.localhost/dev";
+/// The origin replica `r1` signs under: `audit.log_origin/<replica id>`.
+const R1_ORIGIN: &str = "caf-broker.localhost/dev/r1";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -222,7 +224,10 @@ fn the_log_written_by_the_binary_verifies_with_the_public_key_and_prints_its_tre
     );
     // Checkpoints every 4 records, and the last at shutdown.
     let notes = std::fs::read_to_string(pristine().join("checkpoints.log")).unwrap();
-    assert_eq!(notes.matches(&format!("{ORIGIN}\n")).count(), RECORDS / 4);
+    assert_eq!(
+        notes.matches(&format!("{R1_ORIGIN}\n")).count(),
+        RECORDS / 4
+    );
     assert!(files(pristine()).len() >= 5, "several files were written");
     // Without the key, the chain alone is verified, as before.
     let chain_only = Command::new(env!("CARGO_BIN_EXE_caf-broker"))
@@ -364,13 +369,40 @@ fn a_checkpoint_of_another_log_is_named_whether_in_the_log_or_given() {
     assert_refused(
         &dir,
         &["--checkpoint", given.to_str().unwrap()],
-        "a checkpoint of another log (origin caf-broker.localhost/other, expected caf-broker.localhost/dev)",
+        "a checkpoint of another log (origin caf-broker.localhost/other, expected caf-broker.localhost/dev/r1)",
     );
     let mut log = std::fs::read(dir.join("checkpoints.log")).unwrap();
     log.extend_from_slice(&note);
     log.push(b'\n');
     std::fs::write(dir.join("checkpoints.log"), log).unwrap();
     assert_refused(&dir, &[], "a checkpoint of another log");
+}
+
+#[test]
+fn each_replica_signs_under_its_own_origin_and_one_replicas_checkpoint_never_stands_for_anothers() {
+    let dir = copy("replica-swap");
+    let notes = std::fs::read_to_string(dir.join("checkpoints.log")).unwrap();
+    assert!(notes.starts_with(&format!("{R1_ORIGIN}\n")), "{notes}");
+    // The same key signing the same tree as replica r2: a valid checkpoint
+    // of r2's log, which a witness keeps apart from r1's, never r1's.
+    let r2 = CheckpointSigner::from_file(
+        &root().join("certs-dev/audit-checkpoint.key.pem"),
+        &format!("{ORIGIN}/r2"),
+    )
+    .unwrap();
+    let mut edge = Edge::empty();
+    for (_, lines) in files(&dir) {
+        for line in lines {
+            edge.push(leaf_hash(line.as_bytes()));
+        }
+    }
+    let given = dir.with_file_name("replica-swap-r2.note");
+    std::fs::write(&given, r2.sign(edge.size(), edge.root()).unwrap()).unwrap();
+    assert_refused(
+        &dir,
+        &["--checkpoint", given.to_str().unwrap()],
+        "a checkpoint of another log (origin caf-broker.localhost/dev/r2, expected caf-broker.localhost/dev/r1)",
+    );
 }
 
 #[test]
@@ -427,8 +459,9 @@ fn the_broker_refuses_to_start_on_a_log_that_no_longer_matches_its_last_checkpoi
             Settings::load_with_env(&root().join("config/broker.toml"), env_for(&dir, port))
                 .unwrap();
         let mut audit = settings.audit.clone();
-        // The forged copy is the log directory itself.
+        // The forged copy is the log directory itself, still signed as r1.
         audit.replica_id = None;
+        audit.log_origin = Some(R1_ORIGIN.to_owned());
         audit.checkpoint_signing_key_file = Some(root().join("certs-dev/audit-checkpoint.key.pem"));
         audit.hmac_key_file = root().join("certs-dev/audit-hmac.key");
         let err = AuditLog::open(&audit).unwrap_err().to_string();
@@ -527,7 +560,9 @@ fn every_access_to_the_dossier_gets_an_inclusion_proof_that_verifies_with_only_t
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
-            stdout.contains(&format!("of the tree of size {RECORDS} signed by {ORIGIN}")),
+            stdout.contains(&format!(
+                "of the tree of size {RECORDS} signed by {R1_ORIGIN}"
+            )),
             "{stdout}"
         );
     }
@@ -657,9 +692,11 @@ fn a_forked_log_re_signed_with_the_key_is_named_by_the_witness_old_checkpoint() 
             edge.push(leaf_hash(line.as_bytes()));
         }
     }
-    let signer =
-        CheckpointSigner::from_file(&root().join("certs-dev/audit-checkpoint.key.pem"), ORIGIN)
-            .unwrap();
+    let signer = CheckpointSigner::from_file(
+        &root().join("certs-dev/audit-checkpoint.key.pem"),
+        R1_ORIGIN,
+    )
+    .unwrap();
     let resigned = dir.with_file_name("forked-new.note");
     std::fs::write(&resigned, signer.sign(edge.size(), edge.root()).unwrap()).unwrap();
     assert_inconsistent(
@@ -693,7 +730,7 @@ fn the_access_report_names_the_signed_checkpoint_its_accesses_are_proven_against
     let log = std::fs::read(pristine().join("checkpoints.log")).unwrap();
     let (notes, _) = caf_broker::audit::split_checkpoints(&log);
     let latest = String::from_utf8(notes.last().unwrap().to_vec()).unwrap();
-    assert_eq!(checkpoint["origin"], ORIGIN, "{report}");
+    assert_eq!(checkpoint["origin"], R1_ORIGIN, "{report}");
     assert_eq!(checkpoint["tree_size"], RECORDS as u64);
     assert_eq!(checkpoint["signed_note"], latest.as_str());
     let root = checkpoint["root_hash"].as_str().unwrap();

@@ -412,8 +412,8 @@ fn signer(settings: &AuditSettings) -> Result<Option<CheckpointSigner>, AuditSet
     let Some(path) = &settings.checkpoint_signing_key_file else {
         return Ok(None);
     };
-    let origin = settings.log_origin.as_deref().unwrap_or_default();
-    CheckpointSigner::from_file(path, origin)
+    let origin = settings.checkpoint_origin().unwrap_or_default();
+    CheckpointSigner::from_file(path, &origin)
         .map(Some)
         .map_err(|problem| AuditSetupError::SigningKey {
             path: path.clone(),

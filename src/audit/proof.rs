@@ -270,6 +270,8 @@ pub enum ProofDefect {
 /// A proof that held: the leaf and the checkpoint it is proven against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvenLeaf {
+    /// The origin of the log whose checkpoint signs the record.
+    pub origin: String,
     pub leaf_index: u64,
     pub tree_size: u64,
     pub root: String,
@@ -290,6 +292,7 @@ pub fn check_inclusion_proof(
             proof.format
         )));
     }
+    let verifier = verifier.for_log_of(proof.checkpoint.as_bytes());
     let signed = verifier
         .verify(proof.checkpoint.as_bytes())
         .map_err(ProofDefect::Checkpoint)?;
@@ -329,6 +332,7 @@ pub fn check_inclusion_proof(
         size: signed.size,
     })?;
     Ok(ProvenLeaf {
+        origin: verifier.origin().to_owned(),
         leaf_index: proof.leaf_index,
         tree_size: signed.size,
         root: STANDARD.encode(signed.root.0),
@@ -384,6 +388,7 @@ pub fn prove_consistency(
     old_note: &[u8],
     new_note: &[u8],
 ) -> Result<Consistency, ConsistencyDefect> {
+    let verifier = verifier.for_log_of(old_note);
     let old = verifier
         .verify(old_note)
         .map_err(|defect| ConsistencyDefect::Checkpoint {

@@ -57,7 +57,7 @@ pub struct ReportLog {
 /// report's records of that log sit in its tree.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProvenCheckpoint {
-    /// The log's name (`audit.log_origin`).
+    /// The log's name: its checkpoints' origin (`audit.log_origin/<replica>`).
     pub origin: String,
     /// The tree size the checkpoint signs.
     pub tree_size: u64,

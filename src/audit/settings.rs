@@ -69,8 +69,9 @@ pub struct AuditSettings {
     /// the tree's checkpoints; without it no checkpoint is signed (development only).
     #[serde(default)]
     pub checkpoint_signing_key_file: Option<PathBuf>,
-    /// The log's name in its checkpoints and the signing key's name, e.g.
-    /// `caf-broker.diplomatie.gouv.fr/prod-1`; required with a signing key.
+    /// The name of the replicas' logs, e.g. `caf-broker.diplomatie.gouv.fr/prod`;
+    /// required with a signing key. Each replica signs its checkpoints as
+    /// [`AuditSettings::checkpoint_origin`], this name followed by its id.
     #[serde(default)]
     pub log_origin: Option<String>,
     /// A checkpoint is signed once this many records were written since the last one...
@@ -162,6 +163,17 @@ impl AuditSettings {
             Some(id) => self.dir.join(id),
             None => self.dir.clone(),
         }
+    }
+
+    /// The origin this broker's checkpoints name: `log_origin/<replica_id>`
+    /// (see [`super::signing::replica_origin`]), or `log_origin` itself when
+    /// no replica id is set.
+    pub fn checkpoint_origin(&self) -> Option<String> {
+        let base = self.log_origin.as_deref()?;
+        Some(match &self.replica_id {
+            Some(id) => super::signing::replica_origin(base, id),
+            None => base.to_owned(),
+        })
     }
 
     /// A host name as a replica id: characters other than ASCII letters,
@@ -340,7 +352,7 @@ fn is_id_char(c: char) -> bool {
 }
 
 /// A replica or key id: also a safe directory name (no `/`, not `.` or `..`).
-fn is_id(id: &str) -> bool {
+pub(super) fn is_id(id: &str) -> bool {
     id.chars().count() <= MAX_ID_CHARS
         && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && id.chars().all(is_id_char)

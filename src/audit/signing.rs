@@ -207,6 +207,36 @@ impl CheckpointVerifier {
         &self.origin
     }
 
+    /// The verifier of one replica's log: the same key, the origin
+    /// [`replica_origin`] gives that replica.
+    pub fn for_replica(&self, replica: &str) -> CheckpointVerifier {
+        let origin = replica_origin(&self.origin, replica);
+        CheckpointVerifier {
+            id: key_id(&origin, &self.public),
+            public: self.public,
+            origin,
+        }
+    }
+
+    /// The verifier of the log `note` is a checkpoint of, when that log is
+    /// one of this origin's replicas (`<origin>/<replica id>`); this
+    /// verifier otherwise, which then names the note's origin as another
+    /// log's. Every other checkpoint of that log must name the same origin.
+    pub fn for_log_of(&self, note: &[u8]) -> CheckpointVerifier {
+        let replica = Note::from_bytes(note)
+            .ok()
+            .and_then(|note| {
+                let body = tlog_tiles::Checkpoint::from_bytes(note.text()).ok()?;
+                let rest = body.origin().strip_prefix(self.origin.as_str())?;
+                Some(rest.strip_prefix('/')?.to_owned())
+            })
+            .filter(|id| super::settings::is_id(id));
+        match replica {
+            Some(id) => self.for_replica(&id),
+            None => self.clone(),
+        }
+    }
+
     /// Checks one note: a well-formed checkpoint of this origin, signed by this key.
     pub fn verify(&self, note: &[u8]) -> Result<SignedCheckpoint, NoteDefect> {
         let note = Note::from_bytes(note).map_err(|_| NoteDefect::Malformed)?;
@@ -253,6 +283,17 @@ fn key_id(name: &str, public: &[u8]) -> u32 {
     let mut encoded = vec![ALG_ED25519];
     encoded.extend_from_slice(public);
     signed_note::key_id(name, &encoded)
+}
+
+/// The origin of one replica's log: `<base>/<replica>`, or `base` itself
+/// when its last segment already is the replica's id. Each replica signs
+/// its own tree, so each needs a name of its own: a witness that saw two
+/// trees under one origin would rightly report a fork.
+pub fn replica_origin(base: &str, replica: &str) -> String {
+    match base.rsplit_once('/') {
+        Some((_, last)) if last == replica => base.to_owned(),
+        _ => format!("{base}/{replica}"),
+    }
 }
 
 /// An origin names a signed-note key: not empty, no space, no `+`.
@@ -306,6 +347,47 @@ mod tests {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
         let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
         CheckpointSigner::new(origin, key).unwrap()
+    }
+
+    #[test]
+    fn a_replicas_origin_is_the_base_and_its_id_unless_the_base_already_ends_with_it() {
+        assert_eq!(
+            replica_origin("ex.org/prod", "broker-0"),
+            "ex.org/prod/broker-0"
+        );
+        assert_eq!(replica_origin("ex.org/prod-1", "prod-1"), "ex.org/prod-1");
+        assert_eq!(replica_origin("ex.org", "r1"), "ex.org/r1");
+    }
+
+    #[test]
+    fn a_base_verifier_adopts_a_replicas_origin_but_not_a_deeper_or_foreign_one() {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let signer_for = |origin: &str| {
+            let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+            CheckpointSigner::new(origin, key)
+        };
+        let base = signer_for("ex.org/prod").unwrap();
+        let root = super::super::tree::leaf_hash(b"x");
+        let note = signer_for("ex.org/prod/broker-0")
+            .unwrap()
+            .sign(1, root)
+            .unwrap();
+        let verifier = base.verifier().for_log_of(&note);
+        assert_eq!(verifier.origin(), "ex.org/prod/broker-0");
+        assert!(verifier.verify(&note).is_ok());
+        for origin in [
+            "ex.org/prod/a/b",
+            "ex.org/production",
+            "ex.org/prod/.hidden",
+        ] {
+            let note = signer_for(origin).unwrap().sign(1, root).unwrap();
+            let verifier = base.verifier().for_log_of(&note);
+            assert_eq!(verifier.origin(), "ex.org/prod", "{origin}");
+            assert!(
+                matches!(verifier.verify(&note), Err(NoteDefect::OtherOrigin { .. })),
+                "{origin}"
+            );
+        }
     }
 
     #[test]

@@ -131,6 +131,8 @@ pub struct TreeReport {
     /// The latest signed checkpoint checked: its size (`None` before the first).
     pub checkpoint_size: Option<u64>,
     pub checkpoints_checked: usize,
+    /// The origin the log's checkpoints name.
+    pub origin: String,
 }
 
 impl fmt::Display for TreeReport {
@@ -146,8 +148,8 @@ impl fmt::Display for TreeReport {
         match self.checkpoint_size {
             Some(size) => write!(
                 f,
-                "; {} signed checkpoints match, the latest at size {size}",
-                self.checkpoints_checked
+                "; {} signed checkpoints of {} match, the latest at size {size}",
+                self.checkpoints_checked, self.origin
             ),
             None => write!(f, "; no signed checkpoint yet"),
         }
@@ -167,6 +169,24 @@ pub fn verify_signed(
     checkpoint: Option<&[u8]>,
 ) -> Result<TreeReport, VerifyError> {
     let retained = retention::read_checkpoint(dir)?;
+    let path = dir.join(CHECKPOINTS_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => return Err(VerifyError::Io { path, source }),
+    };
+    let (notes, _) = split_log(&bytes);
+    // The log's own origin, a replica's under the verifier's, is taken from
+    // its first checkpoint; every other checkpoint must name the same.
+    let first = retained
+        .as_ref()
+        .and_then(|cut| cut.note.as_deref().map(str::as_bytes))
+        .or(notes.first().copied())
+        .or(checkpoint);
+    let verifier = &match first {
+        Some(note) => verifier.for_log_of(note),
+        None => verifier.clone(),
+    };
     let start_edge = match &retained {
         None => Edge::empty(),
         Some(cut) => {
@@ -183,13 +203,6 @@ pub fn verify_signed(
             }
         }
     };
-    let path = dir.join(CHECKPOINTS_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(source) => return Err(VerifyError::Io { path, source }),
-    };
-    let (notes, _) = split_log(&bytes);
     let mut signed = Vec::with_capacity(notes.len() + 1);
     for (index, note) in notes.iter().enumerate() {
         let checkpoint = verifier.verify(note).map_err(|defect| {
@@ -276,6 +289,7 @@ pub fn verify_signed(
         root: edge.root(),
         checkpoint_size: latest,
         checkpoints_checked: signed.len(),
+        origin: verifier.origin().to_owned(),
     })
 }
 
