@@ -69,6 +69,15 @@ impl Application {
             tracing::warn!(%warning, "settings");
         }
         let policy = Arc::new(policy);
+        // The audit log is open before the policy can be reloaded: every
+        // reload is recorded in it, an applied one before it takes effect.
+        let audit = Arc::new(
+            AuditLog::open_with_clock(&settings.audit, clock.clone())
+                .context("opening the audit log")?,
+        );
+        if policy.journal_reloads(reload_journal(&audit)).is_err() {
+            anyhow::bail!("the policy's reload journal was set twice");
+        }
         let policy_watch = match settings.policy.watch {
             true => Some(policy.watch().context("watching the policy file")?),
             false => None,
@@ -90,8 +99,6 @@ impl Application {
         }
         let error_budget = ErrorBudget::new(settings.quotas.agent_error_budget, clock.clone());
         let cache = RecordCache::with_clock(&settings.cache, clock.clone());
-        let audit =
-            AuditLog::open_with_clock(&settings.audit, clock).context("opening the audit log")?;
         // Shared state is built here, once, outside the per-worker factory below.
         let broker = web::Data::new(Broker::new(Stages {
             authenticator,
@@ -101,7 +108,7 @@ impl Application {
             quota,
             cache,
             upstream,
-            audit: Arc::new(audit),
+            audit,
             error_budget,
             alerts,
             client_post_from: settings.server.client_post_from(),
@@ -438,6 +445,38 @@ fn alert_detector(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Detector
         });
     Detector::new(&settings.alerts, &settings.quotas.time_zone, clock, shared)
         .map_err(|crate::alerts::AlertsError::Invalid(each)| each)
+}
+
+/// Writes each policy reload the store tells of as a `policy_reload` audit
+/// record and waits until it is durable (the store calls from a blocking
+/// thread: the SIGHUP handler's or the file watch's). The journal holds the
+/// log weakly: it never keeps the log open past the application.
+fn reload_journal(audit: &Arc<AuditLog>) -> crate::policy::ReloadJournal {
+    use crate::audit::{AuditEntry, ReloadTrigger};
+    use crate::policy::{ReloadCause, ReloadResult};
+    let audit = Arc::downgrade(audit);
+    let runtime = tokio::runtime::Handle::current();
+    Box::new(move |event| {
+        let audit = audit
+            .upgrade()
+            .ok_or_else(|| "the audit log is closed".to_owned())?;
+        let trigger = match event.cause {
+            ReloadCause::Signal => ReloadTrigger::Signal,
+            ReloadCause::FileWatch => ReloadTrigger::FileWatch,
+        };
+        let from = event.from.clone();
+        let entry = match &event.result {
+            ReloadResult::Applied { to } => AuditEntry::policy_applied(trigger, from, to.clone()),
+            ReloadResult::Rejected {
+                candidate,
+                problems,
+            } => AuditEntry::policy_rejected(trigger, from, candidate.clone(), *problems),
+        };
+        runtime
+            .block_on(audit.append(entry))
+            .map(drop)
+            .map_err(|error| error.to_string())
+    })
 }
 
 /// SIGHUP reloads the policy (checked and tested first, swapped only if

@@ -106,6 +106,9 @@ mod tests {
             kind: None,
             rule: None,
             figures: None,
+            trigger: None,
+            previous_policy_version: None,
+            rejected_policy_version: None,
             prev: GENESIS.into(),
             hash: String::new(),
         }

@@ -10,7 +10,10 @@
 //! miss, and the chain fields `seq`, `prev`, `hash` ([`Record`]). What is not
 //! known when a request is refused (no caller for a 401) is `null`. Never a
 //! clear numéro, NIR, name or token: [`AuditEntry`] only accepts parsed domain
-//! values, and the lookup is hashed before it reaches the writer.
+//! values, and the lookup is hashed before it reaches the writer. Refusal
+//! summaries, alerts and policy reloads are records too, told apart by their
+//! [`RecordKind`]; a policy reload makes the writer sign a checkpoint right
+//! after its batch ([`Record::forces_checkpoint`]).
 //!
 //! # Files
 //!
@@ -107,7 +110,9 @@ pub use proof::{
     Consistency, ConsistencyDefect, InclusionProof, PROOF_FORMAT, ProofDefect, ProveError,
     ProvenLeaf, check_inclusion_proof, prove_consistency, prove_records, proven_checkpoint,
 };
-pub use record::{AuditEntry, AuditReceipt, Figures, Outcome, Pseudonym, Record, RecordKind};
+pub use record::{
+    AuditEntry, AuditReceipt, Figures, Outcome, Pseudonym, Record, RecordKind, ReloadTrigger,
+};
 pub use replicas::{LogDir, logs_under, loose_modes};
 pub use report::{AccessReport, ProvenCheckpoint, ReportAccess, ReportLog};
 pub use retention::{CHECKPOINT_FILE, Checkpoint, CheckpointError, read_checkpoint};

@@ -1,4 +1,4 @@
-//! The audit record (one JSON line per data request), its outcome, and the entry the broker fills.
+//! The audit record (one JSON line per data request, or per policy reload), its outcome, and the entry the broker fills.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +32,10 @@ pub enum Outcome {
     UpstreamError,
     /// A fault of the broker itself (500).
     InternalError,
+    /// A policy reload swapped a new policy in (`kind` `policy_reload`).
+    Applied,
+    /// A policy reload was refused and the live policy kept (`kind` `policy_reload`).
+    Rejected,
 }
 
 /// What a record is about, when it is not the access record of one data
@@ -45,6 +49,24 @@ pub enum RecordKind {
     /// A bulk-lookup detection rule (`rule`) fired on the request of the same
     /// `request_id`; `figures` holds what the rule measured.
     Alert,
+    /// The policy was reloaded (`outcome` `applied`) or a reload was refused
+    /// (`rejected`, the problems counted in `figures`). No request, no agent,
+    /// no dossier: `policy_version` is the version in force after the
+    /// reload, `previous_policy_version` the one before, `trigger` what asked
+    /// for it. The writer signs a checkpoint right after the batch that holds
+    /// one ([`Record::forces_checkpoint`]), so the version that filtered the
+    /// answers recorded after it is provable.
+    PolicyReload,
+}
+
+/// What asked for a policy reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadTrigger {
+    /// SIGHUP.
+    Signal,
+    /// The policy file (or its tests directory) changed on disk.
+    FileWatch,
 }
 
 /// A dossier as the audit log records it: the keyed hash of a lookup. Only
@@ -104,8 +126,14 @@ pub struct AuditEntry {
     pub kind: Option<RecordKind>,
     /// The detection rule of an alert.
     pub rule: Option<&'static str>,
-    /// The figures of a summary or an alert (empty for an access record).
+    /// The figures of a summary, an alert or a rejected reload (empty for an access record).
     pub figures: Figures,
+    /// What asked for a policy reload.
+    pub trigger: Option<ReloadTrigger>,
+    /// The policy version in force before a reload.
+    pub previous_policy_version: Option<String>,
+    /// The version (`sha256:` of the file) a reload refused, when the file could be read.
+    pub rejected_policy_version: Option<String>,
 }
 
 impl AuditEntry {
@@ -133,6 +161,40 @@ impl AuditEntry {
             kind: None,
             rule: None,
             figures: Figures::new(),
+            trigger: None,
+            previous_policy_version: None,
+            rejected_policy_version: None,
+        }
+    }
+
+    /// A policy reload that swapped `to` in for `from`.
+    pub fn policy_applied(trigger: ReloadTrigger, from: String, to: String) -> AuditEntry {
+        AuditEntry {
+            policy_version: Some(to),
+            kind: Some(RecordKind::PolicyReload),
+            trigger: Some(trigger),
+            previous_policy_version: Some(from),
+            // No HTTP answer: the status is left out of the record.
+            ..AuditEntry::new(uuid::Uuid::new_v4(), Outcome::Applied, 0)
+        }
+    }
+
+    /// A policy reload refused for `problems` problems: `live` stays in
+    /// force; `candidate` is the version of the file refused, if it could be read.
+    pub fn policy_rejected(
+        trigger: ReloadTrigger,
+        live: String,
+        candidate: Option<String>,
+        problems: usize,
+    ) -> AuditEntry {
+        AuditEntry {
+            policy_version: Some(live.clone()),
+            kind: Some(RecordKind::PolicyReload),
+            figures: Figures::from([("problems".to_owned(), (problems as u64).into())]),
+            trigger: Some(trigger),
+            previous_policy_version: Some(live),
+            rejected_policy_version: candidate,
+            ..AuditEntry::new(uuid::Uuid::new_v4(), Outcome::Rejected, 0)
         }
     }
 
@@ -209,6 +271,9 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
     pub outcome: Outcome,
+    /// The HTTP status of the answer; left out (0) of a record that answers
+    /// no request (a policy reload). Access records always carry it.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub status: u16,
     pub released: Vec<String>,
     pub policy_version: Option<String>,
@@ -230,6 +295,13 @@ pub struct Record {
     pub rule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub figures: Option<Figures>,
+    /// The keys of a policy reload record, left out of every other record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<ReloadTrigger>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_policy_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_policy_version: Option<String>,
     /// The `hash` of the previous record (64 zeros before the first one).
     pub prev: String,
     /// SHA-256 (hex) of this record's canonical form without `hash`.
@@ -264,10 +336,29 @@ impl Record {
             kind: entry.kind,
             rule: entry.rule.map(str::to_owned),
             figures: Some(entry.figures).filter(|f| !f.is_empty()),
+            trigger: entry.trigger,
+            previous_policy_version: entry.previous_policy_version,
+            rejected_policy_version: entry.rejected_policy_version,
             prev: String::new(),
             hash: String::new(),
         }
     }
+
+    /// Whether the writer signs a checkpoint right after the batch holding
+    /// this record, whatever `checkpoint_every_*` say: a policy reload.
+    pub fn forces_checkpoint(&self) -> bool {
+        self.kind == Some(RecordKind::PolicyReload)
+    }
+
+    /// Whether this is the record of a data request (no `kind`): what a data
+    /// subject's report lists.
+    pub fn is_access(&self) -> bool {
+        self.kind.is_none()
+    }
+}
+
+fn is_zero(status: &u16) -> bool {
+    *status == 0
 }
 
 /// A W3C trace id: 32 lowercase hex digits, not all zero.
@@ -363,6 +454,43 @@ mod tests {
             "{json}"
         );
         assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), record);
+    }
+
+    #[test]
+    fn a_policy_reload_carries_both_versions_and_its_trigger_but_no_status() {
+        let entry = AuditEntry::policy_applied(
+            ReloadTrigger::FileWatch,
+            "sha256:aa".into(),
+            "sha256:bb".into(),
+        );
+        let record = Record::unsealed(entry, None);
+        assert!(record.forces_checkpoint() && !record.is_access());
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(
+            json.contains(r#""outcome":"applied","released":[],"policy_version":"sha256:bb""#)
+                && json.contains(r#""kind":"policy_reload","trigger":"file_watch","previous_policy_version":"sha256:aa""#),
+            "{json}"
+        );
+        assert!(!json.contains("\"status\""), "{json}");
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), record);
+
+        let entry = AuditEntry::policy_rejected(ReloadTrigger::Signal, "sha256:bb".into(), None, 2);
+        let json = serde_json::to_string(&Record::unsealed(entry, None)).unwrap();
+        assert!(
+            json.contains(r#""outcome":"rejected""#)
+                && json.contains(r#""figures":{"problems":2},"trigger":"signal""#)
+                && !json.contains("rejected_policy_version"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn access_records_do_not_force_a_checkpoint() {
+        let entry = AuditEntry::new(uuid::Uuid::nil(), Outcome::Released, 200);
+        let record = Record::unsealed(entry, None);
+        assert!(record.is_access() && !record.forces_checkpoint());
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(json.contains(r#""status":200"#), "{json}");
     }
 
     #[test]

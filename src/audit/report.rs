@@ -105,6 +105,9 @@ impl AccessReport {
         include_agents: bool,
         generated_at: String,
     ) -> AccessReport {
+        // Only access records: a policy reload, an alert or a summary is no
+        // access to a dossier (and names none), whatever a search returned.
+        let found: Vec<&Found> = found.iter().filter(|f| f.record.is_access()).collect();
         let accesses: Vec<ReportAccess> = found
             .iter()
             .map(|f| ReportAccess {
@@ -341,6 +344,9 @@ fn outcome_name(outcome: Outcome) -> &'static str {
         Outcome::NotFound => "not found",
         Outcome::UpstreamError => "CAF unavailable",
         Outcome::InternalError => "internal error",
+        // Outcomes of policy reloads, which a report leaves out.
+        Outcome::Applied => "policy applied",
+        Outcome::Rejected => "policy rejected",
     }
 }
 
@@ -427,6 +433,17 @@ mod tests {
         assert!(html.contains("&lt;b&gt;&amp;agent&lt;/b&gt;"), "{html}");
         assert!(!html.contains("<b>"), "{html}");
         assert!(with.to_json().contains(r#""agent": "<b>&agent</b>""#));
+    }
+
+    #[test]
+    fn a_record_that_is_not_an_access_is_left_out_of_the_report() {
+        let mut reload = found("2026-02-02T10:00:00.000000Z", 2, "a");
+        reload.record.kind = Some(crate::audit::record::RecordKind::PolicyReload);
+        let accesses = [found("2026-02-01T10:00:00.000000Z", 1, "a"), reload];
+        let report = AccessReport::build(&accesses, &logs(), false, "t".into());
+        let seqs: Vec<u64> = report.accesses.iter().map(|a| a.seq).collect();
+        assert_eq!(seqs, [1]);
+        assert_eq!(report.logs[0].accesses, 1);
     }
 
     #[test]

@@ -259,6 +259,8 @@ impl Writer {
         let count = batch_len as u64;
         let (records, replies): (Vec<Record>, Vec<_>) =
             batch.into_iter().map(|p| (p.record, p.reply)).unzip();
+        // A policy reload is checkpointed at once, whatever the schedule says.
+        let force_checkpoint = records.iter().any(Record::forces_checkpoint);
         let started = std::time::Instant::now();
         let written = self.write(records);
         // The disk's time for the whole group commit (write and fdatasync),
@@ -276,7 +278,7 @@ impl Writer {
                     // A waiter that went away still has its record on disk.
                     let _ = reply.send(Ok(receipt));
                 }
-                self.checkpoint(false);
+                self.checkpoint(force_checkpoint);
             }
             Err(failure) => {
                 self.failed = true;

@@ -55,7 +55,9 @@ pub use explain::{Explanation, FieldExplanation};
 pub use filter::Filtered;
 pub use policy_tests::{TestFailure, TestReport, run_policy_tests};
 pub use redact::REDACTED;
-pub use reload::{PolicyStore, ReloadCounts, ReloadOutcome};
+pub use reload::{
+    PolicyStore, ReloadCause, ReloadCounts, ReloadEvent, ReloadJournal, ReloadOutcome, ReloadResult,
+};
 pub use schema::Kind;
 pub use shadow::{RefusalChange, ShadowDiff, ShadowPolicy};
 

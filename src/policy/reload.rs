@@ -7,10 +7,15 @@
 //! policy whatever happens meanwhile. On failure the last good policy stays
 //! live, the problems are logged (file, line, key: never record values) and
 //! `caf_broker_policy_reload_total{result="rejected"}` is counted.
+//!
+//! A journal ([`PolicyStore::journal_reloads`]; the audit log in `serve`) is
+//! told of every reload that changes something: an applied one before the
+//! swap, so that a reload it cannot record is refused and nothing is ever
+//! filtered by a version the journal does not hold; a rejected one after.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::ArcSwap;
 
@@ -27,6 +32,40 @@ pub enum ReloadOutcome {
     Unchanged,
 }
 
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadCause {
+    /// SIGHUP.
+    Signal,
+    /// The file watch saw the policy file or its tests change.
+    FileWatch,
+}
+
+/// A reload that changed something, as the journal is told of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadEvent {
+    pub cause: ReloadCause,
+    /// The version live when the reload began.
+    pub from: String,
+    pub result: ReloadResult,
+}
+
+/// How a reload told to the journal ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// `to` is about to be swapped in (the journal is told first).
+    Applied { to: String },
+    /// The file was refused for `problems` problems; `candidate` is its
+    /// version when it could be read.
+    Rejected {
+        candidate: Option<String>,
+        problems: usize,
+    },
+}
+
+/// Records reloads somewhere durable; an error refuses an applied reload.
+pub type ReloadJournal = Box<dyn Fn(&ReloadEvent) -> Result<(), String> + Send + Sync>;
+
 /// How many reloads ended each way since the store was loaded (the metric, per store).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReloadCounts {
@@ -36,7 +75,6 @@ pub struct ReloadCounts {
 }
 
 /// Holds the live policy and reloads it from its file.
-#[derive(Debug)]
 pub struct PolicyStore {
     file: PathBuf,
     tests_dir: Option<PathBuf>,
@@ -46,6 +84,20 @@ pub struct PolicyStore {
     applied: AtomicU64,
     unchanged: AtomicU64,
     rejected: AtomicU64,
+    /// Told of every applied or rejected reload, once set.
+    journal: OnceLock<ReloadJournal>,
+}
+
+impl std::fmt::Debug for PolicyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyStore")
+            .field("file", &self.file)
+            .field("tests_dir", &self.tests_dir)
+            .field("live", &self.live.load().version())
+            .field("counts", &self.counts())
+            .field("journal", &self.journal.get().is_some())
+            .finish()
+    }
 }
 
 impl PolicyStore {
@@ -61,7 +113,16 @@ impl PolicyStore {
             applied: AtomicU64::new(0),
             unchanged: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            journal: OnceLock::new(),
         })
+    }
+
+    /// From now on, tells `journal` of every reload that is applied (before
+    /// the swap: if it fails, the reload is rejected and the live policy
+    /// kept) or rejected. Unchanged reloads are not told. Set once; a second
+    /// journal is refused and returned.
+    pub fn journal_reloads(&self, journal: ReloadJournal) -> Result<(), ReloadJournal> {
+        self.journal.set(journal)
     }
 
     /// How many reloads were applied, unchanged or rejected so far.
@@ -90,14 +151,21 @@ impl PolicyStore {
 
     /// Re-reads the file and swaps the policy in if it changed and passes every
     /// check; otherwise keeps the live one. Logs and counts the outcome, so a
-    /// caller such as a signal handler may ignore the result.
+    /// caller such as a signal handler may ignore the result. As SIGHUP asks;
+    /// see [`PolicyStore::reload_for`].
     pub fn reload(&self) -> Result<ReloadOutcome, PolicyError> {
+        self.reload_for(ReloadCause::Signal)
+    }
+
+    /// [`PolicyStore::reload`], telling the journal what asked for it.
+    pub fn reload_for(&self, cause: ReloadCause) -> Result<ReloadOutcome, PolicyError> {
         let _one_at_a_time = self
             .reloading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let file = self.file.display().to_string();
-        let result = self.try_reload();
+        let mut candidate = None;
+        let result = self.try_reload(cause, &mut candidate);
         match &result {
             Ok(ReloadOutcome::Applied { from, to }) => {
                 tracing::info!(file = %file, from = %from, to = %to, "policy reloaded");
@@ -110,28 +178,59 @@ impl PolicyStore {
                 self.unchanged.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
+                let live = self.live.load().version().to_owned();
                 tracing::warn!(
                     file = %file,
-                    live = %self.live.load().version(),
+                    live = %live,
                     problems = error.problems.len(),
                     %error,
                     "policy reload rejected; the live policy is kept"
                 );
                 telemetry::record_policy_reload("rejected");
                 self.rejected.fetch_add(1, Ordering::Relaxed);
+                let event = ReloadEvent {
+                    cause,
+                    from: live,
+                    result: ReloadResult::Rejected {
+                        candidate,
+                        problems: error.problems.len(),
+                    },
+                };
+                if let Some(Err(error)) = self.journal.get().map(|journal| journal(&event)) {
+                    tracing::error!(%error, "the rejected policy reload could not be recorded");
+                }
             }
         }
         result
     }
 
-    fn try_reload(&self) -> Result<ReloadOutcome, PolicyError> {
+    fn try_reload(
+        &self,
+        cause: ReloadCause,
+        candidate: &mut Option<String>,
+    ) -> Result<ReloadOutcome, PolicyError> {
         let bytes = read(&self.file)?;
         let live = self.live.load_full();
-        if version_of(&bytes) == live.version() {
+        let version = version_of(&bytes);
+        if version == live.version() {
             return Ok(ReloadOutcome::Unchanged);
         }
+        *candidate = Some(version);
         let policy = compile_checked(&self.file, &bytes, self.tests_dir.as_deref())?;
         let to = policy.version().to_owned();
+        if let Some(journal) = self.journal.get() {
+            let event = ReloadEvent {
+                cause,
+                from: live.version().to_owned(),
+                result: ReloadResult::Applied { to: to.clone() },
+            };
+            journal(&event).map_err(|error| {
+                PolicyError::single(
+                    &self.file.display().to_string(),
+                    format!("the reload could not be recorded, so it is not applied: {error}"),
+                )
+            })?;
+        }
         for warning in policy.warnings() {
             tracing::warn!(warning = %warning, "policy warning");
         }
@@ -322,6 +421,104 @@ mod tests {
         let store = PolicyStore::load(&scratch.file(), None).unwrap();
         assert_eq!(store.tests_dir(), None);
         assert_eq!(store.file(), scratch.file());
+    }
+
+    /// Each event the journal is told, with the version live when it was
+    /// told.
+    type Told = Arc<Mutex<Vec<(ReloadEvent, String)>>>;
+
+    /// A journal that keeps what it is told, and fails while `fails` is set.
+    fn journal(store: &Arc<PolicyStore>, fails: Arc<std::sync::atomic::AtomicBool>) -> Told {
+        let told = Told::default();
+        let kept = told.clone();
+        let live = Arc::downgrade(store);
+        let journal: ReloadJournal = Box::new(move |event| {
+            let live = live.upgrade().unwrap().current().version().to_owned();
+            kept.lock().unwrap().push((event.clone(), live));
+            match fails.load(Ordering::SeqCst) {
+                true => Err("the disk is full".to_owned()),
+                false => Ok(()),
+            }
+        });
+        assert!(store.journal_reloads(journal).is_ok());
+        told
+    }
+
+    #[test]
+    fn the_journal_is_told_of_an_applied_reload_before_the_swap_and_of_a_rejected_one() {
+        let scratch = Scratch::new("journal");
+        let store = Arc::new(PolicyStore::load(&scratch.file(), None).unwrap());
+        let fails = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let told = journal(&store, fails.clone());
+        let first = store.current().version().to_owned();
+
+        assert_eq!(store.reload().unwrap(), ReloadOutcome::Unchanged);
+        assert!(
+            told.lock().unwrap().is_empty(),
+            "an unchanged reload is not told"
+        );
+
+        scratch.edit("[roles.", "# a comment\n[roles.");
+        let ReloadOutcome::Applied { to, .. } = store.reload_for(ReloadCause::FileWatch).unwrap()
+        else {
+            panic!("the edit was not applied");
+        };
+        let (event, live) = told.lock().unwrap()[0].clone();
+        assert_eq!(
+            event,
+            ReloadEvent {
+                cause: ReloadCause::FileWatch,
+                from: first.clone(),
+                result: ReloadResult::Applied { to: to.clone() },
+            }
+        );
+        assert_eq!(live, first, "told before the new policy was swapped in");
+
+        scratch.edit("description = ", "colour = \"blue\"\ndescription = ");
+        let candidate = version_of(&std::fs::read(scratch.file()).unwrap());
+        assert!(store.reload().is_err());
+        let event = told.lock().unwrap()[1].0.clone();
+        assert_eq!(
+            event,
+            ReloadEvent {
+                cause: ReloadCause::Signal,
+                from: to,
+                result: ReloadResult::Rejected {
+                    candidate: Some(candidate),
+                    problems: 1,
+                },
+            }
+        );
+    }
+
+    #[test]
+    fn a_reload_the_journal_cannot_record_is_rejected_and_the_live_policy_kept() {
+        let scratch = Scratch::new("journal-fails");
+        let store = Arc::new(PolicyStore::load(&scratch.file(), None).unwrap());
+        let fails = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let told = journal(&store, fails.clone());
+        let before = store.current();
+        scratch.edit("[roles.", "# a comment\n[roles.");
+        let err = store.reload().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("could not be recorded, so it is not applied"),
+            "{err}"
+        );
+        assert!(Arc::ptr_eq(&before, &store.current()));
+        assert_eq!(store.counts().rejected, 1);
+        // Told of the applied reload (refused), then of its rejection.
+        let results: Vec<bool> = told
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(e, _)| matches!(e.result, ReloadResult::Applied { .. }))
+            .collect();
+        assert_eq!(results, [true, false]);
+        // Once the journal writes again, the same file goes through.
+        fails.store(false, Ordering::SeqCst);
+        assert!(matches!(store.reload(), Ok(ReloadOutcome::Applied { .. })));
+        assert_ne!(store.current().version(), before.version());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::file_watch::{self, WatchGuard};
 
-use super::{PolicyError, PolicyStore};
+use super::{PolicyError, PolicyStore, ReloadCause};
 
 impl PolicyStore {
     /// Watches the policy file (through its directory) and its tests directory,
@@ -28,7 +28,7 @@ impl PolicyStore {
                     return false;
                 };
                 // The outcome is logged and counted by reload itself.
-                let _ = store.reload();
+                let _ = store.reload_for(ReloadCause::FileWatch);
                 true
             },
         )
