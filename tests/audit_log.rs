@@ -965,6 +965,88 @@ fn retention_removes_old_files_and_verify_continues_from_the_checkpoint() {
     );
 }
 
+// ---------------------------------------------------------------- checkpoints
+
+/// The sizes of the checkpoints in `checkpoints.log`, each checked with the public key.
+fn checkpoint_sizes(dir: &Path, verifier: &CheckpointVerifier) -> Vec<u64> {
+    let bytes = match std::fs::read(dir.join("checkpoints.log")) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("{e}"),
+    };
+    let (notes, _) = caf_broker::audit::split_checkpoints(&bytes);
+    notes
+        .iter()
+        .map(|note| verifier.verify(note).unwrap().size)
+        .collect()
+}
+
+#[test]
+fn a_checkpoint_is_signed_once_checkpoint_every_secs_have_passed_on_the_log_clock() {
+    let scratch = Scratch::new("checkpoint-secs");
+    let mut settings = scratch.settings();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    settings.checkpoint_signing_key_file = Some(repo.join("certs-dev/audit-checkpoint.key.pem"));
+    settings.log_origin = Some("seconds.test/log".into());
+    // Far more records than the test writes: only time can make a checkpoint due.
+    settings.checkpoint_every_records = 1000;
+    settings.checkpoint_every_secs = 60;
+    let verifier = CheckpointVerifier::from_file(
+        &repo.join("certs-dev/audit-checkpoint.pub.pem"),
+        Some("seconds.test/log"),
+    )
+    .unwrap();
+    let clock = FakeClock::new();
+    let rt = runtime();
+    let log = AuditLog::open_with_clock(&settings, clock.clock()).unwrap();
+    for i in 1..=3 {
+        append(&rt, &log, i);
+    }
+    // The clock moves in steps of 30 s: an idle writer wakes by itself only
+    // when the rest of the period has passed in real time too (30 s or more
+    // here), so every checkpoint below is one made due by a batch. Each
+    // batch's checkpoint is decided before the writer takes the next batch,
+    // so once a later record is acknowledged, `checkpoints.log` holds what
+    // the earlier batch made due; the last batch acknowledged before the
+    // clock moves may still see it move, so a checkpoint due at a step covers
+    // the records acknowledged before it, and at most the next.
+    clock.advance_secs(30);
+    append(&rt, &log, 4);
+    append(&rt, &log, 5);
+    assert_eq!(
+        checkpoint_sizes(&settings.dir, &verifier),
+        Vec::<u64>::new(),
+        "30 seconds on the log's clock: no checkpoint is due yet"
+    );
+
+    clock.advance_secs(30);
+    append(&rt, &log, 6);
+    append(&rt, &log, 7);
+    let sizes = checkpoint_sizes(&settings.dir, &verifier);
+    assert!(
+        matches!(sizes[..], [5 | 6]),
+        "60 seconds: one checkpoint, of the records written until then: {sizes:?}"
+    );
+
+    // The period starts again from that checkpoint.
+    clock.advance_secs(30);
+    append(&rt, &log, 8);
+    append(&rt, &log, 9);
+    assert_eq!(checkpoint_sizes(&settings.dir, &verifier), sizes);
+    clock.advance_secs(30);
+    append(&rt, &log, 10);
+    append(&rt, &log, 11);
+    let later = checkpoint_sizes(&settings.dir, &verifier);
+    assert!(
+        later.len() == 2 && later[0] == sizes[0] && matches!(later[1], 9 | 10),
+        "{later:?}"
+    );
+    drop(log);
+    // And the records after the last one at shutdown.
+    let last = checkpoint_sizes(&settings.dir, &verifier);
+    assert_eq!((last.len(), last.last()), (3, Some(&11)), "{last:?}");
+}
+
 // ---------------------------------------------------------------- search
 
 #[test]
