@@ -6,7 +6,8 @@
 //! - no development signing key (`auth.dev_signing_key_file`);
 //! - no configured file under `certs-dev/`;
 //! - no JWKS key, TLS key, audit HMAC key or checkpoint signing key equal to
-//!   one shipped in `certs-dev/` (compared by fingerprint, wherever the copy lives);
+//!   one shipped in `certs-dev/`, and no witness CA trusting a certificate
+//!   shipped there (compared by fingerprint, wherever the copy lives);
 //! - a checkpoint signing key for the audit log;
 //! - TLS on any listener that is not on a loopback address, the operations
 //!   listener (`server.ops_listen`) included;
@@ -132,6 +133,7 @@ fn files(settings: &Settings) -> Vec<(&'static str, &Path)> {
             "audit.checkpoint_signing_key_file",
             s.audit.checkpoint_signing_key_file.as_deref(),
         ),
+        ("audit.witness_ca_file", s.audit.witness_ca_file.as_deref()),
     ];
     let required = [
         ("policy.file", s.policy.file.as_path()),
@@ -261,6 +263,20 @@ fn shipped_keys(settings: &Settings, problems: &mut Vec<String>) {
         if shipped {
             problems.push(
                 "auth.jwks_file: holds a key shipped in certs-dev/jwks.json (public); use the identity provider's"
+                    .into(),
+            );
+        }
+    }
+    // A witness reached through a public CA could be anyone holding its key.
+    if let Some(file) = &settings.audit.witness_ca_file {
+        let shipped = crate::tls::certificates(file)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|der| crate::tls::public_key_sha256(der))
+            .any(|fingerprint| SHIPPED_TLS_KEYS.contains(&fingerprint.as_str()));
+        if shipped {
+            problems.push(
+                "audit.witness_ca_file: trusts a certificate shipped in certs-dev/ (public): anyone could pose as the witness; use the witness's own CA"
                     .into(),
             );
         }

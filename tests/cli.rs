@@ -173,6 +173,79 @@ fn check_fails_on_a_policy_naming_a_field_the_caf_record_does_not_have() {
     );
 }
 
+#[test]
+fn check_reads_the_witness_ca_file_like_serve_and_names_one_that_holds_no_certificate() {
+    let dir = tempdir("check-witness-ca");
+    let not_a_certificate = dir.join("witness-ca.pem");
+    std::fs::write(&not_a_certificate, "this is not a certificate\n").unwrap();
+    let audit = format!("dir = \"{}\"", dir.join("audit").display());
+    let witness = format!(
+        "witness_url = \"https://127.0.0.1:9/add-checkpoint\"\nwitness_ca_file = \"{}\"",
+        not_a_certificate.display()
+    );
+    let config = config_from(
+        "config/broker.toml",
+        &dir,
+        &[
+            ("dir = \"var/audit\"", &audit),
+            (
+                "# witness_url = \"https://witness.example/add-checkpoint\"",
+                &witness,
+            ),
+        ],
+    );
+    let out = broker(&["check", "--config", config.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "audit.witness_ca_file: {} holds no PEM certificate",
+            not_a_certificate.display()
+        )),
+        "{stderr}"
+    );
+    // serve refuses the same file, with the same words.
+    let served = serve_must_fail(&config);
+    let logs = text(&served.stderr) + &text(&served.stdout);
+    assert!(logs.contains("audit.witness_ca_file: "), "{logs}");
+
+    // A missing file is named too; a CA that reads passes (nothing is sent).
+    let missing = dir.join("missing-ca.pem");
+    let out = check_with_env(&[
+        (
+            "CAF_BROKER__AUDIT__WITNESS_URL",
+            "https://127.0.0.1:9/add-checkpoint",
+        ),
+        (
+            "CAF_BROKER__AUDIT__WITNESS_CA_FILE",
+            missing.to_str().unwrap(),
+        ),
+        (
+            "CAF_BROKER__AUDIT__DIR",
+            &dir.join("audit").display().to_string(),
+        ),
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("audit.witness_ca_file: cannot read PEM certificates from")
+            && stderr.contains("missing-ca.pem"),
+        "{stderr}"
+    );
+    let out = check_with_env(&[
+        (
+            "CAF_BROKER__AUDIT__WITNESS_URL",
+            "https://127.0.0.1:9/add-checkpoint",
+        ),
+        ("CAF_BROKER__AUDIT__WITNESS_CA_FILE", "certs-dev/ca.pem"),
+        (
+            "CAF_BROKER__AUDIT__DIR",
+            &dir.join("audit").display().to_string(),
+        ),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 const EMBEDDED_UPSTREAM: &str = "kind = \"embedded\"              # the built-in CAF simulator; \"http\" for a CAF service\nseed = 42\nrecords = 10000";
 
 /// `[upstream]` of kind "http" over mutual TLS, with the development files

@@ -313,6 +313,51 @@ fn copies_of_the_development_keys_outside_certs_dev_are_refused_by_fingerprint()
 }
 
 #[test]
+fn a_witness_ca_from_certs_dev_is_refused_where_it_ships_and_copied_elsewhere() {
+    let dir = tempdir("production-witness-ca");
+    let config = production(&dir, &fresh(&dir, 90));
+    let witness = |ca: &Path| {
+        let (ok, stdout, stderr) = check(
+            &config,
+            &[
+                (
+                    "CAF_BROKER__AUDIT__WITNESS_URL",
+                    "https://witness.example/add-checkpoint",
+                ),
+                ("CAF_BROKER__AUDIT__WITNESS_CA_FILE", ca.to_str().unwrap()),
+            ],
+        );
+        (ok, stdout + &stderr)
+    };
+    let (ok, output) = witness(&repo("certs-dev/ca.pem"));
+    assert!(!ok, "{output}");
+    assert_names_each(
+        &output,
+        &[
+            "audit.witness_ca_file: ",
+            "certs-dev/ca.pem is a development file",
+            "audit.witness_ca_file: trusts a certificate shipped in certs-dev/",
+        ],
+    );
+    // A copy elsewhere, in a bundle after a fresh CA, is refused by fingerprint.
+    let (fresh_ca, _) = certificate(&dir, "witness-ca", 365);
+    let bundle = dir.join("witness-bundle.pem");
+    let mut pem = std::fs::read(&fresh_ca).unwrap();
+    pem.extend(std::fs::read(repo("certs-dev/ca.pem")).unwrap());
+    std::fs::write(&bundle, pem).unwrap();
+    let (ok, output) = witness(&bundle);
+    assert!(!ok, "{output}");
+    assert_names_each(
+        &output,
+        &["audit.witness_ca_file: trusts a certificate shipped in certs-dev/"],
+    );
+    assert!(!output.contains("is a development file"), "{output}");
+    // The witness's own CA passes.
+    let (ok, output) = witness(&fresh_ca);
+    assert!(ok, "{output}");
+}
+
+#[test]
 fn a_secret_file_group_or_others_may_read_is_refused_with_its_mode() {
     let dir = tempdir("production-modes");
     let files = fresh(&dir, 90);

@@ -227,6 +227,8 @@ pub enum AuditSetupError {
     Spawn(#[source] std::io::Error),
     #[error("audit.witness_url: {0}")]
     Witness(String),
+    #[error("audit.witness_ca_file: {0}")]
+    WitnessCa(String),
 }
 
 impl AuditLog {
@@ -276,9 +278,7 @@ impl AuditLog {
         })?;
         let shared = Arc::new(Shared::new());
         let witnesses = match &signer {
-            Some(_) => {
-                witness::from_settings(settings, &replica).map_err(AuditSetupError::Witness)?
-            }
+            Some(_) => witness::from_settings(settings, &replica)?,
             None => Vec::new(),
         };
         let witness = if witnesses.is_empty() {
@@ -304,7 +304,7 @@ impl AuditLog {
     }
 
     /// What `serve` would find opening the log, for `caf-broker check`: the
-    /// key reads; the directory can be created, or, if it exists, a file can be
+    /// keys read (and, with `audit.witness_url`, its CA file); the directory can be created, or, if it exists, a file can be
     /// created in it, and the chain's last record (and checkpoint) reads back.
     /// It takes no lock and leaves nothing behind (what it creates to try is
     /// removed at once), so it may run beside the broker that writes the
@@ -316,6 +316,9 @@ impl AuditLog {
             problems.extend(keys);
         }
         if let Err(e) = signer(settings) {
+            problems.push(e);
+        }
+        if let Err(e) = witness::check(settings) {
             problems.push(e);
         }
         let settings = match replicas::writer_settings(settings) {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 
-use super::{AuditSettings, files};
+use super::{AuditSettings, AuditSetupError, files};
 
 /// How often the lag is brought up to date while the witness is behind.
 const LAG_TICK: Duration = Duration::from_secs(1);
@@ -121,7 +121,7 @@ pub(super) trait Witness: Send {
 pub(super) fn from_settings(
     settings: &AuditSettings,
     replica: &str,
-) -> Result<Vec<Box<dyn Witness>>, String> {
+) -> Result<Vec<Box<dyn Witness>>, AuditSetupError> {
     let mut witnesses: Vec<Box<dyn Witness>> = Vec::new();
     if let Some(dir) = &settings.witness_dir {
         witnesses.push(Box::new(DirWitness {
@@ -130,13 +130,47 @@ pub(super) fn from_settings(
         }));
     }
     if let Some(url) = &settings.witness_url {
+        let (url, tls) = url_tls(url, settings.witness_ca_file.as_deref())?;
         witnesses.push(Box::new(UrlWitness::new(
             url,
-            settings.witness_ca_file.as_deref(),
+            tls,
             Duration::from_millis(settings.witness_timeout_ms),
         )?));
     }
     Ok(witnesses)
+}
+
+/// What `caf-broker check` reads of the witness settings, as the writer
+/// will: with `audit.witness_url`, the URL and `audit.witness_ca_file`, read
+/// and parsed as the CA certificates of a TLS client. Nothing is sent.
+pub(super) fn check(settings: &AuditSettings) -> Result<(), AuditSetupError> {
+    match &settings.witness_url {
+        Some(url) => url_tls(url, settings.witness_ca_file.as_deref()).map(drop),
+        None => Ok(()),
+    }
+}
+
+/// The witness URL, and a TLS client configuration trusting the
+/// certificates of `ca_file` and no other.
+fn url_tls(
+    url: &str,
+    ca_file: Option<&Path>,
+) -> Result<(reqwest::Url, rustls::ClientConfig), AuditSetupError> {
+    let url = reqwest::Url::parse(url)
+        .map_err(|e| AuditSetupError::Witness(format!("not a URL ({e})")))?;
+    if url.scheme() != "https" {
+        return Err(AuditSetupError::Witness("not an https:// URL".to_owned()));
+    }
+    let Some(ca_file) = ca_file else {
+        return Err(AuditSetupError::WitnessCa(
+            "required with audit.witness_url".to_owned(),
+        ));
+    };
+    let roots =
+        crate::tls::trust_store(ca_file).map_err(|e| AuditSetupError::WitnessCa(e.to_string()))?;
+    let tls = crate::tls::client_config(roots)
+        .map_err(|e| AuditSetupError::Witness(format!("cannot configure TLS: {e}")))?;
+    Ok((url, tls))
 }
 
 /// `audit.witness_url`: an HTTPS POST of the note, on a runtime of the witness thread's own.
@@ -151,18 +185,11 @@ const URL_TRIES: u32 = 3;
 const URL_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 impl UrlWitness {
-    fn new(url: &str, ca_file: Option<&Path>, timeout: Duration) -> Result<UrlWitness, String> {
-        let url = reqwest::Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
-        if url.scheme() != "https" {
-            return Err("not an https:// URL".to_owned());
-        }
-        let roots = match ca_file {
-            Some(ca) => {
-                crate::tls::trust_store(ca).map_err(|e| format!("audit.witness_ca_file: {e}"))?
-            }
-            None => return Err("audit.witness_ca_file is required".to_owned()),
-        };
-        let tls = crate::tls::client_config(roots).map_err(|e| e.to_string())?;
+    fn new(
+        url: reqwest::Url,
+        tls: rustls::ClientConfig,
+        timeout: Duration,
+    ) -> Result<UrlWitness, AuditSetupError> {
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .https_only(true)
@@ -171,11 +198,13 @@ impl UrlWitness {
             .timeout(timeout)
             .user_agent(concat!("caf-broker/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
+            .map_err(|e| AuditSetupError::Witness(format!("cannot build the HTTPS client: {e}")))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the witness runtime: {e}"))?;
+            .map_err(|e| {
+                AuditSetupError::Witness(format!("cannot start the witness runtime: {e}"))
+            })?;
         Ok(UrlWitness {
             url,
             client,
