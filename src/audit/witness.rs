@@ -11,11 +11,17 @@
 //! checkpoint. `caf_broker_audit_witness_lag_seconds` is 0 while the witness
 //! holds the newest checkpoint, else the seconds since the first checkpoint
 //! it is missing was signed.
+//!
+//! At shutdown the witness gets [`CLOSE_TIMEOUT`] (2 s) to take the last
+//! checkpoint: one POST bounded by it, and the writer waits no longer for
+//! the thread (a hung witness may hold an earlier POST). What it missed is in
+//! `checkpoints.log`, and the next checkpoint after a restart covers it.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,6 +32,12 @@ use super::{AuditSettings, AuditSetupError, files};
 
 /// How often the lag is brought up to date while the witness is behind.
 const LAG_TICK: Duration = Duration::from_secs(1);
+
+/// At shutdown, the longest the witness may take the last checkpoint (one
+/// POST, no retry), and the longest the writer waits for the witness thread:
+/// a hung witness must not hold the broker's exit past
+/// `server.shutdown_timeout_secs`.
+pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A checkpoint waiting for the witness.
 struct Offered {
@@ -60,6 +72,8 @@ pub(super) struct WitnessHandle {
     state: Arc<State>,
     clock: Arc<dyn Clock>,
     thread: Option<JoinHandle<()>>,
+    /// Disconnected when the thread ends: what the bounded wait at shutdown waits on.
+    ended: mpsc::Receiver<()>,
 }
 
 impl WitnessHandle {
@@ -73,16 +87,21 @@ impl WitnessHandle {
             changed: Condvar::new(),
         });
         crate::telemetry::set_audit_witness_lag(0.0);
+        let (ending, ended) = mpsc::channel::<()>();
         let thread = {
             let (state, clock) = (state.clone(), clock.clone());
             std::thread::Builder::new()
                 .name("audit-witness".into())
-                .spawn(move || run(&state, &*clock, &witnesses))?
+                .spawn(move || {
+                    let _ending = ending;
+                    run(&state, &*clock, &witnesses);
+                })?
         };
         Ok(WitnessHandle {
             state,
             clock,
             thread: Some(thread),
+            ended,
         })
     }
 
@@ -102,18 +121,29 @@ impl WitnessHandle {
 }
 
 impl Drop for WitnessHandle {
+    /// Lets the thread deliver the last checkpoint, waiting at most
+    /// [`CLOSE_TIMEOUT`]; past it, the thread is left to end with the process.
     fn drop(&mut self) {
         self.state.lock().closed = true;
         self.state.changed.notify_one();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        match self.ended.recv_timeout(CLOSE_TIMEOUT) {
+            Err(RecvTimeoutError::Timeout) => tracing::warn!(
+                timeout_ms = CLOSE_TIMEOUT.as_millis() as u64,
+                "the witness did not take the last audit checkpoint in time; it is in checkpoints.log"
+            ),
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                if let Some(thread) = self.thread.take() {
+                    let _ = thread.join();
+                }
+            }
         }
     }
 }
 
 /// Somewhere a checkpoint is sent.
 pub(super) trait Witness: Send {
-    fn send(&self, note: &[u8], size: u64) -> Result<(), String>;
+    /// `last`: the broker is stopping; the send must end within [`CLOSE_TIMEOUT`].
+    fn send(&self, note: &[u8], size: u64, last: bool) -> Result<(), String>;
 }
 
 /// The witnesses the settings name, for the log `replica`; a CA file that
@@ -178,6 +208,8 @@ struct UrlWitness {
     url: reqwest::Url,
     client: reqwest::Client,
     runtime: tokio::runtime::Runtime,
+    /// `audit.witness_timeout_ms`.
+    timeout: Duration,
 }
 
 /// Tries of one POST, and the pause after a failed one (doubled each time).
@@ -209,14 +241,16 @@ impl UrlWitness {
             url,
             client,
             runtime,
+            timeout,
         })
     }
 
-    fn post(&self, note: &[u8]) -> Result<(), String> {
+    fn post(&self, note: &[u8], timeout: Duration) -> Result<(), String> {
         let request = self
             .client
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .timeout(timeout)
             .body(note.to_vec());
         let response = self
             .runtime
@@ -232,11 +266,14 @@ impl UrlWitness {
 }
 
 impl Witness for UrlWitness {
-    fn send(&self, note: &[u8], _size: u64) -> Result<(), String> {
+    fn send(&self, note: &[u8], _size: u64, last: bool) -> Result<(), String> {
+        if last {
+            return self.post(note, self.timeout.min(CLOSE_TIMEOUT));
+        }
         let mut pause = URL_RETRY_PAUSE;
         let mut tries = 1;
         loop {
-            match self.post(note) {
+            match self.post(note, self.timeout) {
                 Ok(()) => return Ok(()),
                 Err(error) if tries >= URL_TRIES => return Err(error),
                 Err(_) => {
@@ -268,7 +305,7 @@ struct DirWitness {
 }
 
 impl Witness for DirWitness {
-    fn send(&self, note: &[u8], size: u64) -> Result<(), String> {
+    fn send(&self, note: &[u8], size: u64, _last: bool) -> Result<(), String> {
         write_atomically(&self.dir, &checkpoint_file_name(&self.replica, size), note)
     }
 }
@@ -311,10 +348,11 @@ fn run(state: &State, clock: &dyn Clock, witnesses: &[Box<dyn Witness>]) {
     let mut slot = state.lock();
     loop {
         if let Some(offered) = slot.newest.take() {
+            let last = slot.closed;
             drop(slot);
             let mut failed = false;
             for witness in witnesses {
-                if let Err(error) = witness.send(&offered.note, offered.size) {
+                if let Err(error) = witness.send(&offered.note, offered.size, last) {
                     failed = true;
                     crate::telemetry::record_audit_witness_failure();
                     tracing::warn!(
