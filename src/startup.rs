@@ -69,6 +69,10 @@ impl Application {
             tracing::warn!(%warning, "settings");
         }
         let policy = Arc::new(policy);
+        // SIGHUP is caught from here on (its default would end the process);
+        // one that comes while the audit log opens is served once it is open.
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?;
         // The audit log is open before the policy can be reloaded: every
         // reload is recorded in it, an applied one before it takes effect.
         let audit = Arc::new(
@@ -89,7 +93,7 @@ impl Application {
         let revocations_watch = auth_files
             .watch_revocations()
             .context("watching auth.revoked_jti_file")?;
-        reload_on_sighup(policy.clone(), auth_files)?;
+        reload_on_sighup(hangups, policy.clone(), auth_files);
         // A bad Redis setting was reported by Components::build already.
         if let Ok(Some(client)) = crate::quota::shared_redis_client(&settings.quotas) {
             let timeout = Duration::from_millis(settings.quotas.redis_timeout_ms);
@@ -448,9 +452,11 @@ fn alert_detector(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Detector
 }
 
 /// Writes each policy reload the store tells of as a `policy_reload` audit
-/// record and waits until it is durable (the store calls from a blocking
-/// thread: the SIGHUP handler's or the file watch's). The journal holds the
-/// log weakly: it never keeps the log open past the application.
+/// record and waits until it is durable or refused (the store calls from a
+/// blocking thread: the SIGHUP handler's or the file watch's). No deadline:
+/// a record given up on could still be written, and would then tell of a
+/// reload that was refused. The journal holds the log weakly: it never keeps
+/// the log open past the application.
 fn reload_journal(audit: &Arc<AuditLog>) -> crate::policy::ReloadJournal {
     use crate::audit::{AuditEntry, ReloadTrigger};
     use crate::policy::{ReloadCause, ReloadResult};
@@ -484,11 +490,10 @@ fn reload_journal(audit: &Arc<AuditLog>) -> crate::policy::ReloadJournal {
 /// last good content if it cannot be read). Every outcome is logged (and, for
 /// the policy, counted) where it happens.
 fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
     policy: Arc<PolicyStore>,
     auth_files: crate::auth::AuthFiles,
-) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+) {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             let (policy, auth_files) = (policy.clone(), auth_files.clone());
@@ -499,7 +504,6 @@ fn reload_on_sighup(
             .await;
         }
     });
-    Ok(())
 }
 
 #[cfg(test)]
