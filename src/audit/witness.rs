@@ -13,7 +13,7 @@
 //! it is missing was signed.
 //!
 //! At shutdown the witness gets [`CLOSE_TIMEOUT`] (2 s) to take the last
-//! checkpoint: one POST bounded by it, and the writer waits no longer for
+//! checkpoint: its tries all end within it, and the writer waits no longer for
 //! the thread (a hung witness may hold an earlier POST). What it missed is in
 //! `checkpoints.log`, and the next checkpoint after a restart covers it.
 
@@ -33,8 +33,8 @@ use super::{AuditSettings, AuditSetupError, files};
 /// How often the lag is brought up to date while the witness is behind.
 const LAG_TICK: Duration = Duration::from_secs(1);
 
-/// At shutdown, the longest the witness may take the last checkpoint (one
-/// POST, no retry), and the longest the writer waits for the witness thread:
+/// At shutdown, the longest the witness may take the last checkpoint (its
+/// tries all within it), and the longest the writer waits for the witness thread:
 /// a hung witness must not hold the broker's exit past
 /// `server.shutdown_timeout_secs`.
 pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -267,15 +267,21 @@ impl UrlWitness {
 
 impl Witness for UrlWitness {
     fn send(&self, note: &[u8], _size: u64, last: bool) -> Result<(), String> {
-        if last {
-            return self.post(note, self.timeout.min(CLOSE_TIMEOUT));
-        }
+        // The last note's tries all fit in CLOSE_TIMEOUT (a network deadline: real time).
+        let deadline = last.then(|| Instant::now() + CLOSE_TIMEOUT);
         let mut pause = URL_RETRY_PAUSE;
         let mut tries = 1;
         loop {
-            match self.post(note, self.timeout) {
+            let timeout = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => self.timeout,
+            };
+            match self.post(note, timeout.min(self.timeout)) {
                 Ok(()) => return Ok(()),
                 Err(error) if tries >= URL_TRIES => return Err(error),
+                Err(error) if deadline.is_some_and(|d| Instant::now() + pause >= d) => {
+                    return Err(error);
+                }
                 Err(_) => {
                     std::thread::sleep(pause);
                     pause *= 2;
