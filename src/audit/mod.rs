@@ -304,8 +304,9 @@ impl AuditLog {
     }
 
     /// What `serve` would find opening the log, for `caf-broker check`: the
-    /// keys read (and, with `audit.witness_url`, its CA file); the directory can be created, or, if it exists, a file can be
-    /// created in it, and the chain's last record (and checkpoint) reads back.
+    /// keys read (and, with `audit.witness_url`, its CA file); the directory
+    /// can be created, or, if it exists, a file can be created in it, and the
+    /// chain's last record (and checkpoint) reads back.
     /// It takes no lock and leaves nothing behind (what it creates to try is
     /// removed at once), so it may run beside the broker that writes the
     /// directory: even a brief hold of `writer.lock` could make that broker's
