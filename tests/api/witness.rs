@@ -207,6 +207,25 @@ async fn a_witness_url_receives_each_checkpoint_over_https_after_a_refused_try()
         );
     }
     let audit_dir = app.audit_dir.clone();
+    // The witness is fed off the request path: wait (bounded) until it holds
+    // the checkpoint of all 9 records before stopping either side.
+    let log_file = audit_dir.join("checkpoints.log");
+    assert!(
+        eventually(async || {
+            let log = std::fs::read(&log_file).unwrap_or_default();
+            let accepted = state.accepted.lock().unwrap();
+            accepted.last().is_some_and(|newest| {
+                newest.starts_with(b"caf-broker.localhost/dev/") && {
+                    let text = String::from_utf8_lossy(newest);
+                    text.lines().nth(1) == Some("9")
+                        && log.ends_with(&[newest.as_slice(), b"\n"].concat())
+                }
+            })
+        })
+        .await,
+        "the witness never received the checkpoint of size 9 (posts: {})",
+        state.posts.lock().unwrap()
+    );
     stoppable.stop().await;
     handle.stop(false).await;
 
