@@ -36,7 +36,18 @@ pub async fn read_by_numero(
     req: HttpRequest,
     broker: web::Data<Broker>,
 ) -> Result<HttpResponse, ApiError> {
-    let lookup = NumeroAllocataire::parse(req.match_info().query("numero"))
+    // The default service of the `/v1/allocataires` scope: any other path
+    // under it is `404 route-not-found`, any other method `405` with `Allow: GET`.
+    let Some(numero) = super::numero_segment(req.match_info().unprocessed()) else {
+        return Err(ApiError::new(BrokerError::RouteNotFound, &req));
+    };
+    if req.method() != actix_web::http::Method::GET {
+        return Err(ApiError::new(
+            BrokerError::MethodNotAllowed { allow: "GET" },
+            &req,
+        ));
+    }
+    let lookup = NumeroAllocataire::parse(numero)
         .map(Lookup::Numero)
         .map_err(|e| BrokerError::InvalidRequest(format!("{e}.")));
     answer(&req, &broker, std::future::ready(lookup)).await
