@@ -94,7 +94,7 @@ impl QuotaState {
         .into_iter()
         .enumerate()
         {
-            item(&mut field, i, name, ('q', quota), ('w', window));
+            item(&mut field, i, name, (";q=", quota), (";w=", window));
         }
         field
     }
@@ -121,7 +121,7 @@ impl QuotaState {
         .into_iter()
         .enumerate()
         {
-            item(&mut field, i, name, ('r', remaining), ('t', reset));
+            item(&mut field, i, name, (";r=", remaining), (";t=", reset));
         }
         field
     }
@@ -131,9 +131,9 @@ impl QuotaState {
 /// writing one never reallocates.
 const FIELD_CAPACITY: usize = 4 * (2 + 2 + "agent-burst".len() + 2 * (3 + 20));
 
-/// Appends `"name";a=1;b=2` to a field, after a `, ` unless it is the first
+/// Appends `"name";a=1;b=2` (keys given as `;a=`) to a field, after a `, ` unless it is the first
 /// item: the fields are written once per answer, without `format!`.
-fn item(field: &mut String, index: usize, name: &str, first: (char, u64), second: (char, u64)) {
+fn item(field: &mut String, index: usize, name: &str, first: (&str, u64), second: (&str, u64)) {
     if index > 0 {
         field.push_str(", ");
     }
@@ -141,9 +141,7 @@ fn item(field: &mut String, index: usize, name: &str, first: (char, u64), second
     field.push_str(name);
     field.push('"');
     for (key, value) in [first, second] {
-        field.push(';');
-        field.push(key);
-        field.push('=');
+        field.push_str(key);
         push_decimal(field, value);
     }
 }
@@ -160,8 +158,9 @@ fn push_decimal(field: &mut String, mut value: u64) {
             break;
         }
     }
-    for &digit in &digits[at..] {
-        field.push(char::from(digit));
+    // ASCII digits only: always UTF-8.
+    if let Some(Ok(text)) = digits.get(at..).map(std::str::from_utf8) {
+        field.push_str(text);
     }
 }
 
