@@ -111,6 +111,11 @@ impl RateLimitFields {
     pub fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.0.iter().map(|(name, value)| (*name, value.as_str()))
     }
+
+    /// The fields, their values moved out rather than copied.
+    pub fn into_pairs(self) -> impl Iterator<Item = (&'static str, String)> {
+        self.0.into_iter()
+    }
 }
 
 /// What the broker releases for a request: only what the purpose may see.

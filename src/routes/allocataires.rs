@@ -1,6 +1,6 @@
 //! `GET /v1/allocataires/{numero}` and `POST /v1/allocataires/recherche`.
 
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -275,12 +275,25 @@ async fn answer(
         envelope(&data, &meta).map_err(|e| ApiError::new(BrokerError::Internal(e.into()), req))?;
     let mut res = HttpResponse::Ok();
     res.content_type("application/json")
-        .insert_header(("X-Policy-Version", &*policy_version));
-    for field in quota.pairs() {
-        res.insert_header(field);
+        .insert_header((X_POLICY_VERSION.clone(), &*policy_version));
+    for (name, value) in quota.into_pairs() {
+        match [&RATELIMIT_POLICY, &RATELIMIT]
+            .into_iter()
+            .find(|known| known.as_str().eq_ignore_ascii_case(name))
+        {
+            Some(known) => res.insert_header((known.clone(), value)),
+            None => res.insert_header((name, value)),
+        };
     }
     Ok(res.body(body))
 }
+
+/// The names of the headers of every released answer, parsed once (HTTP
+/// names are case-insensitive; these are the lowercase forms of
+/// `X-Policy-Version` and of the quota's `RateLimit-Policy` and `RateLimit`).
+static X_POLICY_VERSION: HeaderName = HeaderName::from_static("x-policy-version");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Hands the broker's labels to the request-context middleware for the
 /// request metric (the broker already put them on the request's span), and
