@@ -111,6 +111,11 @@ impl RateLimitFields {
     pub fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.0.iter().map(|(name, value)| (*name, value.as_str()))
     }
+
+    /// The fields, their values moved out rather than copied.
+    pub fn into_pairs(self) -> impl Iterator<Item = (&'static str, String)> {
+        self.0.into_iter()
+    }
 }
 
 /// What the broker releases for a request: only what the purpose may see.
@@ -118,8 +123,11 @@ impl RateLimitFields {
 pub struct Released {
     /// The purpose the data was filtered for.
     pub purpose: Purpose,
-    pub data: serde_json::Value,
-    pub released_paths: Vec<String>,
+    /// The released fields, as one JSON object: written once by the filter,
+    /// sent as it is.
+    pub data: Vec<u8>,
+    /// The rule paths that released something: moved into the audit record.
+    released_paths: Vec<String>,
     pub policy_version: Arc<str>,
     pub cache: CacheOutcome,
     /// The post's and the agent's quotas after this request, as header fields.
@@ -396,7 +404,7 @@ impl Broker {
         entry.case_reference = case_reference.as_ref().ok().cloned();
         entry.lookup = lookup.as_ref().ok().cloned();
 
-        let result = match (purpose, case_reference, lookup) {
+        let mut result = match (purpose, case_reference, lookup) {
             (Ok(purpose), Ok(_), Ok(lookup)) => {
                 let request = DataRequest {
                     caller,
@@ -414,8 +422,8 @@ impl Broker {
             Ok(_) => (Outcome::Released, 200),
             Err(e) => (outcome_of(e), e.status()),
         };
-        if let Ok(released) = &result {
-            entry.released = released.released_paths.clone();
+        if let Ok(released) = &mut result {
+            entry.released = std::mem::take(&mut released.released_paths);
             entry.policy_version = Some(released.policy_version.to_string());
             entry.cache = Some(released.cache);
         } else {
@@ -664,7 +672,7 @@ impl Broker {
 
         // 6. filter: deny by default, field by field.
         let started = Instant::now();
-        let filtered = info_span!("filter").in_scope(|| view.filter(&record));
+        let filtered = info_span!("filter").in_scope(|| view.filter_json(&record));
         record_stage(Stage::Filter, started.elapsed());
         if filtered.redacted > 0 {
             tracing::warn!(
@@ -680,7 +688,7 @@ impl Broker {
         tracing::debug!(released = filtered.released.len(), "released");
         Ok(Released {
             purpose: request.purpose.clone(),
-            data: filtered.data,
+            data: filtered.json,
             released_paths: filtered.released,
             policy_version: policy.shared_version(),
             cache,

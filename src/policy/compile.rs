@@ -23,6 +23,52 @@ pub(crate) struct RoleDef {
 #[derive(Debug, Default)]
 pub(crate) struct Node {
     pub entries: Vec<Entry>,
+    /// The keys this level may write, sorted as a JSON object of the released
+    /// view lists them: each entry's own key, and the key its count writes.
+    pub written: Vec<Slot>,
+}
+
+/// A key a level of the trie may write: an entry's value, or its count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slot {
+    /// The entry's index in [`Node::entries`].
+    pub entry: usize,
+    /// The count the entry's `count` rule writes, rather than its value.
+    pub count: bool,
+}
+
+impl Node {
+    /// Fills [`Node::written`] at every level, once the trie is complete.
+    fn seal(&mut self) {
+        let mut written: Vec<(&str, Slot)> = Vec::new();
+        for (index, entry) in self.entries.iter().enumerate() {
+            if entry.leaf.is_some() || entry.children.is_some() {
+                written.push((
+                    &entry.key,
+                    Slot {
+                        entry: index,
+                        count: false,
+                    },
+                ));
+            }
+            if let Some((_, name)) = &entry.count {
+                written.push((
+                    name,
+                    Slot {
+                        entry: index,
+                        count: true,
+                    },
+                ));
+            }
+        }
+        written.sort_by(|a, b| a.0.cmp(b.0));
+        self.written = written.into_iter().map(|(_, slot)| slot).collect();
+        for entry in &mut self.entries {
+            if let Some(Children::Fields(next) | Children::Items(next)) = &mut entry.children {
+                next.seal();
+            }
+        }
+    }
 }
 
 /// What the rules say about one key of an object.
@@ -243,6 +289,7 @@ fn compile_purpose(
             insert(&mut root, &segments, index, rule);
         }
     }
+    root.seal();
     Some(PurposeView {
         purpose: name.ok()?,
         description: raw.description,

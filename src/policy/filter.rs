@@ -12,7 +12,7 @@
 use serde_json::{Map, Value};
 
 use super::compile::{Children, Leaf, Node};
-use super::schema::{Kind, SchemaNode};
+use super::schema::{Kind, SchemaChild, SchemaNode};
 use super::{PurposeView, Truncation};
 
 /// What a purpose lets through from one record.
@@ -54,6 +54,281 @@ impl PurposeView {
             redacted,
         }
     }
+}
+
+/// What a purpose lets through from one record, written as JSON: the view
+/// [`PurposeView::filter`] builds, byte for byte as `serde_json` would write
+/// it, without building it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilteredJson {
+    /// The released fields: one JSON object, its keys sorted.
+    pub json: Vec<u8>,
+    /// As [`Filtered::released`].
+    pub released: Vec<String>,
+    /// As [`Filtered::redacted`].
+    pub redacted: usize,
+}
+
+impl PurposeView {
+    /// Keeps only what this purpose's rules release from `record`, written
+    /// straight as JSON: the same walk, marks and redaction as
+    /// [`PurposeView::filter`], without a `Value` or a copy of a string that
+    /// holds no NIR. This is what the request path calls.
+    pub fn filter_json(&self, record: &Value) -> FilteredJson {
+        let mut writer = Writer {
+            out: Vec::with_capacity(1024),
+            marks: vec![false; self.rules.len()],
+            redacted: 0,
+        };
+        match record {
+            Value::Object(fields) => writer.object(&self.root, fields),
+            _ => writer.out.extend_from_slice(b"{}"),
+        }
+        let released = self
+            .rules
+            .iter()
+            .zip(&writer.marks)
+            .filter(|(_, marked)| **marked)
+            .map(|(rule, _)| rule.path.clone())
+            .collect();
+        FilteredJson {
+            json: writer.out,
+            released,
+            redacted: writer.redacted,
+        }
+    }
+}
+
+/// What one leaf rule releases of a value, borrowed from the record.
+enum Out<'a> {
+    /// `null`, a boolean, a number or a string, as it is.
+    Scalar(&'a Value),
+    Null,
+    /// An object or array of objects, limited to the schema's fields.
+    Known(Kind, &'a SchemaNode, &'a Value),
+    /// A mapped value or a truncated date.
+    Text(&'a str),
+}
+
+/// The released form of one value under a leaf rule, as [`apply`] gives it.
+fn released<'a>(leaf: &'a Leaf, value: &'a Value) -> Option<Out<'a>> {
+    match (leaf, value) {
+        (Leaf::Scalar, Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_)) => {
+            Some(Out::Scalar(value))
+        }
+        (Leaf::Object(_) | Leaf::Array(_) | Leaf::Map { .. }, Value::Null) => Some(Out::Null),
+        (Leaf::Object(schema), Value::Object(_)) => Some(Out::Known(Kind::Object, schema, value)),
+        (Leaf::Array(schema), Value::Array(_)) => {
+            Some(Out::Known(Kind::ArrayOfObjects, schema, value))
+        }
+        (Leaf::Map { values, default }, Value::String(s)) => {
+            Some(Out::Text(values.get(s.as_str()).unwrap_or(default)))
+        }
+        (Leaf::Truncate(unit), Value::String(s)) if is_date(s) => {
+            let end = match unit {
+                Truncation::Year => 4,
+                Truncation::Month => 7,
+            };
+            s.get(..end).map(Out::Text)
+        }
+        _ => None,
+    }
+}
+
+/// Whether [`known`] keeps something of `value` for a field of `kind`.
+fn keeps(kind: Kind, value: &Value) -> bool {
+    match (kind, value) {
+        (Kind::Forbidden, _) => false,
+        (_, Value::Null) => true,
+        (Kind::Object, Value::Object(_)) | (Kind::ArrayOfObjects, Value::Array(_)) => true,
+        (Kind::Object | Kind::ArrayOfObjects, _) => false,
+        (_, Value::Bool(_) | Value::Number(_) | Value::String(_)) => true,
+        (_, Value::Object(_) | Value::Array(_)) => false,
+    }
+}
+
+/// Writes the released view as `serde_json` writes a `Value`: compact, the
+/// keys of each object sorted, every string redacted as [`redact_nirs`]
+/// would.
+///
+/// [`redact_nirs`]: super::redact::redact_nirs
+struct Writer {
+    out: Vec<u8>,
+    marks: Vec<bool>,
+    redacted: usize,
+}
+
+impl Writer {
+    /// The fields of `fields` that `node` releases, as one object.
+    fn object(&mut self, node: &Node, fields: &Map<String, Value>) {
+        self.out.push(b'{');
+        let mut first = true;
+        for slot in &node.written {
+            let Some(entry) = node.entries.get(slot.entry) else {
+                continue;
+            };
+            let Some(value) = fields.get(&entry.key) else {
+                continue;
+            };
+            if slot.count {
+                let Some((index, name)) = &entry.count else {
+                    continue;
+                };
+                let length = match value {
+                    Value::Array(items) => items.len(),
+                    Value::Null => 0,
+                    _ => continue,
+                };
+                self.key(&mut first, name);
+                let _ = serde_json::to_writer(&mut self.out, &length);
+                mark(&mut self.marks, *index);
+                continue;
+            }
+            let leaf = entry
+                .leaf
+                .as_ref()
+                .and_then(|(index, leaf)| Some((*index, released(leaf, value)?)));
+            let children = entry.children.as_ref().filter(|children| {
+                matches!(
+                    (children, value),
+                    (_, Value::Null)
+                        | (Children::Fields(_), Value::Object(_))
+                        | (Children::Items(_), Value::Array(_))
+                )
+            });
+            match (children, leaf) {
+                // As in `filter`, what the children release replaces the leaf's value.
+                (Some(children), leaf) => {
+                    if let Some((index, _)) = leaf {
+                        mark(&mut self.marks, index);
+                    }
+                    self.key(&mut first, &entry.key);
+                    self.children(children, value);
+                    for index in &entry.rules_below {
+                        mark(&mut self.marks, *index);
+                    }
+                }
+                (None, Some((index, out))) => {
+                    self.key(&mut first, &entry.key);
+                    self.out_value(out);
+                    mark(&mut self.marks, index);
+                }
+                (None, None) => {}
+            }
+        }
+        self.out.push(b'}');
+    }
+
+    fn children(&mut self, children: &Children, value: &Value) {
+        match (children, value) {
+            (Children::Fields(next), Value::Object(inner)) => self.object(next, inner),
+            (Children::Items(next), Value::Array(items)) => {
+                self.out.push(b'[');
+                for (i, item) in items.iter().filter_map(Value::as_object).enumerate() {
+                    if i > 0 {
+                        self.out.push(b',');
+                    }
+                    self.object(next, item);
+                }
+                self.out.push(b']');
+            }
+            _ => self.out.extend_from_slice(b"null"),
+        }
+    }
+
+    fn out_value(&mut self, out: Out<'_>) {
+        match out {
+            Out::Scalar(value) => self.scalar(value),
+            Out::Null => self.out.extend_from_slice(b"null"),
+            Out::Known(kind, schema, value) => self.known(kind, schema, value),
+            Out::Text(text) => self.string(text),
+        }
+    }
+
+    /// What [`known`] keeps of `value`; only called when [`keeps`] holds.
+    fn known(&mut self, kind: Kind, schema: &SchemaNode, value: &Value) {
+        match (kind, value) {
+            (Kind::Object, Value::Object(fields)) => self.known_fields(schema, fields),
+            (Kind::ArrayOfObjects, Value::Array(items)) => {
+                self.out.push(b'[');
+                for (i, fields) in items.iter().filter_map(Value::as_object).enumerate() {
+                    if i > 0 {
+                        self.out.push(b',');
+                    }
+                    self.known_fields(schema, fields);
+                }
+                self.out.push(b']');
+            }
+            (_, Value::Object(_) | Value::Array(_)) => self.out.extend_from_slice(b"null"),
+            _ => self.scalar(value),
+        }
+    }
+
+    /// As [`known_fields`], its keys sorted.
+    fn known_fields(&mut self, schema: &SchemaNode, fields: &Map<String, Value>) {
+        let children = schema.children();
+        self.out.push(b'{');
+        let mut first = true;
+        if children.is_sorted_by(|a, b| a.name <= b.name) {
+            for child in children {
+                self.known_field(&mut first, child, fields);
+            }
+        } else {
+            let mut sorted: Vec<&SchemaChild> = children.iter().collect();
+            sorted.sort_by(|a, b| a.name.cmp(b.name));
+            for child in sorted {
+                self.known_field(&mut first, child, fields);
+            }
+        }
+        self.out.push(b'}');
+    }
+
+    fn known_field(&mut self, first: &mut bool, child: &SchemaChild, fields: &Map<String, Value>) {
+        if child.name == NIR {
+            return;
+        }
+        if let Some(value) = fields.get(child.name)
+            && keeps(child.kind, value)
+        {
+            self.key(first, child.name);
+            self.known(child.kind, &child.node, value);
+        }
+    }
+
+    fn scalar(&mut self, value: &Value) {
+        match value {
+            Value::String(text) => self.string(text),
+            Value::Object(_) | Value::Array(_) => self.out.extend_from_slice(b"null"),
+            // `null`, booleans and numbers as `serde_json` writes them.
+            _ => {
+                let _ = serde_json::to_writer(&mut self.out, value);
+            }
+        }
+    }
+
+    /// A released string, each NIR in it redacted.
+    fn string(&mut self, text: &str) {
+        match super::redact::redact_text(text) {
+            Some((redacted, count)) => {
+                self.redacted += count;
+                escaped(&mut self.out, &redacted);
+            }
+            None => escaped(&mut self.out, text),
+        }
+    }
+
+    fn key(&mut self, first: &mut bool, key: &str) {
+        if !std::mem::take(first) {
+            self.out.push(b',');
+        }
+        escaped(&mut self.out, key);
+        self.out.push(b':');
+    }
+}
+
+/// `text` as a JSON string, escaped as `serde_json` escapes it.
+fn escaped(out: &mut Vec<u8>, text: &str) {
+    let _ = serde_json::to_writer(out, text);
 }
 
 fn mark(marks: &mut [bool], index: usize) {

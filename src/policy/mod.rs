@@ -52,7 +52,7 @@ use crate::domain::{Purpose, Role};
 pub use crate::file_watch::WatchGuard;
 pub use drift::{DriftTracker, unknown_paths};
 pub use explain::{Explanation, FieldExplanation};
-pub use filter::Filtered;
+pub use filter::{Filtered, FilteredJson};
 pub use policy_tests::{TestFailure, TestReport, run_policy_tests};
 pub use redact::REDACTED;
 pub use reload::{

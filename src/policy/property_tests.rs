@@ -309,6 +309,7 @@ fn released_paths_are_allowed(
 ) -> Result<(), TestCaseError> {
     let filtered = view.filter(record);
     prop_assert!(filtered.data.is_object());
+    json_is_the_serialised_view(view, record, &filtered)?;
     prop_assert!(
         !has_nir(&filtered.data),
         "nir released for {}: {}",
@@ -336,6 +337,28 @@ fn released_paths_are_allowed(
         .entry(view.purpose().to_string())
         .or_default()
         .extend(filtered.released);
+    Ok(())
+}
+
+/// What [`PurposeView::filter_json`] writes is, byte for byte, the view
+/// [`PurposeView::filter`] builds as `serde_json` serialises it, with the same
+/// released paths and redactions.
+fn json_is_the_serialised_view(
+    view: &PurposeView,
+    record: &Value,
+    filtered: &super::Filtered,
+) -> Result<(), TestCaseError> {
+    let written = view.filter_json(record);
+    let serialised = serde_json::to_vec(&filtered.data).unwrap();
+    prop_assert_eq!(
+        String::from_utf8_lossy(&written.json),
+        String::from_utf8_lossy(&serialised),
+        "{} for {}",
+        view.purpose(),
+        record
+    );
+    prop_assert_eq!(&written.released, &filtered.released);
+    prop_assert_eq!(written.redacted, filtered.redacted);
     Ok(())
 }
 
@@ -447,5 +470,38 @@ fn every_fixture_is_a_full_record_with_every_schema_key() {
                 nodes = next;
             }
         }
+    }
+}
+
+#[test]
+fn the_json_written_for_any_record_is_the_serialised_released_view_byte_for_byte() {
+    let policy = shipped();
+    let views = views(&policy);
+    let fixtures = FIXTURES
+        .iter()
+        .map(|text| serde_json::from_str::<Value>(text).unwrap());
+    // NIRs in released text, a count over a null, values of the wrong shape.
+    let odd = serde_json::json!({
+        "numero_allocataire": "1000002",
+        "adresse": {"complement": "chez 2 95 10 99 126 111 93 et 295109912611193", "nir": NIR},
+        "enfants": null,
+        "foyer": [1, {"nir": NIR}],
+        "nir": NIR,
+    });
+    for record in fixtures.chain([odd, Value::Null, serde_json::json!([])]) {
+        for view in &views {
+            json_is_the_serialised_view(view, &record, &view.filter(&record)).unwrap();
+        }
+    }
+    let json = any_value();
+    let records = prop_oneof![19 => shaped_object("", &json), 1 => json.clone()];
+    let outcome = runner(500).run(&records, |record| {
+        for view in &views {
+            json_is_the_serialised_view(view, &record, &view.filter(&record))?;
+        }
+        Ok(())
+    });
+    if let Err(failure) = outcome {
+        panic!("{failure}");
     }
 }

@@ -80,32 +80,87 @@ impl QuotaState {
     /// `"burst";q=20;w=4, "daily";q=2000;w=86400, "agent-burst";q=10;w=5, "agent-daily";q=500;w=86400`.
     pub fn policy_header(&self) -> String {
         let (post, agent) = (&self.post, &self.agent);
-        format!(
-            "\"burst\";q={};w={}, \"daily\";q={};w={NOMINAL_DAY_SECS}, \
-             \"agent-burst\";q={};w={}, \"agent-daily\";q={};w={NOMINAL_DAY_SECS}",
-            post.burst_limit,
-            post.burst_window_secs,
-            post.daily_limit,
-            agent.burst_limit,
-            agent.burst_window_secs,
-            agent.daily_limit,
-        )
+        let mut field = String::with_capacity(FIELD_CAPACITY);
+        for (i, (name, quota, window)) in [
+            ("burst", u64::from(post.burst_limit), post.burst_window_secs),
+            ("daily", post.daily_limit, NOMINAL_DAY_SECS),
+            (
+                "agent-burst",
+                u64::from(agent.burst_limit),
+                agent.burst_window_secs,
+            ),
+            ("agent-daily", agent.daily_limit, NOMINAL_DAY_SECS),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            item(&mut field, i, name, (";q=", quota), (";w=", window));
+        }
+        field
     }
 
     /// The value of `RateLimit`, e.g.
     /// `"burst";r=19;t=1, "daily";r=1999;t=43200, "agent-burst";r=9;t=1, "agent-daily";r=499;t=43200`.
     pub fn ratelimit_header(&self) -> String {
         let (post, agent, day) = (&self.post, &self.agent, self.daily_reset_secs);
-        format!(
-            "\"burst\";r={};t={}, \"daily\";r={};t={day}, \
-             \"agent-burst\";r={};t={}, \"agent-daily\";r={};t={day}",
-            post.burst_remaining,
-            post.burst_reset_secs,
-            post.daily_remaining,
-            agent.burst_remaining,
-            agent.burst_reset_secs,
-            agent.daily_remaining,
-        )
+        let mut field = String::with_capacity(FIELD_CAPACITY);
+        for (i, (name, remaining, reset)) in [
+            (
+                "burst",
+                u64::from(post.burst_remaining),
+                post.burst_reset_secs,
+            ),
+            ("daily", post.daily_remaining, day),
+            (
+                "agent-burst",
+                u64::from(agent.burst_remaining),
+                agent.burst_reset_secs,
+            ),
+            ("agent-daily", agent.daily_remaining, day),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            item(&mut field, i, name, (";r=", remaining), (";t=", reset));
+        }
+        field
+    }
+}
+
+/// Room for the four items of a field with 20-digit numbers, so that
+/// writing one never reallocates.
+const FIELD_CAPACITY: usize = 4 * (2 + 2 + "agent-burst".len() + 2 * (3 + 20));
+
+/// Appends `"name";a=1;b=2` (keys given as `;a=`) to a field, after a `, ` unless it is the first
+/// item: the fields are written once per answer, without `format!`.
+fn item(field: &mut String, index: usize, name: &str, first: (&str, u64), second: (&str, u64)) {
+    if index > 0 {
+        field.push_str(", ");
+    }
+    field.push('"');
+    field.push_str(name);
+    field.push('"');
+    for (key, value) in [first, second] {
+        field.push_str(key);
+        push_decimal(field, value);
+    }
+}
+
+/// `value` in decimal, as `Display` writes it.
+fn push_decimal(field: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    // ASCII digits only: always UTF-8.
+    if let Some(Ok(text)) = digits.get(at..).map(std::str::from_utf8) {
+        field.push_str(text);
     }
 }
 
@@ -157,6 +212,22 @@ mod tests {
             one_request_each().ratelimit_header(),
             r#""burst";r=19;t=1, "daily";r=1999;t=43200, "agent-burst";r=9;t=1, "agent-daily";r=499;t=43200"#
         );
+    }
+
+    #[test]
+    fn numbers_of_any_size_are_written_as_display_writes_them() {
+        for value in [0, 7, 10, 99, 1_000, 43_200, u64::from(u32::MAX), u64::MAX] {
+            let mut field = String::new();
+            push_decimal(&mut field, value);
+            assert_eq!(field, value.to_string());
+        }
+        let state = QuotaState {
+            daily_reset_secs: u64::MAX,
+            ..one_request_each()
+        };
+        let field = state.ratelimit_header();
+        assert!(field.len() <= FIELD_CAPACITY, "{field}");
+        assert!(field.ends_with(&format!(";t={}", u64::MAX)), "{field}");
     }
 
     #[test]

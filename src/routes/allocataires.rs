@@ -1,6 +1,6 @@
 //! `GET /v1/allocataires/{numero}` and `POST /v1/allocataires/recherche`.
 
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,7 +10,7 @@ use super::openapi::DataHeaders;
 use super::{ApiError, EdgeLimits, RequestId};
 use crate::broker::{Answer, Broker, Released, Request};
 use crate::domain::CacheOutcome;
-use crate::domain::{Lookup, Nir, NumeroAllocataire, Purpose};
+use crate::domain::{Lookup, Nir, NumeroAllocataire, PostCode, Purpose};
 use crate::error::BrokerError;
 
 /// Reads a dossier by its numéro allocataire.
@@ -36,7 +36,18 @@ pub async fn read_by_numero(
     req: HttpRequest,
     broker: web::Data<Broker>,
 ) -> Result<HttpResponse, ApiError> {
-    let lookup = NumeroAllocataire::parse(req.match_info().query("numero"))
+    // The default service of the `/v1/allocataires` scope: any other path
+    // under it is `404 route-not-found`, any other method `405` with `Allow: GET`.
+    let Some(numero) = super::numero_segment(req.match_info().unprocessed()) else {
+        return Err(ApiError::new(BrokerError::RouteNotFound, &req));
+    };
+    if req.method() != actix_web::http::Method::GET {
+        return Err(ApiError::new(
+            BrokerError::MethodNotAllowed { allow: "GET" },
+            &req,
+        ));
+    }
+    let lookup = NumeroAllocataire::parse(numero)
         .map(Lookup::Numero)
         .map_err(|e| BrokerError::InvalidRequest(format!("{e}.")));
     answer(&req, &broker, std::future::ready(lookup)).await
@@ -179,7 +190,23 @@ async fn read_body(
     Ok(body)
 }
 
-/// The answer to a data request.
+/// The body of a released answer: the [`Envelope`] around the view the
+/// filter wrote, which goes in as it is, never parsed back into a `Value`.
+fn envelope(data: &[u8], meta: &Meta<'_>) -> Result<Vec<u8>, serde_json::Error> {
+    const HEAD: &[u8] = br#"{"data":"#;
+    const META: &[u8] = br#","meta":"#;
+    let mut body = Vec::with_capacity(HEAD.len() + data.len() + META.len() + 256);
+    body.extend_from_slice(HEAD);
+    body.extend_from_slice(data);
+    body.extend_from_slice(META);
+    serde_json::to_writer(&mut body, meta)?;
+    body.push(b'}');
+    Ok(body)
+}
+
+/// The answer to a data request: what [`envelope`] writes (this type
+/// documents it in the OpenAPI document, and a test holds the two together).
+#[cfg_attr(not(test), allow(dead_code))]
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Envelope<'a> {
@@ -200,8 +227,8 @@ struct Meta<'a> {
     #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
     policy_version: &'a str,
     /// The request id (also in `X-Request-Id`).
-    #[schema(format = "uuid")]
-    request_id: String,
+    #[schema(value_type = String, format = "uuid")]
+    request_id: &'a str,
     cache: CacheOutcome,
 }
 
@@ -223,8 +250,12 @@ async fn answer(
         lookup,
         fresh: wants_fresh(req),
     };
-    let answer = broker.serve(request).await;
-    observe(req, &answer);
+    let Answer {
+        result,
+        post,
+        purpose,
+    } = broker.serve(request).await;
+    observe(req, post, purpose, &result);
     let Released {
         data,
         policy_version,
@@ -232,38 +263,85 @@ async fn answer(
         quota,
         purpose,
         ..
-    } = answer.result.map_err(|e| ApiError::new(e, req))?;
-    let envelope = Envelope {
-        data: &data,
-        meta: Meta {
-            purpose: &purpose,
-            policy_version: &policy_version,
-            request_id: request_id.to_string(),
-            cache,
-        },
+    } = result.map_err(|e| ApiError::new(e, req))?;
+    let mut id = uuid::Uuid::encode_buffer();
+    let meta = Meta {
+        purpose: &purpose,
+        policy_version: &policy_version,
+        request_id: request_id.uuid().hyphenated().encode_lower(&mut id),
+        cache,
     };
-    let body = serde_json::to_vec(&envelope)
-        .map_err(|e| ApiError::new(BrokerError::Internal(e.into()), req))?;
+    let body =
+        envelope(&data, &meta).map_err(|e| ApiError::new(BrokerError::Internal(e.into()), req))?;
     let mut res = HttpResponse::Ok();
     res.content_type("application/json")
-        .insert_header(("X-Policy-Version", &*policy_version));
-    for field in quota.pairs() {
-        res.insert_header(field);
+        .insert_header((X_POLICY_VERSION.clone(), &*policy_version));
+    for (name, value) in quota.into_pairs() {
+        match [&RATELIMIT_POLICY, &RATELIMIT]
+            .into_iter()
+            .find(|known| known.as_str().eq_ignore_ascii_case(name))
+        {
+            Some(known) => res.insert_header((known.clone(), value)),
+            None => res.insert_header((name, value)),
+        };
     }
     Ok(res.body(body))
 }
 
+/// The names of the headers of every released answer, parsed once (HTTP
+/// names are case-insensitive; these are the lowercase forms of
+/// `X-Policy-Version` and of the quota's `RateLimit-Policy` and `RateLimit`).
+static X_POLICY_VERSION: HeaderName = HeaderName::from_static("x-policy-version");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 /// Hands the broker's labels to the request-context middleware for the
 /// request metric (the broker already put them on the request's span), and
 /// labels the span with the cache use and outcome of a release.
-fn observe(req: &HttpRequest, answer: &Answer) {
-    req.extensions_mut().insert(super::context::Observed {
-        post: answer.post.clone(),
-        purpose: answer.purpose.clone(),
-    });
-    if let Ok(released) = &answer.result {
+fn observe(
+    req: &HttpRequest,
+    post: Option<PostCode>,
+    purpose: Option<Purpose>,
+    result: &Result<Released, BrokerError>,
+) {
+    req.extensions_mut()
+        .insert(super::context::Observed { post, purpose });
+    if let Ok(released) = result {
         let span = tracing::Span::current();
         span.record("outcome", "released");
         span.record("cache", released.cache.as_str());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_written_around_a_released_view_is_the_documented_envelope() {
+        let view = serde_json::json!({
+            "numero_allocataire": "1000002",
+            "adresse": {"commune": "Tunis \"centre\"", "pays": "TN"},
+            "enfants": [{"prenom": "Léa"}],
+            "montant": 412.5,
+            "radie": null,
+        });
+        let purpose = Purpose::parse("verification_radiation").unwrap();
+        let meta = Meta {
+            purpose: &purpose,
+            policy_version: "sha256:00",
+            request_id: "67e55044-10b1-426f-9247-bb680e5fe0c8",
+            cache: CacheOutcome::Hit,
+        };
+        let written = envelope(&serde_json::to_vec(&view).unwrap(), &meta).unwrap();
+        let documented = serde_json::to_vec(&Envelope {
+            data: &view,
+            meta: Meta { ..meta },
+        })
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            String::from_utf8(documented).unwrap()
+        );
     }
 }

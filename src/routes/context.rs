@@ -6,12 +6,13 @@ use std::fmt;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpRequest, ResponseError, web};
 use tracing::Instrument;
 
-use super::{ApiError, EdgeLimits};
+use super::{ApiError, EdgeLimits, Surface};
 use crate::domain::{PostCode, Purpose};
 use crate::error::BrokerError;
 use crate::telemetry;
@@ -26,8 +27,8 @@ impl RequestId {
     /// The id of the request, or a fresh one if the context middleware did not run.
     pub fn of(req: &HttpRequest) -> RequestId {
         req.extensions()
-            .get::<RequestId>()
-            .copied()
+            .get::<Received>()
+            .map(|received| received.id)
             .unwrap_or_else(RequestId::new)
     }
 
@@ -54,8 +55,8 @@ impl Arrival {
     /// The arrival of the request, or now if the context middleware did not run.
     pub fn of(req: &HttpRequest) -> Arrival {
         req.extensions()
-            .get::<Arrival>()
-            .copied()
+            .get::<Received>()
+            .map(|received| received.arrival)
             .unwrap_or_else(|| Arrival(tokio::time::Instant::now()))
     }
 
@@ -64,28 +65,33 @@ impl Arrival {
     }
 }
 
+/// What the context middleware puts in a request's extensions (one entry for both).
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    id: RequestId,
+    arrival: Arrival,
+}
+
 pub async fn request_context(
+    surface: Surface,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let id = RequestId::new();
-    req.extensions_mut().insert(id);
-    req.extensions_mut()
-        .insert(Arrival(tokio::time::Instant::now()));
+    req.extensions_mut().insert(Received {
+        id,
+        arrival: Arrival(tokio::time::Instant::now()),
+    });
     let method = req.method().clone();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    // The server span, named by the route template: the raw path may hold a numéro.
-    let name = if route == "unmatched" {
-        method.to_string()
-    } else {
-        format!("{method} {route}")
-    };
+    // Named by the route template: the raw path may hold a numéro.
+    let route = surface.route_of(req.match_info().as_str());
+    let route_label = route.unwrap_or("unmatched");
     let span = tracing::info_span!(
         "http.server.request",
-        otel.name = %name,
+        otel.name = %SpanName { method: &method, route },
         otel.kind = "server",
         http.request.method = %method,
-        http.route = %route,
+        http.route = route_label,
         http.response.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
         request_id = %id,
@@ -95,12 +101,14 @@ pub async fn request_context(
         cache = tracing::field::Empty,
         outcome = tracing::field::Empty,
     );
-    let parent = telemetry::extract_parent_context(
-        req.headers()
-            .iter()
-            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
-    );
-    telemetry::set_parent(&span, parent);
+    if !span.is_disabled() {
+        let parent = telemetry::extract_parent_context(
+            req.headers()
+                .iter()
+                .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
+        );
+        telemetry::set_parent(&span, parent);
+    }
     let started = std::time::Instant::now();
     let mut res = match headers_over_limit(&req) {
         // HTTP/2 refuses such a header list before it gets here; HTTP/1.1 does not.
@@ -123,12 +131,11 @@ pub async fn request_context(
     }
     let observed = res
         .request()
-        .extensions()
-        .get::<Observed>()
-        .cloned()
+        .extensions_mut()
+        .remove::<Observed>()
         .unwrap_or_default();
     telemetry::record_http_request(&telemetry::HttpObservation {
-        route: &route,
+        route: route_label,
         method: method.as_str(),
         status,
         purpose: observed.purpose.as_ref().map(Purpose::as_str),
@@ -136,7 +143,8 @@ pub async fn request_context(
         elapsed: started.elapsed(),
     });
     let headers = res.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+    let mut text = uuid::Uuid::encode_buffer();
+    if let Ok(value) = HeaderValue::from_str(id.0.hyphenated().encode_lower(&mut text)) {
         headers.insert(X_REQUEST_ID.clone(), value);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -144,12 +152,28 @@ pub async fn request_context(
     tracing::info!(
         request_id = %id,
         method = %method,
-        route = %route,
+        route = route_label,
         status,
         elapsed_us = started.elapsed().as_micros() as u64,
         "request"
     );
     Ok(res)
+}
+
+/// The server span's name, `{METHOD} {route template}`, or the method alone
+/// for a path no route serves; written only if a layer reads it.
+struct SpanName<'a> {
+    method: &'a Method,
+    route: Option<&'static str>,
+}
+
+impl fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.route {
+            Some(route) => write!(f, "{} {route}", self.method),
+            None => f.write_str(self.method.as_str()),
+        }
+    }
 }
 
 /// A header list larger than `server.max_header_list_bytes`, counted as

@@ -4,7 +4,7 @@
 
 use actix_web::HttpMessage;
 use actix_web::HttpRequest;
-use actix_web::http::header::{AUTHORIZATION, HeaderMap};
+use actix_web::http::header::{AUTHORIZATION, HeaderMap, HeaderName};
 
 use crate::domain::{CaseReference, Purpose};
 use crate::error::BrokerError;
@@ -39,11 +39,15 @@ pub struct Declared {
     pub case_reference: Result<CaseReference, BrokerError>,
 }
 
+/// The names, parsed once rather than at every look-up.
+static X_PURPOSE: HeaderName = HeaderName::from_static("x-purpose");
+static X_CASE_REFERENCE: HeaderName = HeaderName::from_static("x-case-reference");
+
 pub fn declared(headers: &HeaderMap) -> Declared {
-    let purpose = header_value(headers, "x-purpose").and_then(|value| {
+    let purpose = header_value(headers, &X_PURPOSE).and_then(|value| {
         Purpose::parse(value).map_err(|e| BrokerError::InvalidRequest(format!("X-Purpose: {e}.")))
     });
-    let case_reference = header_value(headers, "x-case-reference").and_then(|value| {
+    let case_reference = header_value(headers, &X_CASE_REFERENCE).and_then(|value| {
         CaseReference::parse(value)
             .map_err(|e| BrokerError::InvalidRequest(format!("X-Case-Reference: {e}.")))
     });
@@ -53,7 +57,10 @@ pub fn declared(headers: &HeaderMap) -> Declared {
     }
 }
 
-fn header_value<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, BrokerError> {
+fn header_value<'a>(
+    headers: &'a HeaderMap,
+    name: &'static HeaderName,
+) -> Result<&'a str, BrokerError> {
     let mut values = headers.get_all(name);
     let value = values.next().ok_or_else(|| {
         BrokerError::InvalidRequest(format!("The {} header is required.", display_name(name)))
@@ -69,8 +76,8 @@ fn header_value<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a st
     })
 }
 
-fn display_name(name: &str) -> &'static str {
-    match name {
+fn display_name(name: &HeaderName) -> &'static str {
+    match name.as_str() {
         "x-purpose" => "X-Purpose",
         _ => "X-Case-Reference",
     }

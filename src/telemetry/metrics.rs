@@ -297,8 +297,8 @@ pub fn record_connection_refused() {
 #[derive(Debug, Clone, Copy)]
 pub struct HttpObservation<'a> {
     /// The route template (`/v1/allocataires/{numero}`), never the raw path;
-    /// `unmatched` for unknown paths.
-    pub route: &'a str,
+    /// `unmatched` for unknown paths. Static, so the labels borrow it.
+    pub route: &'static str,
     pub method: &'a str,
     pub status: u16,
     /// The purpose once the policy knows it (authorized or refused), else `None`.
@@ -310,14 +310,16 @@ pub struct HttpObservation<'a> {
 
 /// Counts the request and records its latency.
 pub fn record_http_request(observation: &HttpObservation<'_>) {
+    // The route, method and usual statuses are static: only the purpose and
+    // post labels are copied per request.
     let route = safe_label(observation.route);
     let method = method_label(observation.method);
-    let status = observation.status.to_string();
+    let status = status_label(observation.status);
     let purpose = observation.purpose.map_or(NONE, safe_label);
     let post = observation.post.map_or(NONE, safe_label);
     counter!(
         names::HTTP_REQUESTS_TOTAL,
-        "route" => route.to_owned(),
+        "route" => route,
         "method" => method,
         "status" => status.clone(),
         "purpose" => purpose.to_owned(),
@@ -326,7 +328,7 @@ pub fn record_http_request(observation: &HttpObservation<'_>) {
     .increment(1);
     histogram!(
         names::HTTP_REQUEST_DURATION_SECONDS,
-        "route" => route.to_owned(),
+        "route" => route,
         "method" => method,
         "status" => status,
     )
@@ -531,6 +533,32 @@ pub fn record_quota_redis_fallback() {
 
 /// The standard methods as they are, anything else as `_OTHER` (as the HTTP
 /// semantic conventions do), so a client cannot mint label values.
+/// The status code as a label; the statuses the broker answers are static strings.
+fn status_label(status: u16) -> metrics::SharedString {
+    const KNOWN: [(u16, &str); 16] = [
+        (200, "200"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (408, "408"),
+        (413, "413"),
+        (415, "415"),
+        (429, "429"),
+        (431, "431"),
+        (500, "500"),
+        (502, "502"),
+        (503, "503"),
+        (504, "504"),
+        (507, "507"),
+    ];
+    KNOWN
+        .into_iter()
+        .find(|(code, _)| *code == status)
+        .map_or_else(|| status.to_string().into(), |(_, label)| label.into())
+}
+
 fn method_label(method: &str) -> &'static str {
     const KNOWN: [&str; 9] = [
         "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",

@@ -271,13 +271,19 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
-    let installed = tracing_subscriber::registry()
-        // Logs see events only: formatting every span's fields for the log layer
-        // would cost more than the request itself, and each log line carries its
-        // request id. Spans go to OpenTelemetry alone (when it is on).
-        .with(logs.with_filter(filter.and(filter_fn(|meta| meta.is_event()))))
-        .with(provider.as_ref().map(otel::layer))
-        .try_init();
+    // Logs see events only: formatting every span's fields for the log layer
+    // would cost more than the request itself, and each log line carries its
+    // request id. Spans go to OpenTelemetry alone (when it is on).
+    let logs = logs.with_filter(filter.and(filter_fn(|meta| meta.is_event())));
+    let installed = match &provider {
+        Some(provider) => tracing_subscriber::registry()
+            .with(logs)
+            .with(otel::layer(provider))
+            .try_init(),
+        // No layer wants spans: none is created, entered or stored per request.
+        // (An absent `Option` layer would still let every span into the registry.)
+        None => tracing_subscriber::registry().with(logs).try_init(),
+    };
     match (installed, provider) {
         (Ok(()), Some(provider)) => {
             otel::install_globals(&provider);

@@ -312,6 +312,15 @@ fn metrics_render_with_their_labels_and_buckets() {
             post: None,
             elapsed: Duration::from_millis(1),
         });
+        // A status the broker does not answer is still its code in decimal.
+        record_http_request(&HttpObservation {
+            route: "/healthz",
+            method: "GET",
+            status: 418,
+            purpose: None,
+            post: None,
+            elapsed: Duration::from_millis(1),
+        });
         record_cache(CacheOutcome::Hit);
         record_cache(CacheOutcome::Miss);
         record_quota_refusal("TN-TUNIS", "burst");
@@ -326,6 +335,7 @@ fn metrics_render_with_their_labels_and_buckets() {
     for expected in [
         r#"caf_broker_http_requests_total{route="/v1/allocataires/{numero}",method="GET",status="200",purpose="verification_radiation",post="TN-TUNIS"} 1"#,
         r#"caf_broker_http_requests_total{route="unmatched",method="_OTHER",status="404",purpose="other",post="none"} 1"#,
+        r#"caf_broker_http_requests_total{route="/healthz",method="GET",status="418",purpose="none",post="none"} 1"#,
         r#"caf_broker_http_request_duration_seconds_bucket{route="/v1/allocataires/{numero}",method="GET",status="200",le="0.025"} 1"#,
         r#"caf_broker_cache_requests_total{result="hit"} 1"#,
         r#"caf_broker_cache_requests_total{result="miss"} 1"#,
