@@ -24,6 +24,7 @@
 # Settings (environment):
 #   SKIP_BUILD=1   use target/release/caf-broker as it is
 #   BIN=FILE       run this caf-broker binary (with this checkout's config/ and certs-dev/)
+#   SIM_BIN=FILE   run `simulate` from this binary instead (a release one beside a debug broker)
 #   NICE=10        niceness of the load generator and the servers (the machine may be shared)
 #   WORK_BASE=DIR  where the temporary directory goes (default: target/)
 #   KEEP=1         keep the temporary directory (audit log, logs) after a passing run
@@ -63,7 +64,7 @@ mkdir -p "${WORK_BASE:-$root/target}"
 work=$(mktemp -d -p "${WORK_BASE:-$root/target}" "soak-$mode.XXXXXX")
 status=0
 nice -n "${NICE:-10}" python3 "$root/benches/soak/soak.py" --bin "$bin" --work "$work" \
-  --mode "$mode" ${args[@]+"${args[@]}"} | tee "$work/report.md" || status=$?
+  --mode "$mode" ${SIM_BIN:+--sim-bin "$SIM_BIN"} ${args[@]+"${args[@]}"} | tee "$work/report.md" || status=$?
 if [ "$status" = 0 ] && [ -z "${KEEP:-}" ]; then
   rm -rf "$work"
 else

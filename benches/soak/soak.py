@@ -77,14 +77,15 @@ def b64url(raw):
 
 
 def rss_kib(pid):
-    """VmRSS and VmHWM of a process, in KiB."""
+    """VmRSS, VmHWM and RssAnon (the heap and stacks, without the mapped
+    binary) of a process, in KiB."""
     values = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
+            if key in ("VmRSS", "VmHWM", "RssAnon"):
                 values[key] = int(rest.split()[0])
-    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+    return values.get("VmRSS", 0), values.get("VmHWM", 0), values.get("RssAnon", 0)
 
 
 def percentile(sorted_values, p):
@@ -153,6 +154,7 @@ class World:
         self.args = args
         self.work = work
         self.bin = args.bin
+        self.sim_bin = args.sim_bin or args.bin
         self.audit_dir = os.path.join(work, "audit")
         self.policy_file = os.path.join(work, "policy.toml")
         self.jwks_file = os.path.join(work, "jwks.json")
@@ -419,7 +421,8 @@ def readyz(port):
     return status, (json.loads(body) if status else {})
 
 
-def run_soak(args, world, procs):
+def soak_config(args, world):
+    """Writes the soak's configuration; returns its population and streams."""
     posts, agents, greedy, scanner = soak_population(args)
     streams = soak_streams(args)
     duration = args.minutes * 60
@@ -434,10 +437,26 @@ def run_soak(args, world, procs):
          for p in posts},
         {**{(a[0], a[1]): None for a in agents + [scanner]},
          (greedy[0], greedy[1]): (1, 3, 1_000_000)})
+    return posts, agents, greedy, scanner, streams, dakar_per_day
+
+
+def memory_config(args, world):
+    posts = ["MEM-A", "MEM-B"]
+    agents = [(p, f"agent-{i + 1}", "agent_consulaire") for p in posts for i in range(4)]
+    limited = ("MEM-B", "limited", "agent_consulaire")
+    world.write_config({p: None for p in posts},
+                       {**{(a[0], a[1]): None for a in agents},
+                        (limited[0], limited[1]): (100_000, 100_000, args.limited_per_day)})
+    return agents, limited
+
+
+def run_soak(args, world, procs):
+    posts, agents, greedy, scanner, streams, dakar_per_day = soak_config(args, world)
+    duration = args.minutes * 60
 
     redis = procs.start("redis", ["redis-server", "--port", str(world.redis_port), "--bind",
                                   "127.0.0.1", "--save", "", "--appendonly", "no"])
-    sim = procs.start("simulate", [world.bin, "simulate", "--listen",
+    sim = procs.start("simulate", [world.sim_bin, "simulate", "--listen",
                                    f"127.0.0.1:{world.sim_port}", "--records", str(args.records)])
     wait_http(world.sim_port, "/dossiers/1000002", process=sim)
     for _ in range(100):
@@ -487,10 +506,10 @@ def run_soak(args, world, procs):
     def sampler():
         while not stop.is_set():
             try:
-                rss, hwm = rss_kib(broker.pid)
+                rss, hwm, anon = rss_kib(broker.pid)
             except OSError:
                 return
-            samples.append((time.time() - t_start, rss, hwm))
+            samples.append((time.time() - t_start, rss, hwm, anon))
             stop.wait(args.sample_secs)
 
     threading.Thread(target=sampler, daemon=True).start()
@@ -620,8 +639,7 @@ def run_soak(args, world, procs):
     stop.set()
     elapsed = time.time() - t_start
     # The last samples before the broker stops.
-    rss, hwm = rss_kib(broker.pid)
-    samples.append((elapsed, rss, hwm))
+    samples.append((elapsed,) + rss_kib(broker.pid))
     log("stopping the broker (SIGTERM)")
     code = procs.stop(broker, 30)
     procs.stop(sim)
@@ -655,13 +673,8 @@ def memory_jobs(args):
 
 
 def run_memory(args, world, procs):
-    posts = ["MEM-A", "MEM-B"]
-    agents = [(p, f"agent-{i + 1}", "agent_consulaire") for p in posts for i in range(4)]
-    limited = ("MEM-B", "limited", "agent_consulaire")
-    world.write_config({p: None for p in posts},
-                       {**{(a[0], a[1]): None for a in agents},
-                        (limited[0], limited[1]): (100_000, 100_000, args.limited_per_day)})
-    sim = procs.start("simulate", [world.bin, "simulate", "--listen",
+    agents, limited = memory_config(args, world)
+    sim = procs.start("simulate", [world.sim_bin, "simulate", "--listen",
                                    f"127.0.0.1:{world.sim_port}", "--records", str(args.found)])
     wait_http(world.sim_port, "/dossiers/1000002", deadline_secs=300, process=sim)
     broker = procs.start("broker", [world.bin, "--config", world.config_file, "serve"],
@@ -714,28 +727,30 @@ def run_memory(args, world, procs):
     def sampler():
         while not stop.is_set():
             try:
-                rss, hwm = rss_kib(broker.pid)
+                rss, hwm, anon = rss_kib(broker.pid)
             except OSError:
                 return
-            samples.append((time.time() - t_start, rss, hwm))
+            samples.append((time.time() - t_start, rss, hwm, anon))
             stop.wait(args.sample_secs)
 
     threading.Thread(target=sampler, daemon=True).start()
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(args.connections)]
     for t in threads:
         t.start()
+    ticks = 0
     while any(t.is_alive() for t in threads):
         time.sleep(5)
-        with lock:
-            done = len(results)
-        log(f"{done} answers, rss {samples[-1][1] / 1024:.1f} MiB" if samples else "")
+        ticks += 1
+        if ticks % 6 == 0:
+            with lock:
+                done = len(results)
+            log(f"{done} answers, rss {samples[-1][1] / 1024:.1f} MiB" if samples else "")
         if broker.poll() is not None:
             log("the broker exited during the run")
             break
     stop.set()
     elapsed = time.time() - t_start
-    rss, hwm = rss_kib(broker.pid)
-    samples.append((elapsed, rss, hwm))
+    samples.append((elapsed,) + rss_kib(broker.pid))
     cache_entries = metric(world.port, "caf_broker_cache")
     log("stopping the broker (SIGTERM)")
     code = procs.stop(broker, 60)
@@ -837,25 +852,47 @@ def local_day(record_time, tz):
     return t.astimezone(tz).date().isoformat(), t.timestamp()
 
 
-def check_audit_and_quotas(run, world, args, failures):
-    results = run["results"]
-    verify = subprocess.run(
-        [world.bin, "--config", world.config_file, "audit", "verify", "--public-key",
-         os.path.join(ROOT, "certs-dev/audit-checkpoint.pub.pem"), world.audit_dir],
-        env=world.env(), cwd=ROOT, capture_output=True, text=True)
-    print(f"\n`caf-broker audit verify --public-key ...`: exit {verify.returncode}: "
-          f"{(verify.stdout + verify.stderr).strip().splitlines()[-1] if (verify.stdout + verify.stderr).strip() else ''}")
-    if verify.returncode != 0:
-        failures.append("audit verify failed: " + (verify.stdout + verify.stderr).strip()[-400:])
+def gcra_excess(times, per_second):
+    """The largest n - per_second x span over the windows of sorted times: at
+    most the burst for a sequence a GCRA admitted."""
+    best = 0.0
+    low = float("inf")
+    for i, t in enumerate(times):
+        low = min(low, i - per_second * t)
+        best = max(best, (i - per_second * t) - low + 1)
+    return best
 
-    access, summaries, alerts = read_audit(world.audit_dir)
-    by_id = defaultdict(list)
-    for record in access:
-        by_id[record["request_id"]].append(record)
-    duplicates = sum(1 for v in by_id.values() if len(v) > 1)
 
-    # Every answered data request, but those no record is promised for: a 401
-    # (no valid token) and the error budget's 429 (summed up per minute instead).
+def quota_outages(broker_log):
+    """The windows (epoch seconds, widened by 1 s) in which the Redis quota
+    backend did not answer, from the broker's JSON log."""
+    windows = []
+    start = None
+    if not os.path.exists(broker_log):
+        return windows
+    with open(broker_log) as f:
+        for line in f:
+            if "caf_broker::quota::fallback" not in line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            t = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+            if event["level"] == "WARN" and start is None:
+                start = t
+            elif event["level"] == "INFO" and start is not None:
+                windows.append((start - 1, t + 1))
+                start = None
+    if start is not None:
+        windows.append((start - 1, float("inf")))
+    return windows
+
+
+def check_answers_recorded(results, access, by_id, duplicates, summaries, alerts, failures):
+    """Every answered data request in the audit log exactly once, with its
+    status, but those no record is promised for: a 401 (no valid token) and
+    the error budget's 429 (summed up per agent and minute instead)."""
     answered = [r for r in results if r[5] and r[5] != 401 and not r[7].endswith(":agent-error-budget")]
     missing = 0
     mismatched = 0
@@ -890,44 +927,96 @@ def check_audit_and_quotas(run, world, args, failures):
         failures.append(f"error budget: answered {dict(budget_client)} but summed up "
                         f"{dict(budget_audit)}")
 
+
+def check_audit_and_quotas(run, world, args, failures):
+    results = run["results"]
+    verify = subprocess.run(
+        [world.bin, "--config", world.config_file, "audit", "verify", "--public-key",
+         os.path.join(ROOT, "certs-dev/audit-checkpoint.pub.pem"), world.audit_dir],
+        env=world.env(), cwd=ROOT, capture_output=True, text=True)
+    print(f"\n`caf-broker audit verify --public-key ...`: exit {verify.returncode}: "
+          f"{(verify.stdout + verify.stderr).strip().splitlines()[-1] if (verify.stdout + verify.stderr).strip() else ''}")
+    if verify.returncode != 0:
+        failures.append("audit verify failed: " + (verify.stdout + verify.stderr).strip()[-400:])
+
+    access, summaries, alerts = read_audit(world.audit_dir)
+    by_id = defaultdict(list)
+    for record in access:
+        by_id[record["request_id"]].append(record)
+    duplicates = sum(1 for v in by_id.values() if len(v) > 1)
+
+    if results is None:
+        # A check of a kept run: its answers are gone; the log and the quotas remain.
+        print(f"audit log: {len(access)} access records, {len(summaries)} refusal summaries, "
+              f"{alerts} alerts; {duplicates} request ids recorded twice "
+              "(the answers of a run checked again are not kept)")
+        if duplicates:
+            failures.append(f"audit: {duplicates} duplicated request ids")
+    else:
+        check_answers_recorded(results, access, by_id, duplicates, summaries, alerts, failures)
+
     # Quotas: every admitted request (its record's outcome) against the limits.
+    # While Redis does not answer, the broker decides alone (README, "Redis:
+    # TLS, ACL, and an outage"): the burst limits apply whole on this replica,
+    # and what it grants then may go beyond per_day over the day. So the
+    # records of those windows (from the broker's log, widened by a second) are
+    # judged apart: the others must hold to the shared limits exactly.
+    outages = quota_outages(os.path.join(world.work, "broker.log"))
+    if outages:
+        print(f"Redis outages in the broker's log (quota decided locally): {len(outages)}, "
+              f"{sum(end - start - 2 for start, end in outages):.1f} s in all")
     tz = ZoneInfo(args.time_zone)
-    admitted = defaultdict(list)  # key -> [(day, t)]
+    admitted = defaultdict(list)  # key -> [(day, t, during an outage)]
+    starts = [start for start, _ in outages]
     for record in access:
         if record["outcome"] in ADMITTED:
             day, t = local_day(record["time"], tz)
-            admitted[("post", record["post"])].append((day, t))
-            admitted[("agent", record["post"], record["sub"])].append((day, t))
+            i = bisect.bisect_right(starts, t) - 1
+            local = i >= 0 and t <= outages[i][1]
+            admitted[("post", record["post"])].append((day, t, local))
+            admitted[("agent", record["post"], record["sub"])].append((day, t, local))
     worst_daily = []
     worst_burst = []
+    local_total = 0
     for key, limits in sorted(world.limits.items()):
         per_second, burst, per_day = limits
         entries = sorted(admitted.get(key, []), key=lambda e: e[1])
-        days = Counter(day for day, _ in entries)
+        days = Counter(day for day, _, _ in entries)
+        local_days = Counter(day for day, _, local in entries if local)
+        local_total += sum(local_days.values())
         for day, count in days.items():
-            worst_daily.append((count / per_day, key, day, count, per_day))
-            if count > per_day:
-                failures.append(f"quota over-granted: {key} {count} admitted on {day}, per_day {per_day}")
+            worst_daily.append((count / per_day, key, day, count, per_day, local_days[day]))
+            if count - local_days[day] > per_day:
+                failures.append(f"quota over-granted: {key} {count} admitted on {day} "
+                                f"({local_days[day]} while Redis did not answer), per_day {per_day}")
         # GCRA: n requests admitted within s seconds satisfy n <= burst + per_second * s.
         # The record's time is taken a moment after the decision: allow
         # args.quota_slack_secs of it.
-        best = 0.0
-        low = float("inf")
-        for i, (_, t) in enumerate(entries):
-            low = min(low, i - per_second * t)
-            best = max(best, (i - per_second * t) - low + 1)
+        # Judged on the decisions Redis took (the records outside the outages,
+        # exact), and on all of them: each outage may add a whole burst.
         bound = burst + per_second * args.quota_slack_secs
-        worst_burst.append((best / bound if bound else 0, key, best, burst))
-        if best > bound:
-            failures.append(f"quota over-granted: {key} admitted {best:.1f} more than its rate "
-                            f"allows over some window (burst {burst}, {per_second}/s, "
-                            f"slack {args.quota_slack_secs} s)")
+        shared = gcra_excess([t for _, t, local in entries if not local], per_second)
+        overall = gcra_excess([t for _, t, _ in entries], per_second)
+        worst_burst.append((shared / bound if bound else 0, key, shared, burst, overall))
+        if shared > bound:
+            failures.append(f"quota over-granted: {key} admitted {shared:.1f} more than its rate "
+                            f"allows over some window of Redis's decisions (burst {burst}, "
+                            f"{per_second}/s, slack {args.quota_slack_secs} s)")
+        if overall > bound + burst * len(outages):
+            failures.append(f"quota over-granted: {key} admitted {overall:.1f} more than its rate "
+                            f"allows over some window, beyond a burst per Redis outage "
+                            f"(burst {burst}, {per_second}/s, {len(outages)} outages)")
     worst_daily.sort(reverse=True)
     worst_burst.sort(reverse=True)
     print("quotas, daily (closest to the limit first): " + "; ".join(
-        f"{k[1]}{'/' + k[2] if len(k) > 2 else ''} {c}/{l} on {d}" for _, k, d, c, l in worst_daily[:4]))
-    print("quotas, burst (largest n - rate x span, against the burst): " + "; ".join(
-        f"{k[1]}{'/' + k[2] if len(k) > 2 else ''} {b:.2f}/{burst}" for _, k, b, burst in worst_burst[:4]))
+        f"{k[1]}{'/' + k[2] if len(k) > 2 else ''} {c}/{l} on {d}"
+        + (f" ({n} while Redis did not answer)" if n else "") for _, k, d, c, l, n in worst_daily[:4]))
+    if outages:
+        print(f"admitted while Redis did not answer: {local_total} (posts and agents counted apart)")
+    print("quotas, burst (largest n - rate x span outside Redis outages, against the burst; "
+          "over every decision in brackets): " + "; ".join(
+              f"{k[1]}{'/' + k[2] if len(k) > 2 else ''} {b:.2f}/{burst} ({o:.2f})"
+              for _, k, b, burst, o in worst_burst[:4]))
     return access
 
 
@@ -1000,6 +1089,7 @@ def check_soak_behaviour(run, args, failures):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bin", required=True)
+    parser.add_argument("--sim-bin", help="the caf-broker binary that runs `simulate` (default: --bin)")
     parser.add_argument("--work", required=True)
     parser.add_argument("--mode", choices=["soak", "memory"], default="soak")
     parser.add_argument("--minutes", type=float, default=30)
@@ -1032,6 +1122,8 @@ def main():
     parser.add_argument("--limited-per-day", type=int, default=20_000)
     parser.add_argument("--limited-requests", type=int, default=30_000)
     parser.add_argument("--max-minutes", type=float, default=90)
+    parser.add_argument("--recheck", action="store_true",
+                        help="only check the audit log and quotas of the kept run in --work")
     args = parser.parse_args()
     if args.mode == "memory":
         args.records = args.found
@@ -1045,6 +1137,14 @@ def main():
     world = World(args, args.work)
     procs = Processes(args.work)
     failures = []
+    if args.recheck:
+        # The audit and quota checks again, on the directory of a kept run made
+        # with the same options.
+        soak_config(args, world) if args.mode == "soak" else memory_config(args, world)
+        check_audit_and_quotas({"results": None}, world, args, failures)
+        for failure in failures:
+            print("FAILED:", failure)
+        sys.exit(1 if failures else 0)
     try:
         run = run_soak(args, world, procs) if args.mode == "soak" else run_memory(args, world, procs)
     finally:
@@ -1063,11 +1163,13 @@ def main():
         limit = args.cache_max_bytes + 64 * MIB
         peak = max(s[1] for s in run["samples"]) * 1024
         hwm = run["samples"][-1][2] * 1024
+        anon = max(s[3] for s in run["samples"]) * 1024
         statuses = Counter((r[2], r[5]) for r in results)
         print(f"\nlookups by stream and status: " + ", ".join(
             f"{k[0]} {k[1]}: {v}" for k, v in sorted(statuses.items())))
         print("cache metrics at the end: " + "; ".join(run["cache_metrics"]))
-        print(f"resident memory: peak VmRSS {peak / MIB:.1f} MiB sampled, VmHWM {hwm / MIB:.1f} MiB; "
+        print(f"resident memory: peak VmRSS {peak / MIB:.1f} MiB sampled, VmHWM {hwm / MIB:.1f} MiB "
+              f"(peak RssAnon, without the mapped binary, {anon / MIB:.1f} MiB); "
               f"limit cache.max_bytes {args.cache_max_bytes / MIB:.0f} MiB + 64 MiB = {limit / MIB:.0f} MiB")
         if max(peak, hwm) > limit:
             failures.append(f"resident size {max(peak, hwm) / MIB:.1f} MiB over {limit / MIB:.0f} MiB")
