@@ -43,7 +43,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 /// The tests of this file one at a time: the count is the whole process's.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn held() -> isize {
     HELD.load(Ordering::SeqCst)
@@ -93,7 +93,7 @@ fn numero(n: u32) -> Lookup {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_byte_budget_covers_the_heap_of_found_records() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = ONE_AT_A_TIME.lock().await;
     let dataset = Dataset::generate(42, 3_000);
     let cache = RecordCache::new(&settings());
     let lookups = (0..3_000).map(|i| numero(2_000_000 + i)).collect();
@@ -115,7 +115,7 @@ async fn the_byte_budget_covers_the_heap_of_found_records() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_byte_budget_covers_the_heap_of_not_found_entries() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = ONE_AT_A_TIME.lock().await;
     let cache = RecordCache::new(&settings());
     let mut lookups: Vec<Lookup> = (0..20_000).map(|i| numero(3_000_000 + i)).collect();
     lookups.extend((0..5_000u64).map(|i| {
