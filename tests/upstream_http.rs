@@ -344,6 +344,50 @@ async fn a_503_is_retried_but_a_404_is_not() {
 }
 
 #[tokio::test]
+async fn a_408_from_a_caf_closing_an_idle_connection_is_retried_on_a_new_one() {
+    // A plain HTTP peer that, like actix-web closing a kept-alive connection it
+    // found idle, answers the first connection's request with 408 and closes
+    // it, and serves the dossier on the next connection.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = accepted.clone();
+    let peer = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let answer: &[u8] = if first {
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 33\r\n\r\n{\"numero_allocataire\": \"1000001\"}"
+            };
+            let _ = socket.write_all(answer).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    let caf = connector(
+        &UpstreamSettings {
+            retries: 2,
+            retry_backoff_ms: 1,
+            ..UpstreamSettings::http(&url)
+        },
+        &test_clock(),
+    );
+    let record = caf.fetch(&numero("1000001")).await.unwrap();
+    assert_eq!(field(&record, "numero_allocataire"), "1000001");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    peer.abort();
+}
+
+#[tokio::test]
 async fn a_connection_that_breaks_during_the_handshake_is_retried() {
     // A peer that accepts TCP connections and closes them at once, counting them.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -3,8 +3,8 @@
 //!
 //! One lookup is: breaker admission, then within `timeout_ms` in all, up to
 //! `1 + retries` attempts, each holding one of `max_concurrent` slots. Only a
-//! connection error (no connection, or one lost before any answer) or a `503`
-//! is retried, after a jittered exponential backoff. The outcome feeds the
+//! connection error (no connection, or one lost before any answer), a `503` or
+//! a `408` (an idle kept-alive connection the CAF closed) is retried, after a jittered exponential backoff. The outcome feeds the
 //! breaker: timeouts, transport errors and 5xx count as failures; a `404`,
 //! another 4xx or an unreadable record do not (the CAF answered).
 //!
@@ -103,10 +103,16 @@ impl Failure {
 
     /// Only a connection that could not be made, or a CAF saying it is briefly
     /// unavailable, is worth another attempt; anything else would fail the same way.
+    /// A `408` is the CAF closing a kept-alive connection it found idle: it
+    /// says so before the request arrives on it (some servers, actix-web's
+    /// among them, write the `408` then close), and read as the answer to the
+    /// request it means the request was never processed (RFC 9110, 15.5.9).
     fn retryable(&self) -> bool {
         match self {
             Failure::Connect(_) | Failure::ConnectionLost(_) => true,
-            Failure::Status(status) => *status == StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Status(status) => {
+                *status == StatusCode::SERVICE_UNAVAILABLE || *status == StatusCode::REQUEST_TIMEOUT
+            }
             _ => false,
         }
     }
