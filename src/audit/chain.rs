@@ -31,21 +31,25 @@ pub(super) fn seal(record: &mut Record) -> Result<Vec<u8>, serde_json::Error> {
 /// Appends to `out` the stored line (newline included) of the record at
 /// `seq`, written at `time`, whose body is `body` (as
 /// [`super::record::write_body`] writes it) and whose `prev` is `prev` (the
-/// previous hash's hex digits, as stored); returns the record's hash. The same bytes as [`seal`] of the same
-/// record, without building it: the canonical form is assembled in `out`,
-/// hashed in place, and `hash` appended.
+/// previous hash's hex digits, as stored); returns the record's hash and its
+/// `time` as written. The same bytes as [`seal`] of the same record, without
+/// building it: the canonical form is assembled in `out`, hashed in place,
+/// and `hash` appended.
 pub(super) fn seal_body(
     out: &mut Vec<u8>,
     seq: u64,
     time: jiff::Timestamp,
     body: &[u8],
     prev: &[u8],
-) -> [u8; 32] {
+) -> ([u8; 32], TimeText) {
     use std::io::Write as _;
 
     let start = out.len();
+    let time = TimeText::of(time);
     // Writing to a Vec cannot fail.
-    let _ = write!(out, "{{\"seq\":{seq},\"time\":\"{time:.6}\",");
+    let _ = write!(out, "{{\"seq\":{seq},\"time\":\"");
+    out.extend_from_slice(time.as_str().as_bytes());
+    out.extend_from_slice(b"\",");
     out.extend_from_slice(body);
     out.extend_from_slice(b"\"prev\":\"");
     out.extend_from_slice(prev);
@@ -56,15 +60,74 @@ pub(super) fn seal_body(
     out.extend_from_slice(b",\"hash\":\"");
     push_hex(out, &hash);
     out.extend_from_slice(b"\"}\n");
-    hash
+    (hash, time)
+}
+
+/// A record's `time` as written (RFC 3339 UTC with microseconds), formatted
+/// once, on the stack, for the line and the receipt alike.
+#[derive(Clone, Copy)]
+pub(super) struct TimeText {
+    bytes: [u8; 40],
+    len: u8,
+}
+
+impl TimeText {
+    fn of(time: jiff::Timestamp) -> TimeText {
+        use std::fmt::Write as _;
+
+        let mut text = TimeText {
+            bytes: [0; 40],
+            len: 0,
+        };
+        // At most 30 characters (`-009999-12-31T23:59:59.999999Z`): it fits.
+        let _ = write!(text, "{time:.6}");
+        text
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for TimeText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let start = usize::from(self.len);
+        let end = start + s.len();
+        let room = self.bytes.get_mut(start..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = u8::try_from(end).map_err(|_| std::fmt::Error)?;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for TimeText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Appends the 64 lowercase hex digits of `hash`.
 fn push_hex(out: &mut Vec<u8>, hash: &[u8; 32]) {
+    out.extend_from_slice(hex_of(hash).as_bytes());
+}
+
+/// The 64 lowercase hex digits of a record hash, without allocating.
+pub(super) fn hex_of(hash: &[u8; 32]) -> HexHash {
     let mut digits = [0u8; 64];
     // 32 bytes always make 64 digits.
     let _ = hex::encode_to_slice(hash, &mut digits);
-    out.extend_from_slice(&digits);
+    HexHash(digits)
+}
+
+/// What [`hex_of`] returns: ASCII hex digits only.
+pub(super) struct HexHash([u8; 64]);
+
+impl std::ops::Deref for HexHash {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// What is wrong with a parsed line, if anything, as far as the line alone can tell.
@@ -231,7 +294,7 @@ mod tests {
             let mut body = Vec::new();
             write_body(&entry, dossier.as_deref(), key_id, &mut body).unwrap();
             let mut line = b"kept".to_vec();
-            let hash = seal_body(&mut line, 42, time, &body, prev.as_bytes());
+            let (hash, written_at) = seal_body(&mut line, 42, time, &body, prev.as_bytes());
 
             let mut record = Record::unsealed(entry, dossier.clone());
             if dossier.is_some() {
@@ -247,6 +310,7 @@ mod tests {
             );
             assert_eq!(&line[..4], b"kept", "what `out` held is kept");
             assert_eq!(hex::encode(hash), record.hash);
+            assert_eq!(written_at.as_str(), record.time);
             let stored = &line[4..line.len() - 1];
             assert_eq!(check(&parse(stored).unwrap(), stored), Integrity::Sound);
         }

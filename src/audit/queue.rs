@@ -20,9 +20,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
-
 use super::AuditError;
+use super::chain::{TimeText, hex_of};
 use super::record::{AuditReceipt, RecordKind};
 
 /// How many emptied batches keep their buffers for the next ones.
@@ -102,7 +101,7 @@ impl Drop for Waiters {
 #[derive(Debug)]
 pub(super) struct Sealed {
     pub first_seq: u64,
-    pub marks: Vec<([u8; 32], Timestamp)>,
+    pub marks: Vec<([u8; 32], TimeText)>,
 }
 
 /// A request's place in a batch: what it awaits.
@@ -132,8 +131,8 @@ impl Ticket {
         let (hash, time) = sealed.marks.get(self.index).ok_or(AuditError::Stopped)?;
         Ok(AuditReceipt {
             seq: sealed.first_seq + self.index as u64,
-            hash: hex::encode(hash),
-            time: format!("{time:.6}"),
+            hash: hex_of(hash).to_owned(),
+            time: time.as_str().to_owned(),
         })
     }
 }

@@ -309,7 +309,8 @@ impl Writer {
             let time = self.clock.wall().max(chain.last_time);
             let day = files::utc_day(time);
             let start = buf.len();
-            let hash = chain::seal_body(buf, chain.next_seq, time, body, chain.prev.as_bytes());
+            let (hash, written_at) =
+                chain::seal_body(buf, chain.next_seq, time, body, chain.prev.as_bytes());
             let line_len = buf.len() - start;
             let full = len > 0 && len.saturating_add(line_len as u64) > self.max_file_bytes;
             if day > name.day || full {
@@ -339,9 +340,9 @@ impl Writer {
             unsynced = true;
             chain.next_seq = chain.next_seq.saturating_add(1);
             chain.prev.clear();
-            chain.prev.push_str(&hex_of(&hash));
+            chain.prev.push_str(&chain::hex_of(&hash));
             chain.last_time = time;
-            marks.push((hash, time));
+            marks.push((hash, written_at));
         }
         flush(&mut file, buf, &path)?;
         if unsynced {
@@ -542,25 +543,6 @@ fn flush(file: &mut File, bytes: &[u8], path: &Path) -> Result<(), WriteFailure>
             .map_err(|e| WriteFailure::at("cannot write to", path, e))?;
     }
     Ok(())
-}
-
-/// The 64 lowercase hex digits of a record hash, without allocating.
-fn hex_of(hash: &[u8; 32]) -> HexHash {
-    let mut digits = [0u8; 64];
-    // 32 bytes always make 64 digits.
-    let _ = hex::encode_to_slice(hash, &mut digits);
-    HexHash(digits)
-}
-
-/// What [`hex_of`] returns: ASCII hex digits only.
-struct HexHash([u8; 64]);
-
-impl std::ops::Deref for HexHash {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
 }
 
 fn sync(
