@@ -30,10 +30,10 @@
 //! pending when it starts a batch share one write and one fsync (see
 //! [`writer`]). The request serialises its record itself into the batch being
 //! filled and waits for that batch's one notification ([`queue`]): no message
-//! and no thread hand-off per record. At most `queue_capacity` records wait for the writer; past
-//! that, `append` fails at once with [`AuditError::QueueFull`] (the broker
-//! answers 503 `audit-unavailable`), so a slow disk costs refusals, never
-//! unbounded memory. If a batch cannot be written, every request in it gets
+//! and no thread hand-off per record. At most `queue_capacity` records wait
+//! for the writer; past that, `append` fails at once with
+//! [`AuditError::QueueFull`] (the broker answers 503 `audit-unavailable`), so
+//! a slow disk costs refusals, never unbounded memory. If a batch cannot be written, every request in it gets
 //! [`AuditError::Unavailable`] (the broker answers 503 `audit-unavailable` and
 //! releases nothing), [`AuditLog::is_healthy`] turns false, what the batch
 //! left on disk is removed, and the log retries every `retry_interval_ms` and
