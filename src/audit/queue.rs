@@ -204,7 +204,6 @@ impl Queue {
             let batch = state.spare.pop().unwrap_or_else(Batch::new);
             state.batches.push_back(batch);
         }
-        let state = &mut *state;
         let Some(batch) = state.batches.back_mut() else {
             return Err(AuditError::Stopped);
         };
@@ -219,6 +218,8 @@ impl Queue {
         };
         state.queued += 1;
         let wake = std::mem::take(&mut state.writer_waiting);
+        // Unlocked first: the writer, once woken, takes the lock at once.
+        drop(state);
         if wake {
             self.writer_wakes.notify_one();
         }
