@@ -28,6 +28,108 @@ pub(super) fn seal(record: &mut Record) -> Result<Vec<u8>, serde_json::Error> {
     Ok(line)
 }
 
+/// Appends to `out` the stored line (newline included) of the record at
+/// `seq`, written at `time`, whose body is `body` (as
+/// [`super::record::write_body`] writes it) and whose `prev` is `prev` (the
+/// previous hash's hex digits, as stored); returns the record's hash and its
+/// `time` as written. The same bytes as [`seal`] of the same record, without
+/// building it: the canonical form is assembled in `out`, hashed in place,
+/// and `hash` appended.
+pub(super) fn seal_body(
+    out: &mut Vec<u8>,
+    seq: u64,
+    time: jiff::Timestamp,
+    body: &[u8],
+    prev: &[u8],
+) -> ([u8; 32], TimeText) {
+    use std::io::Write as _;
+
+    let start = out.len();
+    let time = TimeText::of(time);
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{{\"seq\":{seq},\"time\":\"");
+    out.extend_from_slice(time.as_str().as_bytes());
+    out.extend_from_slice(b"\",");
+    out.extend_from_slice(body);
+    out.extend_from_slice(b"\"prev\":\"");
+    out.extend_from_slice(prev);
+    out.extend_from_slice(b"\"}");
+    let hash: [u8; 32] = Sha256::digest(&out[start..]).into();
+    // `hash` is the last key: the stored line is the canonical form with it appended.
+    out.pop();
+    out.extend_from_slice(b",\"hash\":\"");
+    push_hex(out, &hash);
+    out.extend_from_slice(b"\"}\n");
+    (hash, time)
+}
+
+/// A record's `time` as written (RFC 3339 UTC with microseconds), formatted
+/// once, on the stack, for the line and the receipt alike.
+#[derive(Clone, Copy)]
+pub(super) struct TimeText {
+    bytes: [u8; 40],
+    len: u8,
+}
+
+impl TimeText {
+    fn of(time: jiff::Timestamp) -> TimeText {
+        use std::fmt::Write as _;
+
+        let mut text = TimeText {
+            bytes: [0; 40],
+            len: 0,
+        };
+        // At most 30 characters (`-009999-12-31T23:59:59.999999Z`): it fits.
+        let _ = write!(text, "{time:.6}");
+        text
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for TimeText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let start = usize::from(self.len);
+        let end = start + s.len();
+        let room = self.bytes.get_mut(start..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = u8::try_from(end).map_err(|_| std::fmt::Error)?;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for TimeText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Appends the 64 lowercase hex digits of `hash`.
+fn push_hex(out: &mut Vec<u8>, hash: &[u8; 32]) {
+    out.extend_from_slice(hex_of(hash).as_bytes());
+}
+
+/// The 64 lowercase hex digits of a record hash, without allocating.
+pub(super) fn hex_of(hash: &[u8; 32]) -> HexHash {
+    let mut digits = [0u8; 64];
+    // 32 bytes always make 64 digits.
+    let _ = hex::encode_to_slice(hash, &mut digits);
+    HexHash(digits)
+}
+
+/// What [`hex_of`] returns: ASCII hex digits only.
+pub(super) struct HexHash([u8; 64]);
+
+impl std::ops::Deref for HexHash {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 /// What is wrong with a parsed line, if anything, as far as the line alone can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Integrity {
@@ -79,7 +181,7 @@ pub(super) fn parse(line: &[u8]) -> Result<Record, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::Outcome;
+    use crate::audit::record::{AuditEntry, Outcome, RecordKind, write_body};
     use crate::domain::CacheOutcome;
 
     fn sample() -> Record {
@@ -149,6 +251,72 @@ mod tests {
         let parsed = parse(&line[..line.len() - 1]).unwrap();
         assert_eq!(parsed, record);
         assert_eq!(check(&parsed, &line[..line.len() - 1]), Integrity::Sound);
+    }
+
+    /// An entry with every field set, strings that need escaping included.
+    fn full_entry() -> AuditEntry {
+        use crate::domain::{CaseReference, PostCode, Purpose, Role, Subject};
+        AuditEntry {
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            post: PostCode::parse("TN-TUNIS").ok(),
+            sub: Subject::parse("agent-42").ok(),
+            jti: Some("j\"t\\i".into()),
+            role: Role::parse("agent_consulaire").ok(),
+            purpose: Purpose::parse("verification_radiation").ok(),
+            case_reference: CaseReference::parse("TN-2026/0042").ok(),
+            released: vec!["identite.nom".into(), "droits.\u{e9}t\u{e9}\n".into()],
+            policy_version: Some("sha256:\u{1}ab".into()),
+            cache: Some(CacheOutcome::Hit),
+            client_cert_sha256: Some(crate::tls::Thumbprint::of(b"a certificate")),
+            client_post: PostCode::parse("TN-SFAX").ok(),
+            kind: Some(RecordKind::Alert),
+            rule: Some("not_found_ratio"),
+            figures: crate::audit::Figures::from([
+                ("lookups".to_owned(), 20.into()),
+                (
+                    "ratio".to_owned(),
+                    serde_json::Number::from_f64(0.75).unwrap(),
+                ),
+            ]),
+            ..AuditEntry::new(uuid::Uuid::from_u128(0xabcdef), Outcome::NotFound, 404)
+        }
+    }
+
+    #[test]
+    fn a_body_sealed_in_place_is_byte_for_byte_the_record_serde_seals() {
+        let time: jiff::Timestamp = "2026-11-26T10:00:00.123456789Z".parse().unwrap();
+        let prev = "cd".repeat(32);
+        let minimal = AuditEntry::new(uuid::Uuid::nil(), Outcome::Unauthenticated, 401);
+        let cases = [
+            (full_entry(), Some("ab".repeat(32)), Some("2026-key")),
+            (full_entry(), Some("ab".repeat(32)), None),
+            (full_entry(), None, Some("2026-key")),
+            (minimal, None, None),
+        ];
+        for (entry, dossier, key_id) in cases {
+            let mut body = Vec::new();
+            write_body(&entry, dossier.as_deref(), key_id, &mut body).unwrap();
+            let mut line = b"kept".to_vec();
+            let (hash, written_at) = seal_body(&mut line, 42, time, &body, prev.as_bytes());
+
+            let mut record = Record::unsealed(entry, dossier.clone());
+            if dossier.is_some() {
+                record.key_id = key_id.map(str::to_owned);
+            }
+            record.seq = 42;
+            record.time = format!("{time:.6}");
+            record.prev = prev.clone();
+            let expected = seal(&mut record).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&line[4..]),
+                String::from_utf8_lossy(&expected)
+            );
+            assert_eq!(&line[..4], b"kept", "what `out` held is kept");
+            assert_eq!(hex::encode(hash), record.hash);
+            assert_eq!(written_at.as_str(), record.time);
+            let stored = &line[4..line.len() - 1];
+            assert_eq!(check(&parse(stored).unwrap(), stored), Integrity::Sound);
+        }
     }
 
     #[test]

@@ -31,10 +31,12 @@
 //! [`AuditLog::append`] resolves only once the record is written and
 //! `fdatasync`ed. A single writer thread commits in groups: all records
 //! pending when it starts a batch share one write and one fsync (see
-//! [`writer`]). At most `queue_capacity` records wait for the writer; past
-//! that, `append` fails at once with [`AuditError::QueueFull`] (the broker
-//! answers 503 `audit-unavailable`), so a slow disk costs refusals, never
-//! unbounded memory. If a batch cannot be written, every request in it gets
+//! [`writer`]). The request serialises its record itself into the batch being
+//! filled and waits for that batch's one notification ([`queue`]): no message
+//! and no thread hand-off per record. At most `queue_capacity` records wait
+//! for the writer; past that, `append` fails at once with
+//! [`AuditError::QueueFull`] (the broker answers 503 `audit-unavailable`), so
+//! a slow disk costs refusals, never unbounded memory. If a batch cannot be written, every request in it gets
 //! [`AuditError::Unavailable`] (the broker answers 503 `audit-unavailable` and
 //! releases nothing), [`AuditLog::is_healthy`] turns false, what the batch
 //! left on disk is removed, and the log retries every `retry_interval_ms` and
@@ -81,6 +83,7 @@ mod chain;
 mod files;
 mod key;
 mod proof;
+mod queue;
 mod record;
 mod replicas;
 mod report;
@@ -93,12 +96,11 @@ mod verify;
 mod witness;
 mod writer;
 
+use std::cell::RefCell;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-
-use tokio::sync::oneshot;
 
 use crate::clock::{Clock, SystemClock};
 use crate::domain::Lookup;
@@ -127,12 +129,13 @@ pub use verify::{
     verify_files, verify_signed,
 };
 
-use writer::{Pending, Shared, Writer};
+use queue::{Queue, Ticket};
+use writer::{Shared, Writer};
 
 /// The audit log of this process: built once, shared in an `Arc`.
 pub struct AuditLog {
     key: AuditKey,
-    sender: Option<mpsc::SyncSender<Pending>>,
+    queue: Arc<Queue>,
     shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
 }
@@ -290,14 +293,20 @@ impl AuditLog {
             )
         };
         let writer = Writer::open(settings, clock, sync_data, shared.clone(), signer, witness)?;
-        let (sender, receiver) = mpsc::sync_channel(settings.queue_capacity);
+        let queue = Arc::new(Queue::new(
+            settings.queue_capacity,
+            settings.max_batch_records,
+        ));
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run(receiver))
+            .spawn({
+                let queue = queue.clone();
+                move || writer.run(queue)
+            })
             .map_err(AuditSetupError::Spawn)?;
         Ok(AuditLog {
             key,
-            sender: Some(sender),
+            queue,
             shared,
             writer: Some(thread),
         })
@@ -369,31 +378,42 @@ impl AuditLog {
     /// at once with [`AuditError::QueueFull`]: memory stays bounded however far
     /// behind the disk is. Dropping the future does not withdraw the record.
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditReceipt, AuditError> {
+        // Queued at the first poll, before anything is awaited.
+        let ticket = self.enqueue(&entry)?;
+        ticket.wait().await
+    }
+
+    /// Serialises `entry`'s record body into the batch being filled.
+    fn enqueue(&self, entry: &AuditEntry) -> Result<Ticket, AuditError> {
+        thread_local! {
+            /// One body at a time per thread, serialised here and then
+            /// copied into the batch under its lock.
+            static BODY: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+        }
+        let computed;
         let dossier = match &entry.dossier {
-            Some(pseudonym) => Some(pseudonym.0.clone()),
-            None => entry.lookup.as_ref().map(|l| self.key.pseudonymize(l)),
-        };
-        let mut record = Record::unsealed(entry, dossier);
-        if record.dossier.is_some() {
-            record.key_id = self.key.id().map(str::to_owned);
-        }
-        let (reply, receipt) = oneshot::channel();
-        let sent = match &self.sender {
-            Some(sender) => sender.try_send(Pending { record, reply }),
-            None => Err(mpsc::TrySendError::Disconnected(Pending { record, reply })),
-        };
-        match sent {
-            Ok(()) => {}
-            Err(mpsc::TrySendError::Full(_)) => return Err(AuditError::QueueFull),
-            Err(mpsc::TrySendError::Disconnected(_)) => {
-                self.shared.healthy.store(false, Ordering::Release);
-                return Err(AuditError::Stopped);
+            Some(pseudonym) => Some(pseudonym.as_str()),
+            None => {
+                computed = entry.lookup.as_ref().map(|l| self.key.pseudonymize(l));
+                computed.as_deref()
             }
-        }
-        receipt.await.unwrap_or_else(|_| {
+        };
+        let queued = BODY.with_borrow_mut(|body| {
+            body.clear();
+            if body.capacity() > 64 * 1024 {
+                body.shrink_to(1024);
+            }
+            record::write_body(entry, dossier, self.key.id(), body).map_err(|e| {
+                let failure =
+                    WriteFailure::new("cannot serialize a record", std::io::Error::other(e));
+                AuditError::Unavailable(Arc::new(failure))
+            })?;
+            self.queue.push(body, entry.kind)
+        });
+        if let Err(AuditError::Stopped) = queued {
             self.shared.healthy.store(false, Ordering::Release);
-            Err(AuditError::Stopped)
-        })
+        }
+        queued
     }
 
     /// The dossier as the log records it (and as `search` looks it up).
@@ -434,7 +454,7 @@ impl Drop for AuditLog {
     /// Lets the writer finish what is pending, then waits for it, so that the
     /// directory's lock is free once the log is dropped.
     fn drop(&mut self) {
-        self.sender.take();
+        self.queue.close();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }

@@ -54,9 +54,17 @@ pub enum RecordKind {
     /// no dossier: `policy_version` is the version in force after the
     /// reload, `previous_policy_version` the one before, `trigger` what asked
     /// for it. The writer signs a checkpoint right after the batch that holds
-    /// one ([`Record::forces_checkpoint`]), so the version that filtered the
-    /// answers recorded after it is provable.
+    /// one ([`RecordKind::forces_checkpoint`]), so the version that filtered
+    /// the answers recorded after it is provable.
     PolicyReload,
+}
+
+impl RecordKind {
+    /// Whether the writer signs a checkpoint right after the batch holding
+    /// a record of this kind, whatever `checkpoint_every_*` say: a policy reload.
+    pub fn forces_checkpoint(self) -> bool {
+        self == RecordKind::PolicyReload
+    }
 }
 
 /// What asked for a policy reload.
@@ -311,7 +319,9 @@ pub struct Record {
 
 impl Record {
     /// The record an entry becomes, before the writer gives it its place in
-    /// the chain (`seq`, `time`, `prev`, `hash`).
+    /// the chain (`seq`, `time`, `prev`, `hash`): what [`write_body`] writes
+    /// without building it, which the tests hold it to.
+    #[cfg(test)]
     pub(super) fn unsealed(entry: AuditEntry, dossier: Option<String>) -> Record {
         Record {
             seq: 0,
@@ -345,9 +355,9 @@ impl Record {
     }
 
     /// Whether the writer signs a checkpoint right after the batch holding
-    /// this record, whatever `checkpoint_every_*` say: a policy reload.
+    /// this record ([`RecordKind::forces_checkpoint`]).
     pub fn forces_checkpoint(&self) -> bool {
-        self.kind == Some(RecordKind::PolicyReload)
+        self.kind.is_some_and(RecordKind::forces_checkpoint)
     }
 
     /// Whether this is the record of a data request (no `kind`): what a data
@@ -359,6 +369,96 @@ impl Record {
 
 fn is_zero(status: &u16) -> bool {
     *status == 0
+}
+
+/// The body of a record as the request serialises it, borrowed from its
+/// [`AuditEntry`]: the keys of [`Record`] from `request_id` to `figures`, in
+/// the same order, with the same rules for the keys left out, so that serde
+/// writes exactly the bytes it writes for a [`Record`] (pinned by the tests
+/// of `chain.rs`). The writer adds `seq`, `time`, `prev` and `hash` around it.
+#[derive(Serialize)]
+struct Body<'a> {
+    request_id: &'a str,
+    trace_id: Option<&'a str>,
+    post: Option<&'a str>,
+    sub: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jti: Option<&'a str>,
+    role: Option<&'a str>,
+    purpose: Option<&'a str>,
+    case_reference: Option<&'a str>,
+    dossier: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<&'a str>,
+    outcome: Outcome,
+    status: u16,
+    released: &'a [String],
+    policy_version: Option<&'a str>,
+    cache: Option<CacheOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_cert_sha256: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_post: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<RecordKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    figures: Option<&'a Figures>,
+}
+
+/// Appends the body of `entry`'s record to `out`: its keys from `request_id`
+/// to `figures` as the canonical form writes them, without the braces, each
+/// followed by a comma (`"request_id":"…",…,"cache":null,`). `dossier` is the
+/// lookup's pseudonym and `key_id` the id of the key that made it. Nothing is
+/// allocated but what `out` grows by.
+pub(super) fn write_body(
+    entry: &AuditEntry,
+    dossier: Option<&str>,
+    key_id: Option<&str>,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    let mut request_id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let mut thumbprint = [0u8; 64];
+    let client_cert_sha256 = match &entry.client_cert_sha256 {
+        Some(t) => {
+            // 32 bytes always make 64 hex digits.
+            hex::encode_to_slice(t.as_bytes(), &mut thumbprint)
+                .ok()
+                .and_then(|()| std::str::from_utf8(&thumbprint).ok())
+        }
+        None => None,
+    };
+    let body = Body {
+        request_id: entry.request_id.hyphenated().encode_lower(&mut request_id),
+        trace_id: entry.trace_id.as_deref().filter(|t| is_trace_id(t)),
+        post: entry.post.as_ref().map(PostCode::as_str),
+        sub: entry.sub.as_ref().map(Subject::as_str),
+        jti: entry.jti.as_deref(),
+        role: entry.role.as_ref().map(Role::as_str),
+        purpose: entry.purpose.as_ref().map(Purpose::as_str),
+        case_reference: entry.case_reference.as_ref().map(CaseReference::as_str),
+        dossier,
+        key_id: dossier.and(key_id),
+        outcome: entry.outcome,
+        status: entry.status,
+        released: &entry.released,
+        policy_version: entry.policy_version.as_deref(),
+        cache: entry.cache,
+        client_cert_sha256,
+        client_post: entry.client_post.as_ref().map(PostCode::as_str),
+        kind: entry.kind,
+        rule: entry.rule,
+        figures: Some(&entry.figures).filter(|f| !f.is_empty()),
+    };
+    let start = out.len();
+    serde_json::to_writer(&mut *out, &body)?;
+    // `{…}` becomes `…,`: the braces are the writer's, around `seq` to `hash`.
+    out.remove(start);
+    if let Some(last) = out.last_mut() {
+        *last = b',';
+    }
+    Ok(())
 }
 
 /// A W3C trace id: 32 lowercase hex digits, not all zero.

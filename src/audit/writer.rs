@@ -1,10 +1,12 @@
 //! The single writer thread: restoring the chain on open, group commit, rotation, failure and recovery.
 //!
-//! One OS thread owns the files. It takes every pending record at once (up to
-//! `max_batch_records`), writes them with one `write`, makes them durable with
-//! one `fdatasync`, and only then answers each waiter. While it syncs, new
-//! records queue up and form the next batch: concurrent requests share an
-//! fsync without any added waiting window.
+//! One OS thread owns the files. It takes a whole batch at once (up to
+//! `max_batch_records` records, queued by the requests themselves, see
+//! [`super::queue`]), seals each record into the chain, writes them with one
+//! `write`, makes them durable with one `fdatasync`, and only then answers the
+//! batch, all its waiters at once. While it syncs, new records queue up and
+//! form the next batch: concurrent requests share an fsync without any added
+//! waiting window.
 //!
 //! A failed batch is rolled back: every waiter gets an error, files the batch
 //! created are removed and the current file is cut back to its last
@@ -17,22 +19,20 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
-
-use jiff::Timestamp;
-use jiff::civil::Date;
-use tokio::sync::oneshot;
 
 use super::chain::{self, GENESIS, Integrity};
 use super::files::{self, FileName};
-use super::record::{AuditReceipt, Record};
+use super::queue::{Batch, Queue, Sealed, Taken};
+use super::record::RecordKind;
 use super::retention;
 use super::signing::{CHECKPOINTS_FILE, CheckpointSigner, SignedCheckpoint, split_log};
 use super::tree::{Edge, Hash, leaf_hash};
 use super::witness::WitnessHandle;
 use super::{AuditError, AuditSettings, AuditSetupError, WriteFailure};
 use crate::clock::Clock;
+use jiff::Timestamp;
+use jiff::civil::Date;
 
 /// The lock file that keeps a second broker from writing the same directory.
 pub(super) const LOCK_FILE: &str = "writer.lock";
@@ -47,12 +47,6 @@ pub(super) type SyncData = fn(&File) -> io::Result<()>;
 /// The production [`SyncData`].
 pub(super) fn fdatasync(file: &File) -> io::Result<()> {
     file.sync_data()
-}
-
-/// A record waiting for its batch, and where to send its receipt.
-pub(super) struct Pending {
-    pub record: Record,
-    pub reply: oneshot::Sender<Result<AuditReceipt, AuditError>>,
 }
 
 /// What the writer shares with the [`super::AuditLog`] handle.
@@ -105,7 +99,6 @@ struct Checkpoints {
 pub(super) struct Writer {
     dir: PathBuf,
     max_file_bytes: u64,
-    max_batch: usize,
     retention_days: u32,
     retry_interval: Duration,
     clock: Arc<dyn Clock>,
@@ -125,6 +118,8 @@ pub(super) struct Writer {
     /// Where each checkpoint is also sent, off this thread.
     witness: Option<WitnessHandle>,
     shared: Arc<Shared>,
+    /// The lines of the batch being written, kept from batch to batch.
+    out: Vec<u8>,
     /// Held for the writer's life; the OS releases it if the process dies.
     _lock: File,
 }
@@ -200,7 +195,6 @@ impl Writer {
         Ok(Writer {
             dir,
             max_file_bytes: settings.max_file_bytes,
-            max_batch: settings.max_batch_records.max(1),
             retention_days: settings.retention_days,
             retry_interval: Duration::from_millis(settings.retry_interval_ms.max(1)),
             clock,
@@ -215,35 +209,39 @@ impl Writer {
             checkpoints,
             witness,
             shared,
+            out: Vec::with_capacity(64 * 1024),
             _lock: lock,
         })
     }
 
-    /// The thread's body: until every sender is gone, commit what is pending.
-    pub(super) fn run(mut self, pending: Receiver<Pending>) {
+    /// The thread's body: until the log is closed and every batch written,
+    /// commit the oldest batch.
+    pub(super) fn run(mut self, queue: Arc<Queue>) {
+        /// However the thread ends, no request is left waiting for it.
+        struct Abandon<'a>(&'a Queue);
+        impl Drop for Abandon<'_> {
+            fn drop(&mut self) {
+                self.0.abandon();
+            }
+        }
+        let _abandon = Abandon(&queue);
         loop {
             let wait = if self.failed {
                 self.retry_interval
             } else {
                 self.checkpoint_due_in().unwrap_or(HOUSEKEEPING_INTERVAL)
             };
-            let first = match pending.recv_timeout(wait) {
-                Ok(first) => first,
-                Err(RecvTimeoutError::Timeout) => {
+            let batch = match queue.take(wait) {
+                Taken::Batch(batch) => batch,
+                Taken::Idle => {
                     self.idle();
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
+                Taken::Closed => break,
             };
-            let mut batch = vec![first];
-            while batch.len() < self.max_batch {
-                match pending.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
             self.housekeeping();
-            self.commit(batch);
+            self.commit(&batch);
+            queue.recycle(batch);
         }
         // At shutdown, the records not yet covered get their checkpoint.
         if !self.failed {
@@ -254,15 +252,18 @@ impl Writer {
         tracing::debug!("audit writer stopped");
     }
 
-    fn commit(&mut self, batch: Vec<Pending>) {
+    fn commit(&mut self, batch: &Batch) {
         let batch_len = batch.len();
         let count = batch_len as u64;
-        let (records, replies): (Vec<Record>, Vec<_>) =
-            batch.into_iter().map(|p| (p.record, p.reply)).unzip();
         // A policy reload is checkpointed at once, whatever the schedule says.
-        let force_checkpoint = records.iter().any(Record::forces_checkpoint);
+        let force_checkpoint = batch
+            .bodies()
+            .any(|(_, kind)| kind.is_some_and(RecordKind::forces_checkpoint));
         let started = std::time::Instant::now();
-        let written = self.write(records);
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let written = self.write(batch, &mut out);
+        self.out = out;
         // The disk's time for the whole group commit (write and fdatasync),
         // failed ones included: a slow or failing disk shows here first.
         crate::telemetry::record_audit_write(started.elapsed());
@@ -270,14 +271,12 @@ impl Writer {
         // grows tells of a disk that falls behind before the time does.
         crate::telemetry::record_audit_batch(batch_len);
         match written {
-            Ok(receipts) => {
+            Ok(sealed) => {
                 self.shared.records.fetch_add(count, Ordering::Relaxed);
                 self.shared.batches.fetch_add(1, Ordering::Relaxed);
                 self.shared.healthy.store(true, Ordering::Release);
-                for (reply, receipt) in replies.into_iter().zip(receipts) {
-                    // A waiter that went away still has its record on disk.
-                    let _ = reply.send(Ok(receipt));
-                }
+                // A waiter that went away still has its record on disk.
+                batch.publish(Ok(sealed));
                 self.checkpoint(force_checkpoint);
             }
             Err(failure) => {
@@ -290,16 +289,14 @@ impl Writer {
                     records = count,
                     "audit batch not written: its requests are refused until the log recovers"
                 );
-                let error = AuditError::Unavailable(Arc::new(failure));
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
+                batch.publish(Err(AuditError::Unavailable(Arc::new(failure))));
             }
         }
     }
 
-    /// Writes and syncs one batch; the chain moves on only if all of it is durable.
-    fn write(&mut self, records: Vec<Record>) -> Result<Vec<AuditReceipt>, WriteFailure> {
+    /// Seals, writes and syncs one batch, its lines assembled in `buf`; the
+    /// chain moves on only if all of it is durable.
+    fn write(&mut self, batch: &Batch, buf: &mut Vec<u8>) -> Result<Sealed, WriteFailure> {
         let mut file = match self.file.take() {
             Some(file) if !self.failed => file,
             _ => self.reopen()?,
@@ -311,19 +308,19 @@ impl Writer {
         let mut unsynced = false;
         let mut chain = self.chain.clone();
         let mut tree = self.tree.clone();
-        let mut buf = Vec::with_capacity(records.len() * 768);
-        let mut receipts = Vec::with_capacity(records.len());
-        for mut record in records {
+        let first_seq = chain.next_seq;
+        let mut marks = Vec::with_capacity(batch.len());
+        for (body, _kind) in batch.bodies() {
             let time = self.clock.wall().max(chain.last_time);
             let day = files::utc_day(time);
-            record.seq = chain.next_seq;
-            record.prev = chain.prev.clone();
-            record.time = format!("{time:.6}");
-            let line = chain::seal(&mut record)
-                .map_err(|e| WriteFailure::new("cannot serialize a record", io::Error::other(e)))?;
-            let full = len > 0 && len.saturating_add(line.len() as u64) > self.max_file_bytes;
+            let start = buf.len();
+            let (hash, written_at) =
+                chain::seal_body(buf, chain.next_seq, time, body, chain.prev.as_bytes());
+            let line_len = buf.len() - start;
+            let full = len > 0 && len.saturating_add(line_len as u64) > self.max_file_bytes;
             if day > name.day || full {
-                flush(&mut file, &mut buf, &path)?;
+                flush(&mut file, &buf[..start], &path)?;
+                buf.drain(..start);
                 if unsynced {
                     sync(self.sync_data, &file, &path, &self.shared)?;
                 }
@@ -341,23 +338,18 @@ impl Writer {
             }
             if let Some(tree) = tree.as_mut() {
                 // The leaf is the stored line without its newline; leaf index = seq - 1.
-                tree.push(leaf_hash(line.strip_suffix(b"\n").unwrap_or(&line)));
+                let end = buf.len() - 1;
+                tree.push(leaf_hash(&buf[end + 1 - line_len..end]));
             }
-            len = len.saturating_add(line.len() as u64);
-            buf.extend_from_slice(&line);
+            len = len.saturating_add(line_len as u64);
             unsynced = true;
-            chain = Chain {
-                next_seq: record.seq.saturating_add(1),
-                prev: record.hash.clone(),
-                last_time: time,
-            };
-            receipts.push(AuditReceipt {
-                seq: record.seq,
-                hash: record.hash,
-                time: record.time,
-            });
+            chain.next_seq = chain.next_seq.saturating_add(1);
+            chain.prev.clear();
+            chain.prev.push_str(&chain::hex_of(&hash));
+            chain.last_time = time;
+            marks.push((hash, written_at));
         }
-        flush(&mut file, &mut buf, &path)?;
+        flush(&mut file, buf, &path)?;
         if unsynced {
             sync(self.sync_data, &file, &path, &self.shared)?;
         }
@@ -366,7 +358,7 @@ impl Writer {
         self.tail = Position { name, len };
         self.file = Some(file);
         self.abandoned.clear();
-        Ok(receipts)
+        Ok(Sealed { first_seq, marks })
     }
 
     /// Opens the next file of the chain, creating it (and remembering that it
@@ -550,11 +542,10 @@ impl Writer {
     }
 }
 
-fn flush(file: &mut File, buf: &mut Vec<u8>, path: &Path) -> Result<(), WriteFailure> {
-    if !buf.is_empty() {
-        file.write_all(buf)
+fn flush(file: &mut File, bytes: &[u8], path: &Path) -> Result<(), WriteFailure> {
+    if !bytes.is_empty() {
+        file.write_all(bytes)
             .map_err(|e| WriteFailure::at("cannot write to", path, e))?;
-        buf.clear();
     }
     Ok(())
 }
