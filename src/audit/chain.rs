@@ -292,6 +292,25 @@ mod tests {
             (full_entry(), Some("ab".repeat(32)), None),
             (full_entry(), None, Some("2026-key")),
             (minimal, None, None),
+            (
+                AuditEntry::policy_applied(
+                    crate::audit::record::ReloadTrigger::Signal,
+                    "sha256:aa".into(),
+                    "sha256:bb".into(),
+                ),
+                None,
+                None,
+            ),
+            (
+                AuditEntry::policy_rejected(
+                    crate::audit::record::ReloadTrigger::FileWatch,
+                    "sha256:aa".into(),
+                    Some("sha256:cc".into()),
+                    3,
+                ),
+                None,
+                None,
+            ),
         ];
         for (entry, dossier, key_id) in cases {
             let mut body = Vec::new();

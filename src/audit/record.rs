@@ -391,6 +391,7 @@ struct Body<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     key_id: Option<&'a str>,
     outcome: Outcome,
+    #[serde(skip_serializing_if = "is_zero")]
     status: u16,
     released: &'a [String],
     policy_version: Option<&'a str>,
@@ -405,6 +406,12 @@ struct Body<'a> {
     rule: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     figures: Option<&'a Figures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trigger: Option<ReloadTrigger>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_policy_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejected_policy_version: Option<&'a str>,
 }
 
 /// Appends the body of `entry`'s record to `out`: its keys from `request_id`
@@ -450,6 +457,9 @@ pub(super) fn write_body(
         kind: entry.kind,
         rule: entry.rule,
         figures: Some(&entry.figures).filter(|f| !f.is_empty()),
+        trigger: entry.trigger,
+        previous_policy_version: entry.previous_policy_version.as_deref(),
+        rejected_policy_version: entry.rejected_policy_version.as_deref(),
     };
     let start = out.len();
     serde_json::to_writer(&mut *out, &body)?;
