@@ -54,7 +54,7 @@ pub use drift::{DriftTracker, unknown_paths};
 pub use explain::{Explanation, FieldExplanation};
 pub use filter::Filtered;
 pub use policy_tests::{TestFailure, TestReport, run_policy_tests};
-pub use redact::REDACTED;
+pub use redact::{REDACTED, redact_text};
 pub use reload::{PolicyStore, ReloadCounts, ReloadOutcome};
 pub use schema::Kind;
 pub use shadow::{RefusalChange, ShadowDiff, ShadowPolicy};
