@@ -25,7 +25,10 @@ const TOKENS: &[&str] = &[
 
 fuzz_target!(|data: &[u8]| {
     std::fs::write(&*FILE, data).expect("the temporary directory is writable");
-    let Ok(auth) = authenticator(&FILE) else {
+    let loaded = authenticator(&FILE);
+    // Removed at once: libFuzzer may exit at any input without cleaning up.
+    let _ = std::fs::remove_file(&*FILE);
+    let Ok(auth) = loaded else {
         return;
     };
     assert!(
