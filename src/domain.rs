@@ -94,15 +94,30 @@ impl Nir {
 
     /// The control key of a 13-character NIR body: 97 - (body mod 97), with the
     /// Corsican departments 2A and 2B read as 19 and 18.
+    /// `None` unless `body` is 13 ASCII digits (`2A` or `2B` at the department).
     pub fn key_of(body: &str) -> Option<u64> {
-        if body.len() != 13 {
+        // Bytes, not `str` slices: any text may come here, and a slice that
+        // cuts a multi-byte character would panic.
+        let bytes = body.as_bytes();
+        if bytes.len() != 13 {
             return None;
         }
-        let n: u64 = match &body[5..7] {
-            "2A" => body.replacen("2A", "19", 1).parse().ok()?,
-            "2B" => body.replacen("2B", "18", 1).parse().ok()?,
-            _ => body.parse().ok()?,
+        let corsica: Option<&[u8; 2]> = match bytes.get(5..7) {
+            Some(b"2A") => Some(b"19"),
+            Some(b"2B") => Some(b"18"),
+            _ => None,
         };
+        let mut n: u64 = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let b = match (corsica, i) {
+                (Some(digits), 5 | 6) => digits[i - 5],
+                _ => b,
+            };
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u64::from(b - b'0');
+        }
         Some(97 - n % 97)
     }
 
@@ -247,6 +262,20 @@ mod tests {
         assert_eq!(
             Nir::parse("253072a07300443").map(|n| n.as_str().to_owned()),
             Ok("253072A07300443".into())
+        );
+    }
+
+    #[test]
+    fn the_key_of_any_text_is_none_unless_it_is_a_nir_body_and_never_a_panic() {
+        // Found by the `identifiers` fuzz target: `é` straddled bytes 5 and 6,
+        // and slicing the department out of the text panicked.
+        assert_eq!(Nir::key_of("2695\u{4fe}1012800"), None);
+        assert_eq!(Nir::key_of("1234é5678901"), None);
+        assert_eq!(Nir::key_of("+951099126111"), None);
+        assert_eq!(Nir::key_of("2951099126111"), Some(93));
+        assert_eq!(
+            Nir::parse("2695\u{4fe}101280091"),
+            Err(DomainError::NirShape)
         );
     }
 

@@ -54,7 +54,7 @@ pub use drift::{DriftTracker, unknown_paths};
 pub use explain::{Explanation, FieldExplanation};
 pub use filter::{Filtered, FilteredJson};
 pub use policy_tests::{TestFailure, TestReport, run_policy_tests};
-pub use redact::REDACTED;
+pub use redact::{REDACTED, redact_text};
 pub use reload::{
     PolicyStore, ReloadCause, ReloadCounts, ReloadEvent, ReloadJournal, ReloadOutcome, ReloadResult,
 };

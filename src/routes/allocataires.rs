@@ -110,7 +110,14 @@ async fn read_nir(
         .map_err(|_| BrokerError::RequestTimeout {
             limit_secs: limits.request_timeout.as_secs(),
         })??;
-    let search: SearchBody = serde_json::from_slice(&body).map_err(|e| {
+    nir_of_search_body(&body)
+}
+
+/// The NIR of a search body already read: `{"nir": "…"}` and nothing else,
+/// its key checked. Every refusal is `400 invalid-request`, whose detail never
+/// quotes the body.
+pub fn nir_of_search_body(body: &[u8]) -> Result<Nir, BrokerError> {
+    let search: SearchBody = serde_json::from_slice(body).map_err(|e| {
         // serde's message may quote the input; only its category and position are sent back.
         let why = match e.classify() {
             serde_json::error::Category::Data => {

@@ -12,6 +12,7 @@ mod problem;
 use actix_web::middleware::from_fn;
 use actix_web::web;
 
+pub use allocataires::nir_of_search_body;
 pub use context::RequestId;
 pub use problem::ApiError;
 
