@@ -26,6 +26,7 @@ mod file;
 mod filter;
 mod policy_tests;
 mod redact;
+mod released;
 mod reload;
 pub mod schema;
 mod shadow;

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use super::load_tests::shipped;
 use super::schema::{FIELDS, FieldSpec, Kind};
-use super::{Policy, PurposeView, Rule, Transform};
+use super::{Policy, PurposeView, Rule};
 
 const FIXTURES: &[&str] = &[
     include_str!("../../config/policy-tests/fixtures/1000001.json"),
@@ -238,49 +238,6 @@ fn children(prefix: &str) -> Vec<&'static FieldSpec> {
         .collect()
 }
 
-/// Every leaf path of the output in `[]` notation, with whether the leaf is null or an empty container.
-fn leaves(value: &Value, path: &str, out: &mut Vec<(String, bool)>) {
-    match value {
-        Value::Object(fields) if !fields.is_empty() => {
-            for (key, inner) in fields {
-                let next = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
-                leaves(inner, &next, out);
-            }
-        }
-        Value::Array(items) if !items.is_empty() => {
-            for item in items {
-                leaves(item, &format!("{path}[]"), out);
-            }
-        }
-        Value::Null | Value::Object(_) | Value::Array(_) => out.push((path.to_owned(), true)),
-        _ => out.push((path.to_owned(), false)),
-    }
-}
-
-fn is_under(path: &str, ancestor: &str) -> bool {
-    path.strip_prefix(ancestor)
-        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with("[]"))
-}
-
-/// Whether a rule allows a leaf at `path`: the rule's own path, inside a subtree it releases
-/// whole, its count key, or (for null and empty containers) a step on the way to a rule.
-fn covered(rules: &[Rule], path: &str, hollow: bool) -> bool {
-    rules.iter().any(|rule| {
-        let own = match rule.transform() {
-            Transform::Count { name } => match rule.path().rsplit_once('.') {
-                Some((parent, _)) => path == format!("{parent}.{name}"),
-                None => path == name,
-            },
-            _ => path == rule.path() || (rule.releases_subtree() && is_under(path, rule.path())),
-        };
-        own || (hollow && is_under(rule.path(), path))
-    })
-}
-
 fn has_nir(value: &Value) -> bool {
     match value {
         Value::Object(fields) => fields
@@ -316,18 +273,12 @@ fn released_paths_are_allowed(
         view.purpose(),
         filtered.data
     );
-    let mut found = Vec::new();
-    leaves(&filtered.data, "", &mut found);
-    for (path, hollow) in found {
-        if path.is_empty() {
-            continue; // an empty data object
-        }
-        prop_assert!(
-            covered(view.rules(), &path, hollow),
-            "`{path}` released for {}",
-            view.purpose()
-        );
-    }
+    let outside = view.paths_outside_rules(&filtered.data);
+    prop_assert!(
+        outside.is_empty(),
+        "{outside:?} released for {}",
+        view.purpose()
+    );
     let mut sorted = filtered.released.clone();
     sorted.sort();
     prop_assert_eq!(&sorted, &filtered.released);
