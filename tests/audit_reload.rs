@@ -10,8 +10,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use caf_broker::audit::{CheckpointVerifier, Record, RecordKind, split_checkpoints};
-use caf_broker::auth::{DevClaims, mint_dev_token};
-use caf_broker::config::Settings;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -92,16 +90,7 @@ impl Broker {
 
     /// One data request for dossier 1000002; returns the policy version that filtered it.
     fn lookup(&self) -> String {
-        let settings =
-            Settings::load_with_env(&root().join("config/broker.toml"), self.env.iter().cloned())
-                .unwrap();
-        let claims = DevClaims {
-            sub: "agent-7".into(),
-            post: "TN-TUNIS".into(),
-            role: "agent_consulaire".into(),
-            ttl_secs: 600,
-        };
-        let token = mint_dev_token(&settings.auth, claims).unwrap();
+        let token = config_files::agent_7_token(&self.env);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

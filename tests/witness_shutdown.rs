@@ -11,9 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use caf_broker::auth::{DevClaims, mint_dev_token};
-use caf_broker::config::Settings;
-
 #[path = "support/config_files.rs"]
 mod config_files;
 
@@ -130,15 +127,7 @@ fn a_hung_witness_url_does_not_hold_the_exit_past_the_shutdown_timeout() {
             .spawn()
             .unwrap(),
     );
-    let settings =
-        Settings::load_with_env(&root().join("config/broker.toml"), env.iter().cloned()).unwrap();
-    let claims = DevClaims {
-        sub: "agent-7".into(),
-        post: "TN-TUNIS".into(),
-        role: "agent_consulaire".into(),
-        ttl_secs: 600,
-    };
-    let token = mint_dev_token(&settings.auth, claims).unwrap();
+    let token = config_files::agent_7_token(&env);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -54,3 +54,21 @@ pub fn serve(config: &Path) -> (Child, Option<serde_json::Value>, JoinHandle<()>
     let drained = std::thread::spawn(move || logs.for_each(drop));
     (child, listening, drained)
 }
+
+/// A dev token of agent `agent-7` of TN-TUNIS (`agent_consulaire`, 10 minutes),
+/// signed with the keys of the broker started with `env` over `config/broker.toml`.
+pub fn agent_7_token(env: &[(String, String)]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let settings = caf_broker::config::Settings::load_with_env(
+        &root.join("config/broker.toml"),
+        env.iter().cloned(),
+    )
+    .unwrap();
+    let claims = caf_broker::auth::DevClaims {
+        sub: "agent-7".into(),
+        post: "TN-TUNIS".into(),
+        role: "agent_consulaire".into(),
+        ttl_secs: 600,
+    };
+    caf_broker::auth::mint_dev_token(&settings.auth, claims).unwrap()
+}
