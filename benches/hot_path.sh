@@ -53,11 +53,15 @@ start() {
   port=$(free_port)
   # shellcheck disable=SC2086
   (cd "$checkout" && exec env CAF_BROKER__SERVER__LISTEN="127.0.0.1:$port" \
-    CAF_BROKER__SERVER__TLS=false CAF_BROKER__SERVER__WORKERS=1 \
+    CAF_BROKER__SERVER__TLS=false CAF_BROKER__SERVER__CLIENT_AUTH=off \
+    CAF_BROKER__SERVER__WORKERS=1 \
     CAF_BROKER__AUDIT__DIR="$audit_base/$name-$RANDOM" \
     CAF_BROKER__POLICY__WATCH=false CAF_BROKER__TELEMETRY__LOG_LEVEL=warn \
     CAF_BROKER__QUOTAS__DEFAULT__PER_SECOND=1000000 CAF_BROKER__QUOTAS__DEFAULT__BURST=1000000 \
     CAF_BROKER__QUOTAS__DEFAULT__PER_DAY=100000000 \
+    CAF_BROKER__QUOTAS__AGENT_DEFAULT__PER_SECOND=1000000 \
+    CAF_BROKER__QUOTAS__AGENT_DEFAULT__BURST=1000000 \
+    CAF_BROKER__QUOTAS__AGENT_DEFAULT__PER_DAY=100000000 \
     $extra "$bin" serve) >"$work/$name.log" 2>&1 &
   echo $! >"$work/$name.pid"
   echo "http://127.0.0.1:$port/v1/allocataires/1000002" >"$work/$name.url"

@@ -536,6 +536,38 @@ async fn without_an_endpoint_the_broker_exports_nothing() {
 }
 
 #[tokio::test]
+async fn the_text_log_written_to_a_pipe_carries_no_terminal_colour_codes() {
+    let broker = Broker::start_with(
+        None,
+        &[
+            ("CAF_BROKER__TELEMETRY__LOG_FORMAT", "\"text\""),
+            ("CAF_BROKER__TELEMETRY__LOG_LEVEL", "\"info\""),
+        ],
+    )
+    .await;
+    let token = broker.token();
+    let res = reqwest::Client::new()
+        .get(broker.url("/v1/allocataires/1000002"))
+        .bearer_auth(&token)
+        .header("X-Purpose", PURPOSE)
+        .header("X-Case-Reference", CASE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let logs = broker.stop();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("request_id="))
+        .unwrap_or_else(|| panic!("no request line in the text logs:\n{logs}"));
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "escape codes in the logs:\n{logs}"
+    );
+}
+
+#[tokio::test]
 async fn a_bulk_lookup_alert_is_a_warning_naming_the_agent_and_rule_but_no_dossier() {
     let broker = Broker::start_with(
         None,

@@ -9,6 +9,12 @@
 //! while it is busy), one notification back per batch, and no channel, no
 //! per-record message and no per-record oneshot.
 //!
+//! The request that finds the writer asleep wakes it, but only after yielding
+//! once to its runtime: the other requests ready on its thread queue their
+//! records first and share the batch. Woken at the first record, a writer on
+//! the same core would take a batch of one, `fdatasync` it, and leave the rest
+//! for the next round: a wake-up and a flush per request under load.
+//!
 //! A batch holds at most `max_batch_records` records; at most
 //! `queue_capacity` records wait in the batches not yet taken, past that a
 //! request is refused at once ([`AuditError::QueueFull`]). A batch dropped
@@ -108,12 +114,20 @@ pub(super) struct Sealed {
 pub(super) struct Ticket {
     done: Arc<Done>,
     index: usize,
+    /// The queue whose sleeping writer this request must wake: set for the
+    /// one request that found it asleep. Dropped unused, it still wakes it.
+    wake: Option<Arc<Queue>>,
 }
 
 impl Ticket {
     /// Resolves once the writer published the batch's outcome; this
     /// request's receipt, or the batch's error.
-    pub async fn wait(self) -> Result<AuditReceipt, AuditError> {
+    pub async fn wait(mut self) -> Result<AuditReceipt, AuditError> {
+        if self.wake.is_some() {
+            // The requests ready on this thread run first and join the batch.
+            tokio::task::yield_now().await;
+            self.wake_writer();
+        }
         loop {
             // Registered before the outcome is read: a publication in
             // between still wakes it (`notify_waiters` counts the futures
@@ -126,6 +140,12 @@ impl Ticket {
         }
     }
 
+    fn wake_writer(&mut self) {
+        if let Some(queue) = self.wake.take() {
+            queue.writer_wakes.notify_one();
+        }
+    }
+
     fn receipt(&self, outcome: &Result<Sealed, AuditError>) -> Result<AuditReceipt, AuditError> {
         let sealed = outcome.as_ref().map_err(Clone::clone)?;
         let (hash, time) = sealed.marks.get(self.index).ok_or(AuditError::Stopped)?;
@@ -134,6 +154,12 @@ impl Ticket {
             hash: hex_of(hash).to_owned(),
             time: time.as_str().to_owned(),
         })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.wake_writer();
     }
 }
 
@@ -188,7 +214,11 @@ impl Queue {
 
     /// Queues one record's body (as `write_body` writes it): refused at once
     /// when `capacity` records already wait, or once the log is closed.
-    pub fn push(&self, body: &[u8], kind: Option<RecordKind>) -> Result<Ticket, AuditError> {
+    pub fn push(
+        self: &Arc<Self>,
+        body: &[u8],
+        kind: Option<RecordKind>,
+    ) -> Result<Ticket, AuditError> {
         let mut state = self.lock();
         if state.closed {
             return Err(AuditError::Stopped);
@@ -212,18 +242,12 @@ impl Queue {
             end: batch.bytes.len(),
             kind,
         });
-        let ticket = Ticket {
-            done: batch.done.0.clone(),
-            index: batch.records.len() - 1,
-        };
+        let (done, index) = (batch.done.0.clone(), batch.records.len() - 1);
         state.queued += 1;
-        let wake = std::mem::take(&mut state.writer_waiting);
-        // Unlocked first: the writer, once woken, takes the lock at once.
-        drop(state);
-        if wake {
-            self.writer_wakes.notify_one();
-        }
-        Ok(ticket)
+        // Whoever finds the writer asleep wakes it; the requests after it
+        // until then find it awake.
+        let wake = std::mem::take(&mut state.writer_waiting).then(|| self.clone());
+        Ok(Ticket { done, index, wake })
     }
 
     /// The oldest batch, waiting at most `wait` for one.
@@ -346,12 +370,16 @@ mod tests {
 
     type Append<'a> = Pin<Box<dyn Future<Output = Result<AuditReceipt, AuditError>> + 'a>>;
 
-    /// Appends record `n`, polled once: its record is in the queue on return.
+    /// Appends record `n`, polled twice: its record is in the queue on
+    /// return, and the writer woken if this record found it asleep (the
+    /// first poll queues the record and yields, the second wakes the writer).
     fn queued(log: &AuditLog, n: u128) -> Append<'_> {
         let entry = AuditEntry::new(uuid::Uuid::from_u128(n), Outcome::Released, 200);
         let mut append: Append<'_> = Box::pin(log.append(entry));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(append.as_mut().poll(&mut cx).is_pending());
+        for _ in 0..2 {
+            assert!(append.as_mut().poll(&mut cx).is_pending());
+        }
         append
     }
 
@@ -445,7 +473,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_left_unwritten_when_the_writer_is_gone_answers_stopped() {
-        let queue = Queue::new(8, 8);
+        let queue = Arc::new(Queue::new(8, 8));
         let ticket = queue.push(b"\"request_id\":\"x\",", None).unwrap();
         queue.abandon();
         assert!(matches!(ticket.wait().await, Err(AuditError::Stopped)));
@@ -454,7 +482,7 @@ mod tests {
 
     #[test]
     fn a_full_batch_starts_the_next_and_the_bound_counts_queued_records_only() {
-        let queue = Queue::new(3, 2);
+        let queue = Arc::new(Queue::new(3, 2));
         for _ in 0..3 {
             queue.push(b"a,", None).unwrap();
         }
@@ -478,5 +506,59 @@ mod tests {
             first_seq: 1,
             marks: Vec::new(),
         }));
+    }
+
+    /// A writer thread that takes one batch (waiting up to an hour for it)
+    /// and sends its size; it waits on the queue before this returns.
+    fn sleeping_writer(queue: &Arc<Queue>) -> std::sync::mpsc::Receiver<usize> {
+        let (sizes, taken) = std::sync::mpsc::channel();
+        let writer = queue.clone();
+        std::thread::spawn(move || {
+            if let Taken::Batch(batch) = writer.take(Duration::from_secs(3600)) {
+                let _ = sizes.send(batch.len());
+                batch.publish(Err(AuditError::Stopped));
+            }
+        });
+        while !queue.lock().writer_waiting {
+            std::thread::yield_now();
+        }
+        taken
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_requests_ready_on_a_thread_share_the_batch_of_the_one_that_wakes_the_writer() {
+        let queue = Arc::new(Queue::new(8, 8));
+        let taken = sleeping_writer(&queue);
+        let requests: Vec<_> = (0..3)
+            .map(|_| {
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    // The request's own work on this thread, before its record.
+                    std::thread::sleep(Duration::from_millis(20));
+                    queue.push(b"a,", None).unwrap().wait().await
+                })
+            })
+            .collect();
+        // The requests run while this one waits for the writer's batch.
+        let size = tokio::task::spawn_blocking(move || taken.recv().unwrap())
+            .await
+            .unwrap();
+        queue.abandon();
+        for request in requests {
+            assert!(matches!(request.await.unwrap(), Err(AuditError::Stopped)));
+        }
+        assert_eq!(size, 3, "one batch for the three requests");
+    }
+
+    #[test]
+    fn a_request_dropped_before_it_woke_the_writer_still_wakes_it() {
+        let queue = Arc::new(Queue::new(8, 8));
+        let taken = sleeping_writer(&queue);
+        drop(queue.push(b"a,", None).unwrap());
+        assert_eq!(
+            taken.recv_timeout(Duration::from_secs(60)),
+            Ok(1),
+            "the writer was not woken"
+        );
     }
 }
