@@ -240,6 +240,28 @@ impl Broker {
         format!("{}{path}", self.address)
     }
 
+    /// A GET of `path` by `token`'s agent, with the purpose and case of these tests.
+    fn get(&self, client: &reqwest::Client, path: &str, token: &str) -> reqwest::RequestBuilder {
+        with_case(client.get(self.url(path)), token)
+    }
+
+    /// Reads one fixed dossier (a 200), stops; the token used and the logs.
+    async fn read_one_dossier_and_stop(self) -> (String, String) {
+        let token = self.token();
+        let res = self
+            .get(&reqwest::Client::new(), "/v1/allocataires/1000002", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        (token, self.stop())
+    }
+
+    /// A search (`POST /v1/allocataires/recherche`) by `token`'s agent, as [`Broker::get`].
+    fn search(&self, client: &reqwest::Client, token: &str) -> reqwest::RequestBuilder {
+        with_case(client.post(self.url("/v1/allocataires/recherche")), token)
+    }
+
     /// SIGTERM, as an orchestrator stops it; returns its logs once it has exited.
     fn stop(mut self) -> String {
         // The shell's own `kill`, so that no procps package is needed.
@@ -277,6 +299,13 @@ impl Drop for Broker {
 
 /// Every personal value of the fixed dossiers: numéros, NIRs, and the names
 /// and address lines of the allocataire, spouse and children.
+fn with_case(request: reqwest::RequestBuilder, token: &str) -> reqwest::RequestBuilder {
+    request
+        .bearer_auth(token)
+        .header("X-Purpose", PURPOSE)
+        .header("X-Case-Reference", CASE)
+}
+
 fn personal_values() -> Vec<String> {
     let dataset = Dataset::generate(Dataset::DEFAULT_SEED, 0);
     let mut values: Vec<String> = NUMEROS.iter().chain(&NIRS).map(|s| s.to_string()).collect();
@@ -347,11 +376,7 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
 async fn full_run(broker: &Broker, token: &str) {
     let client = reqwest::Client::new();
     for (i, numero) in NUMEROS.iter().enumerate() {
-        let mut request = client
-            .get(broker.url(&format!("/v1/allocataires/{numero}")))
-            .bearer_auth(token)
-            .header("X-Purpose", PURPOSE)
-            .header("X-Case-Reference", CASE);
+        let mut request = broker.get(&client, &format!("/v1/allocataires/{numero}"), token);
         if i == 0 {
             request = request.header("traceparent", TRACEPARENT);
         }
@@ -359,11 +384,8 @@ async fn full_run(broker: &Broker, token: &str) {
         assert_eq!(res.status(), 200, "GET {numero}");
     }
     for nir in NIRS {
-        let res = client
-            .post(broker.url("/v1/allocataires/recherche"))
-            .bearer_auth(token)
-            .header("X-Purpose", PURPOSE)
-            .header("X-Case-Reference", CASE)
+        let res = broker
+            .search(&client, token)
             .json(&json!({ "nir": nir }))
             .send()
             .await
@@ -371,30 +393,21 @@ async fn full_run(broker: &Broker, token: &str) {
         assert_eq!(res.status(), 200, "POST recherche");
     }
     // Failures log and trace too: a bad token, a bad NIR key, an unknown dossier.
-    let res = client
-        .get(broker.url("/v1/allocataires/1000002"))
-        .bearer_auth(format!("{token}x"))
-        .header("X-Purpose", PURPOSE)
-        .header("X-Case-Reference", CASE)
+    let res = broker
+        .get(&client, "/v1/allocataires/1000002", &format!("{token}x"))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 401);
-    let res = client
-        .post(broker.url("/v1/allocataires/recherche"))
-        .bearer_auth(token)
-        .header("X-Purpose", PURPOSE)
-        .header("X-Case-Reference", CASE)
+    let res = broker
+        .search(&client, token)
         .json(&json!({ "nir": "295109912611194" }))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
-    let res = client
-        .get(broker.url("/v1/allocataires/9999999"))
-        .bearer_auth(token)
-        .header("X-Purpose", PURPOSE)
-        .header("X-Case-Reference", CASE)
+    let res = broker
+        .get(&client, "/v1/allocataires/9999999", token)
         .send()
         .await
         .unwrap();
@@ -520,17 +533,7 @@ async fn without_an_endpoint_the_broker_exports_nothing() {
         ],
     )
     .await;
-    let token = broker.token();
-    let res = reqwest::Client::new()
-        .get(broker.url("/v1/allocataires/1000002"))
-        .bearer_auth(&token)
-        .header("X-Purpose", PURPOSE)
-        .header("X-Case-Reference", CASE)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let logs = broker.stop();
+    let (token, logs) = broker.read_one_dossier_and_stop().await;
     assert!(receiver.exports().is_empty());
     assert_no_personal_data("the logs", logs.as_bytes(), &token);
 }
@@ -545,22 +548,13 @@ async fn the_text_log_written_to_a_pipe_carries_no_terminal_colour_codes() {
         ],
     )
     .await;
-    let token = broker.token();
-    let res = reqwest::Client::new()
-        .get(broker.url("/v1/allocataires/1000002"))
-        .bearer_auth(&token)
-        .header("X-Purpose", PURPOSE)
-        .header("X-Case-Reference", CASE)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let logs = broker.stop();
+    let (token, logs) = broker.read_one_dossier_and_stop().await;
     let line = logs
         .lines()
         .find(|line| line.contains("request_id="))
         .unwrap_or_else(|| panic!("no request line in the text logs:\n{logs}"));
     assert!(line.contains(" INFO "), "{line}");
+    assert_no_personal_data("the text logs", logs.as_bytes(), &token);
     assert!(
         !logs.contains('\u{1b}'),
         "escape codes in the logs:\n{logs}"
@@ -581,11 +575,8 @@ async fn a_bulk_lookup_alert_is_a_warning_naming_the_agent_and_rule_but_no_dossi
     let token = broker.token();
     let client = reqwest::Client::new();
     for numero in NUMEROS {
-        let res = client
-            .get(broker.url(&format!("/v1/allocataires/{numero}")))
-            .bearer_auth(&token)
-            .header("X-Purpose", PURPOSE)
-            .header("X-Case-Reference", CASE)
+        let res = broker
+            .get(&client, &format!("/v1/allocataires/{numero}"), &token)
             .send()
             .await
             .unwrap();
