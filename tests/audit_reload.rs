@@ -6,7 +6,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use caf_broker::audit::{CheckpointVerifier, Record, RecordKind, split_checkpoints};
@@ -71,14 +71,7 @@ impl Broker {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let child = Command::new(env!("CARGO_BIN_EXE_caf-broker"))
-            .current_dir(root())
-            .envs(env.iter().cloned())
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = config_files::spawn_quiet(&env);
         let broker = Broker { child, port, env };
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -252,6 +245,24 @@ fn assert_success(out: &Output) {
     );
 }
 
+/// `record` is an applied reload by `trigger`, from policy text `from` to `to`.
+fn assert_applied(record: &Record, trigger: &str, from: &str, to: &str) {
+    let line = serde_json::to_string(record).unwrap();
+    assert!(
+        line.contains(r#""outcome":"applied""#)
+            && line.contains(&format!(r#""trigger":"{trigger}""#)),
+        "{line}"
+    );
+    assert_eq!(
+        record.previous_policy_version.as_deref(),
+        Some(version_of(from).as_str())
+    );
+    assert_eq!(
+        record.policy_version.as_deref(),
+        Some(version_of(to).as_str())
+    );
+}
+
 /// A reload record holds no request, agent or dossier.
 fn assert_no_request(record: &Record) {
     let line = serde_json::to_string(record).unwrap();
@@ -278,19 +289,7 @@ fn a_reload_by_sighup_is_recorded_with_both_versions_and_checkpointed_at_once() 
     replace_policy(&dir, &reviewed);
     broker.hangup();
     let applied = wait_for_reloads(&dir, 1).remove(0);
-    let line = serde_json::to_string(&applied).unwrap();
-    assert!(
-        line.contains(r#""outcome":"applied""#) && line.contains(r#""trigger":"signal""#),
-        "{line}"
-    );
-    assert_eq!(
-        applied.previous_policy_version.as_deref(),
-        Some(version_of(&original).as_str())
-    );
-    assert_eq!(
-        applied.policy_version.as_deref(),
-        Some(version_of(&reviewed).as_str())
-    );
+    assert_applied(&applied, "signal", &original, &reviewed);
     assert_no_request(&applied);
     wait_for_checkpoint_covering(&dir, applied.seq);
     // The record is written before the new policy filters anything.
@@ -359,19 +358,7 @@ fn a_reload_by_file_watch_is_recorded_as_such_and_checkpointed_at_once() {
     let reviewed = format!("# reviewed by the watch\n{original}");
     replace_policy(&dir, &reviewed);
     let applied = wait_for_reloads(&dir, 1).remove(0);
-    let line = serde_json::to_string(&applied).unwrap();
-    assert!(
-        line.contains(r#""trigger":"file_watch""#) && line.contains(r#""outcome":"applied""#),
-        "{line}"
-    );
-    assert_eq!(
-        applied.previous_policy_version.as_deref(),
-        Some(version_of(&original).as_str())
-    );
-    assert_eq!(
-        applied.policy_version.as_deref(),
-        Some(version_of(&reviewed).as_str())
-    );
+    assert_applied(&applied, "file_watch", &original, &reviewed);
     wait_for_checkpoint_covering(&dir, applied.seq);
     broker.stop();
 

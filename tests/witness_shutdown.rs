@@ -5,7 +5,7 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -117,16 +117,7 @@ fn a_hung_witness_url_does_not_hold_the_exit_past_the_shutdown_timeout() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let mut broker = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_caf-broker"))
-            .current_dir(root())
-            .envs(env.iter().cloned())
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut broker = KillOnDrop(config_files::spawn_quiet(&env));
     let token = config_files::agent_7_token(&env);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -55,6 +55,20 @@ pub fn serve(config: &Path) -> (Child, Option<serde_json::Value>, JoinHandle<()>
     (child, listening, drained)
 }
 
+/// `caf-broker` with its default command (`serve` over `config/broker.toml`),
+/// from the repository's root, with `env` added and `RUST_LOG` removed; its
+/// output discarded.
+pub fn spawn_quiet(env: &[(String, String)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_caf-broker"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .envs(env.iter().cloned())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the broker starts")
+}
+
 /// A dev token of agent `agent-7` of TN-TUNIS (`agent_consulaire`, 10 minutes),
 /// signed with the keys of the broker started with `env` over `config/broker.toml`.
 pub fn agent_7_token(env: &[(String, String)]) -> String {
